@@ -1,0 +1,768 @@
+//! [`Connection`] and [`ConnState`]: the per-connection state machine, and
+//! the reactor's read and write paths for stream sockets.
+//!
+//! Always true:
+//! - every change of state goes through [`Connection::set_state`], which logs
+//!   it at debug level with the key and the peer;
+//! - the socket is registered once, for READABLE and WRITABLE, edge-triggered,
+//!   and never re-registered: an edge fires only when readiness changes, so
+//!   WRITABLE costs nothing while the queue is empty, and toggling it would
+//!   cost an `epoll_ctl` per transition;
+//! - reads go on until `WouldBlock`, a short read (the socket had less than
+//!   the scratch buffer: it is empty now, and new data brings a new edge), or
+//!   the per-wakeup read budget; a connection stopped by the budget is put on
+//!   the ready list and read again next turn without waiting for an event;
+//! - a read of 0 bytes is the peer's FIN: the read half is closed, the write
+//!   half stays open until the handler closes it;
+//! - input the handler did not consume is kept in `pending`, which is freed
+//!   as soon as it is empty: an idle connection holds no read buffer.
+
+use std::fmt;
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::net::Shutdown;
+use std::os::fd::{AsRawFd, RawFd};
+use std::rc::Rc;
+use std::time::Duration;
+
+use log::{debug, trace};
+use mio::net::{TcpStream, UnixStream};
+
+use crate::reactor::{Core, Deferred, Notice, TimerTask};
+use crate::registry::Registry;
+use crate::source::Source;
+use crate::write_queue::{copy_file_region, Chunk, Sink, WriteQueue};
+use crate::{Addr, CloseReason, Context, Key, StreamHandler, TimerId};
+
+/// Limits and thresholds of one connection. Set per listener through
+/// [`crate::ListenerOptions`], or for outbound connections through
+/// [`crate::Reactor::set_connection_defaults`].
+#[derive(Clone, Debug)]
+pub struct ConnectionOptions {
+    /// Queued output above which the handler gets `on_high_water`.
+    pub high_water: usize,
+    /// Queued output at or below which, after the high watermark was
+    /// passed, the handler gets `on_drain`.
+    pub low_water: usize,
+    /// Hard cap on output held in memory (file regions do not count: they
+    /// cost no memory). Passing it triggers [`ConnectionOptions::overflow`].
+    pub max_queued: usize,
+    /// What passing `max_queued` does.
+    pub overflow: OverflowPolicy,
+    /// Cap on input received but not consumed by the handler; past it the
+    /// connection is closed with [`CloseReason::InputOverflow`].
+    pub max_pending_input: usize,
+    /// A connection closing after flushing is cut (reset) when the peer has
+    /// taken no bytes for this long.
+    pub drain_timeout: Duration,
+    /// After a close, once our FIN is sent, how long to keep reading and
+    /// discarding what the peer still sends before closing the socket. A
+    /// socket closed with unread input sends a reset, which can destroy the
+    /// last bytes we sent before the peer reads them.
+    pub linger: Duration,
+}
+
+impl Default for ConnectionOptions {
+    fn default() -> Self {
+        ConnectionOptions {
+            high_water: 256 * 1024,
+            low_water: 64 * 1024,
+            max_queued: 16 * 1024 * 1024,
+            overflow: OverflowPolicy::Close,
+            max_pending_input: 1024 * 1024,
+            drain_timeout: Duration::from_secs(30),
+            linger: Duration::from_secs(2),
+        }
+    }
+}
+
+/// What happens when a send would pass [`ConnectionOptions::max_queued`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OverflowPolicy {
+    /// Abort the connection ([`CloseReason::Overflow`]): a consumer that
+    /// does not read loses its connection, not everyone else their memory.
+    Close,
+    /// Drop the send that does not fit (the send returns `false`) and keep
+    /// the connection; whole messages are lost, never parts of one.
+    Drop,
+}
+
+/// The life of a stream connection.
+///
+/// ```text
+/// Connecting  --writable, no socket error------> Open
+/// Connecting  --socket error-------------------> Closed (ConnectFailed)
+/// Open        --peer FIN (read of 0)-----------> ReadClosed
+/// Open        --handler shutdown_write---------> WriteClosing
+/// Open        --handler close------------------> Draining
+/// ReadClosed  --handler close / shutdown_write-> Draining
+/// WriteClosing --queue empty, FIN sent---------> WriteClosed
+/// WriteClosing --peer FIN----------------------> Draining (peer done)
+/// WriteClosed --peer FIN-----------------------> Closed (PeerClosed)
+/// WriteClosed --handler close------------------> Closed
+/// Draining    --queue empty, peer done---------> Closed
+/// Draining    --queue empty, FIN sent----------> Lingering
+/// Draining    --no progress for drain_timeout--> Closed (DrainTimeout)
+/// Lingering   --peer FIN, error or linger------> Closed
+/// any         --IO error, abort, overflow------> Closed
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConnState {
+    /// An outbound connect is in progress. In: [`Context::connect`]. Sends
+    /// are queued. Out: the socket turns writable.
+    Connecting,
+    /// Both halves open. In: accepted, or connected. Out: a FIN either way,
+    /// a close, an error.
+    Open,
+    /// The peer sent FIN; no more input. Sends go on. Out: the handler
+    /// closes (the default on `on_read_closed`).
+    ReadClosed,
+    /// The handler shut its write half: the queue is flushing, then a FIN
+    /// goes out. Input is still delivered; sends are refused.
+    WriteClosing,
+    /// Our FIN is sent; input is still delivered. Out: the peer's FIN.
+    WriteClosed,
+    /// The handler closed: the queue is flushing; input is read and
+    /// discarded; sends are refused.
+    Draining {
+        /// The peer's FIN was seen, so no lingering is needed.
+        peer_done: bool,
+    },
+    /// Our FIN is out after a close; input is discarded until the peer's
+    /// FIN or [`ConnectionOptions::linger`].
+    Lingering,
+    /// Finished. The socket closes when the reactor drops the connection,
+    /// right after `on_close`.
+    Closed,
+}
+
+impl ConnState {
+    /// Whether input is delivered to the handler (the read half is open and
+    /// the handler has not closed).
+    pub fn may_receive(self) -> bool {
+        matches!(
+            self,
+            ConnState::Open | ConnState::WriteClosing | ConnState::WriteClosed
+        )
+    }
+
+    /// Whether sends are accepted: Connecting, Open or ReadClosed.
+    pub fn may_send(self) -> bool {
+        matches!(
+            self,
+            ConnState::Connecting | ConnState::Open | ConnState::ReadClosed
+        )
+    }
+
+    /// Whether the socket is still read, to deliver or to discard.
+    fn reads_socket(self) -> bool {
+        self.may_receive()
+            || matches!(
+                self,
+                ConnState::Draining { peer_done: false } | ConnState::Lingering
+            )
+    }
+}
+
+impl fmt::Display for ConnState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let name = match self {
+            ConnState::Connecting => "CONNECTING",
+            ConnState::Open => "OPEN",
+            ConnState::ReadClosed => "READ-CLOSED",
+            ConnState::WriteClosing => "WRITE-CLOSING",
+            ConnState::WriteClosed => "WRITE-CLOSED",
+            ConnState::Draining { .. } => "DRAINING",
+            ConnState::Lingering => "LINGERING",
+            ConnState::Closed => "CLOSED",
+        };
+        f.write_str(name)
+    }
+}
+
+/// A connected stream socket, TCP or Unix.
+#[derive(Debug)]
+pub(crate) enum Stream {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+impl Stream {
+    pub(crate) fn source(&mut self) -> &mut dyn mio::event::Source {
+        match self {
+            Stream::Tcp(s) => s,
+            Stream::Unix(s) => s,
+        }
+    }
+
+    fn shutdown(&self, how: Shutdown) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.shutdown(how),
+            Stream::Unix(s) => s.shutdown(how),
+        }
+    }
+
+    fn take_error(&self) -> io::Result<Option<io::Error>> {
+        match self {
+            Stream::Tcp(s) => s.take_error(),
+            Stream::Unix(s) => s.take_error(),
+        }
+    }
+
+    pub(crate) fn peer_addr(&self) -> io::Result<Addr> {
+        match self {
+            Stream::Tcp(s) => s.peer_addr().map(Addr::Inet),
+            Stream::Unix(s) => s.peer_addr().map(|a| Addr::from_unix(&a)),
+        }
+    }
+
+    pub(crate) fn local_addr(&self) -> io::Result<Addr> {
+        match self {
+            Stream::Tcp(s) => s.local_addr().map(Addr::Inet),
+            Stream::Unix(s) => s.local_addr().map(|a| Addr::from_unix(&a)),
+        }
+    }
+
+    /// Makes the close send a reset (`SO_LINGER` with a zero timeout).
+    fn set_reset_on_close(&self) {
+        let linger = libc::linger {
+            l_onoff: 1,
+            l_linger: 0,
+        };
+        // SAFETY: the fd is a live socket owned by `self`; the option value
+        // is a properly initialised `linger` and its exact size is passed.
+        let rc = unsafe {
+            libc::setsockopt(
+                self.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_LINGER,
+                (&linger as *const libc::linger).cast(),
+                std::mem::size_of::<libc::linger>() as libc::socklen_t,
+            )
+        };
+        if rc != 0 {
+            trace!("SO_LINGER: {}", io::Error::last_os_error());
+        }
+    }
+}
+
+impl AsRawFd for Stream {
+    fn as_raw_fd(&self) -> RawFd {
+        match self {
+            Stream::Tcp(s) => s.as_raw_fd(),
+            Stream::Unix(s) => s.as_raw_fd(),
+        }
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.read(buf),
+            Stream::Unix(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.write(buf),
+            Stream::Unix(s) => s.write(buf),
+        }
+    }
+    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.write_vectored(bufs),
+            Stream::Unix(s) => s.write_vectored(bufs),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Sink for Stream {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    fn send_file(&mut self, file: &File, offset: u64, len: usize) -> io::Result<usize> {
+        let mut off = offset as libc::off_t;
+        // SAFETY: both fds are open for the duration of the call (the socket
+        // is owned by `self`, the file is borrowed); `off` is a valid,
+        // exclusively borrowed offset the kernel updates.
+        let sent = unsafe { libc::sendfile(self.as_raw_fd(), file.as_raw_fd(), &mut off, len) };
+        if sent >= 0 {
+            return Ok(sent as usize);
+        }
+        let err = io::Error::last_os_error();
+        match err.raw_os_error() {
+            // This pair of descriptors cannot use sendfile: copy instead.
+            Some(libc::EINVAL) | Some(libc::ENOSYS) => copy_file_region(self, file, offset, len),
+            _ => Err(err),
+        }
+    }
+
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    fn send_file(&mut self, file: &File, offset: u64, len: usize) -> io::Result<usize> {
+        copy_file_region(self, file, offset, len)
+    }
+}
+
+/// One stream connection: the socket, its handler, its queues and its state.
+pub(crate) struct Connection {
+    pub(crate) stream: Stream,
+    /// Taken out while one of its callbacks runs.
+    pub(crate) handler: Option<Box<dyn StreamHandler>>,
+    pub(crate) state: ConnState,
+    pub(crate) queue: WriteQueue,
+    /// Input the handler has not consumed yet.
+    pub(crate) pending: Vec<u8>,
+    pub(crate) peer: Addr,
+    /// The listener that accepted it, and its place in that listener's list.
+    pub(crate) listener: Option<(Key, u32)>,
+    pub(crate) options: Rc<ConnectionOptions>,
+    /// User timers, cancelled when the connection goes.
+    pub(crate) timers: Vec<TimerId>,
+    /// The drain or linger deadline while closing.
+    pub(crate) close_timer: Option<TimerId>,
+    pub(crate) read_paused: bool,
+    pub(crate) above_high_water: bool,
+}
+
+impl Connection {
+    pub(crate) fn new(
+        stream: Stream,
+        handler: Box<dyn StreamHandler>,
+        peer: Addr,
+        state: ConnState,
+        options: Rc<ConnectionOptions>,
+    ) -> Self {
+        Connection {
+            stream,
+            handler: Some(handler),
+            state,
+            queue: WriteQueue::default(),
+            pending: Vec::new(),
+            peer,
+            listener: None,
+            options,
+            timers: Vec::new(),
+            close_timer: None,
+            read_paused: false,
+            above_high_water: false,
+        }
+    }
+
+    /// The one place a connection changes state.
+    pub(crate) fn set_state(&mut self, key: Key, state: ConnState) {
+        if self.state != state {
+            debug!("{key} {}: state={}=>{}", self.peer, self.state, state);
+            self.state = state;
+        }
+    }
+}
+
+/// How far a read pass may trust a short read.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ReadHint {
+    /// The event did not report the peer's FIN: a short read means the
+    /// socket is empty.
+    ShortReadDrains,
+    /// Read until `WouldBlock` or 0 (a FIN is pending, or no event told us).
+    UntilWouldBlock,
+}
+
+/// The connection named by `key`, borrowing only the registry, so the rest
+/// of the core stays usable beside it.
+pub(crate) fn stream_in(sources: &mut Registry<Source>, key: Key) -> Option<&mut Connection> {
+    match sources.get_mut(key) {
+        Some(Source::Stream(conn)) => Some(conn),
+        _ => None,
+    }
+}
+
+impl Core {
+    pub(crate) fn stream_mut(&mut self, key: Key) -> Option<&mut Connection> {
+        stream_in(&mut self.sources, key)
+    }
+
+    pub(crate) fn stream_ref(&self, key: Key) -> Option<&Connection> {
+        match self.sources.get(key) {
+            Some(Source::Stream(conn)) => Some(conn),
+            _ => None,
+        }
+    }
+
+    /// Runs `f` with the connection's handler taken out and a context for
+    /// it, then puts the handler back. Does nothing if the connection is gone
+    /// or its handler is already out (a callback is running).
+    pub(crate) fn with_stream_handler(
+        &mut self,
+        key: Key,
+        f: impl FnOnce(&mut dyn StreamHandler, &mut Context<'_>),
+    ) {
+        let Some(mut handler) = self.stream_mut(key).and_then(|c| c.handler.take()) else {
+            return;
+        };
+        f(handler.as_mut(), &mut Context::new(self, key));
+        if let Some(conn) = self.stream_mut(key) {
+            conn.handler = Some(handler);
+        }
+    }
+
+    /// One stream event: complete a connect, flush, read.
+    pub(crate) fn stream_event(&mut self, key: Key, event: &mio::event::Event, scratch: &mut [u8]) {
+        let Some(conn) = self.stream_mut(key) else { return };
+        if conn.state == ConnState::Connecting {
+            self.finish_connect(key);
+        }
+        if event.is_readable() || event.is_read_closed() || event.is_error() {
+            let hint = if event.is_read_closed() || event.is_error() {
+                ReadHint::UntilWouldBlock
+            } else {
+                ReadHint::ShortReadDrains
+            };
+            self.read_stream(key, scratch, hint);
+        }
+        if event.is_writable() || event.is_error() {
+            self.flush_stream(key);
+        }
+    }
+
+    /// Checks an outbound connect after its socket turned writable (mio's
+    /// `TcpStream::connect` steps: a socket error, or a peer address).
+    fn finish_connect(&mut self, key: Key) {
+        let Some(conn) = self.stream_mut(key) else { return };
+        let outcome = match conn.stream.take_error() {
+            Ok(Some(err)) | Err(err) => Err(err),
+            Ok(None) => conn.stream.peer_addr(),
+        };
+        match outcome {
+            Ok(peer) => {
+                conn.peer = peer;
+                conn.set_state(key, ConnState::Open);
+                self.with_stream_handler(key, |h, cx| h.on_open(cx));
+            }
+            // Not connected yet: a spurious wakeup.
+            Err(err) if err.kind() == io::ErrorKind::NotConnected => {}
+            Err(err) => self.finish_stream(key, CloseReason::ConnectFailed(err)),
+        }
+    }
+
+    /// Reads until the socket is empty, the read budget is spent, or the
+    /// handler stops wanting input.
+    pub(crate) fn read_stream(&mut self, key: Key, scratch: &mut [u8], hint: ReadHint) {
+        let mut reads = 0;
+        loop {
+            let Some(conn) = stream_in(&mut self.sources, key) else {
+                return;
+            };
+            if !conn.state.reads_socket() || (conn.read_paused && conn.state.may_receive()) {
+                return;
+            }
+            if reads == self.read_budget {
+                // Fairness: let the other ready sources run; come back next turn.
+                self.ready.push_back(key);
+                return;
+            }
+            reads += 1;
+            match conn.stream.read(scratch) {
+                Ok(0) => return self.peer_finished(key),
+                Ok(n) => {
+                    trace!("{key}: read {n} bytes");
+                    if conn.state.may_receive() {
+                        self.deliver(key, &scratch[..n]);
+                    }
+                    if n < scratch.len() && hint == ReadHint::ShortReadDrains {
+                        return;
+                    }
+                }
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => return,
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                Err(err) => return self.finish_stream(key, CloseReason::Error(err)),
+            }
+        }
+    }
+
+    /// Hands input to the handler: the pending bytes followed by `fresh`.
+    /// Keeps what the handler did not consume.
+    pub(crate) fn deliver(&mut self, key: Key, fresh: &[u8]) {
+        let Some(conn) = self.stream_mut(key) else { return };
+        let Some(mut handler) = conn.handler.take() else {
+            return;
+        };
+        let mut pending = std::mem::take(&mut conn.pending);
+        let mut cx = Context::new(self, key);
+        if pending.is_empty() {
+            let used = handler.on_data(&mut cx, fresh).min(fresh.len());
+            pending.extend_from_slice(&fresh[used..]);
+        } else {
+            pending.extend_from_slice(fresh);
+            let used = handler.on_data(&mut cx, &pending).min(pending.len());
+            pending.drain(..used);
+        }
+        let Some(conn) = self.stream_mut(key) else { return };
+        conn.handler = Some(handler);
+        if pending.len() > conn.options.max_pending_input {
+            return self.finish_stream(key, CloseReason::InputOverflow);
+        }
+        // An empty buffer is freed, so an idle connection holds none.
+        conn.pending = if pending.is_empty() { Vec::new() } else { pending };
+    }
+
+    /// A read returned 0: the peer will send nothing more.
+    fn peer_finished(&mut self, key: Key) {
+        let Some(conn) = self.stream_mut(key) else { return };
+        match conn.state {
+            ConnState::Open => {
+                conn.set_state(key, ConnState::ReadClosed);
+                self.with_stream_handler(key, |h, cx| h.on_read_closed(cx));
+            }
+            ConnState::WriteClosing => {
+                conn.set_state(key, ConnState::Draining { peer_done: true });
+                self.with_stream_handler(key, |h, cx| h.on_read_closed(cx));
+            }
+            ConnState::WriteClosed => {
+                self.with_stream_handler(key, |h, cx| h.on_read_closed(cx));
+                self.finish_stream(key, CloseReason::PeerClosed);
+            }
+            ConnState::Draining { .. } => conn.set_state(key, ConnState::Draining { peer_done: true }),
+            ConnState::Lingering => self.finish_stream(key, CloseReason::Closed),
+            ConnState::Connecting | ConnState::ReadClosed | ConnState::Closed => {}
+        }
+        self.after_output(key);
+    }
+
+    /// Writes what is queued, then applies what an emptier queue means.
+    pub(crate) fn flush_stream(&mut self, key: Key) {
+        let Some(conn) = stream_in(&mut self.sources, key) else {
+            return;
+        };
+        if matches!(conn.state, ConnState::Connecting | ConnState::Closed) || conn.queue.is_empty() {
+            return;
+        }
+        let before = conn.queue.level();
+        match conn.queue.flush(&mut conn.stream) {
+            Ok(_) => {
+                if conn.queue.level() < before {
+                    // Progress: push the drain deadline back (O(1)).
+                    if let (ConnState::Draining { .. }, Some(timer)) = (conn.state, conn.close_timer) {
+                        let deadline = self.now + conn.options.drain_timeout;
+                        self.timers.reset(timer, deadline);
+                    }
+                }
+                self.after_output(key);
+            }
+            Err(err) => self.finish_stream(key, CloseReason::Error(err)),
+        }
+    }
+
+    /// Queues or writes output for a connection. Returns whether it was
+    /// taken (written or queued).
+    pub(crate) fn send_chunk(&mut self, key: Key, chunk: Chunk) -> bool {
+        let Some(conn) = self.stream_mut(key) else {
+            return false;
+        };
+        if !conn.state.may_send() {
+            trace!("{key}: send refused in state {}", conn.state);
+            return false;
+        }
+        let adds = match &chunk {
+            Chunk::Owned(v) => v.len(),
+            Chunk::Shared(v) => v.len(),
+            Chunk::File { .. } => 0,
+        };
+        let over_cap = conn.queue.buffered() + adds > conn.options.max_queued;
+        if over_cap && !conn.queue.is_empty() && conn.options.overflow == OverflowPolicy::Drop {
+            debug!("{key} {}: output over the cap, send dropped", conn.peer);
+            return false;
+        }
+        let result = if conn.state == ConnState::Connecting {
+            conn.queue.push(chunk);
+            Ok(())
+        } else {
+            conn.queue.write_chunk(&mut conn.stream, chunk)
+        };
+        if let Err(err) = result {
+            self.finish_stream(key, CloseReason::Error(err));
+            return false;
+        }
+        self.after_output(key);
+        self.stream_ref(key).is_some_and(|c| c.state != ConnState::Closed)
+    }
+
+    /// Sends borrowed bytes: written straight away when nothing is queued,
+    /// and only the rest copied into the queue.
+    pub(crate) fn send_slice(&mut self, key: Key, data: &[u8]) -> bool {
+        let Some(conn) = self.stream_mut(key) else {
+            return false;
+        };
+        if conn.state == ConnState::Connecting || !conn.queue.is_empty() || !conn.state.may_send() {
+            return self.send_chunk(key, Chunk::Owned(data.to_vec()));
+        }
+        if let Err(err) = conn.queue.write_slice(&mut conn.stream, data) {
+            self.finish_stream(key, CloseReason::Error(err));
+            return false;
+        }
+        self.after_output(key);
+        self.stream_ref(key).is_some_and(|c| c.state != ConnState::Closed)
+    }
+
+    /// After the queue changed: the hard cap, the watermarks, and the
+    /// closing states that wait for an empty queue.
+    pub(crate) fn after_output(&mut self, key: Key) {
+        let Some(conn) = stream_in(&mut self.sources, key) else {
+            return;
+        };
+        if conn.state == ConnState::Closed {
+            return;
+        }
+        if conn.queue.buffered() > conn.options.max_queued && conn.options.overflow == OverflowPolicy::Close {
+            debug!(
+                "{key} {}: {} bytes queued, over the cap",
+                conn.peer,
+                conn.queue.buffered()
+            );
+            return self.abort_stream_with(key, CloseReason::Overflow);
+        }
+        let level = conn.queue.level();
+        if !conn.above_high_water && level > conn.options.high_water as u64 {
+            conn.above_high_water = true;
+            self.deferred.push_back(Deferred::Notify(key, Notice::HighWater));
+        } else if conn.above_high_water && level <= conn.options.low_water as u64 {
+            conn.above_high_water = false;
+            self.deferred.push_back(Deferred::Notify(key, Notice::Drain));
+        }
+        if conn.queue.is_empty() {
+            self.queue_emptied(key);
+        }
+    }
+
+    /// The queue is empty: finish a pending half-close or close.
+    fn queue_emptied(&mut self, key: Key) {
+        let Some(conn) = self.stream_mut(key) else { return };
+        match conn.state {
+            ConnState::WriteClosing => {
+                let _ = conn.stream.shutdown(Shutdown::Write);
+                conn.set_state(key, ConnState::WriteClosed);
+            }
+            ConnState::Draining { peer_done: true } => self.finish_stream(key, CloseReason::Closed),
+            ConnState::Draining { peer_done: false } => {
+                let _ = conn.stream.shutdown(Shutdown::Write);
+                conn.set_state(key, ConnState::Lingering);
+                let linger = conn.options.linger;
+                self.set_close_timer(key, linger, TimerTask::Linger(key));
+                // Read what is already there: a FIN may be waiting.
+                self.ready.push_back(key);
+            }
+            ConnState::Connecting
+            | ConnState::Open
+            | ConnState::ReadClosed
+            | ConnState::WriteClosed
+            | ConnState::Lingering
+            | ConnState::Closed => {}
+        }
+    }
+
+    fn set_close_timer(&mut self, key: Key, after: Duration, task: TimerTask) {
+        let deadline = self.now + after;
+        let Some(conn) = self.stream_mut(key) else { return };
+        let old = conn.close_timer.take();
+        if let Some(old) = old {
+            self.timers.cancel(old);
+        }
+        let id = self.timers.set(deadline, None, task);
+        if let Some(conn) = self.stream_mut(key) {
+            conn.close_timer = id;
+        }
+    }
+
+    /// The handler asked to close after flushing.
+    pub(crate) fn close_stream(&mut self, key: Key) {
+        let Some(conn) = self.stream_mut(key) else { return };
+        let peer_done = match conn.state {
+            ConnState::Connecting => return self.finish_stream(key, CloseReason::Closed),
+            ConnState::WriteClosed => return self.finish_stream(key, CloseReason::Closed),
+            ConnState::Open | ConnState::WriteClosing => false,
+            ConnState::ReadClosed => true,
+            ConnState::Draining { .. } | ConnState::Lingering | ConnState::Closed => return,
+        };
+        conn.set_state(key, ConnState::Draining { peer_done });
+        let drain = conn.options.drain_timeout;
+        if conn.queue.is_empty() {
+            self.queue_emptied(key);
+        } else {
+            self.set_close_timer(key, drain, TimerTask::Drain(key));
+        }
+    }
+
+    /// The handler asked to shut its write half after flushing.
+    pub(crate) fn shutdown_stream_write(&mut self, key: Key) {
+        let Some(conn) = self.stream_mut(key) else { return };
+        match conn.state {
+            ConnState::Open => conn.set_state(key, ConnState::WriteClosing),
+            ConnState::ReadClosed => return self.close_stream(key),
+            ConnState::Connecting
+            | ConnState::WriteClosing
+            | ConnState::WriteClosed
+            | ConnState::Draining { .. }
+            | ConnState::Lingering
+            | ConnState::Closed => return,
+        }
+        if conn.queue.is_empty() {
+            self.queue_emptied(key);
+        }
+    }
+
+    /// Drops queued output and resets the connection.
+    pub(crate) fn abort_stream(&mut self, key: Key) {
+        self.abort_stream_with(key, CloseReason::Aborted);
+    }
+
+    /// Drops queued output and resets the connection, for `reason`.
+    pub(crate) fn abort_stream_with(&mut self, key: Key, reason: CloseReason) {
+        let Some(conn) = self.stream_mut(key) else { return };
+        if conn.state != ConnState::Closed {
+            conn.stream.set_reset_on_close();
+            self.finish_stream(key, reason);
+        }
+    }
+
+    /// Marks a connection Closed and schedules its removal, which runs its
+    /// `on_close` once the current callback (if any) has returned.
+    pub(crate) fn finish_stream(&mut self, key: Key, reason: CloseReason) {
+        let Some(conn) = self.stream_mut(key) else { return };
+        if conn.state == ConnState::Closed {
+            return;
+        }
+        match &reason {
+            CloseReason::Error(err) => debug!("{key} {}: {err}", conn.peer),
+            other => trace!("{key} {}: {other}", conn.peer),
+        }
+        conn.set_state(key, ConnState::Closed);
+        conn.queue.clear();
+        conn.pending = Vec::new();
+        self.deferred.push_back(Deferred::Remove(key, reason));
+    }
+
+    /// Pauses or resumes delivery of input to the handler.
+    pub(crate) fn set_read_paused(&mut self, key: Key, paused: bool) {
+        let Some(conn) = self.stream_mut(key) else { return };
+        if conn.read_paused != paused {
+            conn.read_paused = paused;
+            if !paused {
+                // The edge that announced buffered input may be long gone.
+                self.ready.push_back(key);
+            }
+        }
+    }
+
+    /// A connection on the ready list: read on (budget spent, resumed, or
+    /// lingering), re-offering pending input first.
+    pub(crate) fn revisit_stream(&mut self, key: Key, scratch: &mut [u8]) {
+        let Some(conn) = self.stream_mut(key) else { return };
+        if !conn.pending.is_empty() && conn.state.may_receive() && !conn.read_paused {
+            self.deliver(key, &[]);
+        }
+        self.read_stream(key, scratch, ReadHint::UntilWouldBlock);
+    }
+}

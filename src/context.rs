@@ -1,0 +1,260 @@
+//! [`Context`]: what a handler may do during a callback.
+//!
+//! A context names the source whose handler is running ([`Context::key`]) and
+//! reaches the whole reactor: send to this connection or any other by key,
+//! broadcast, close, set timers, connect out, stop the loop.
+//!
+//! Always true:
+//! - nothing here blocks; sends write what the socket takes at once and
+//!   queue the rest;
+//! - an operation on a key that is gone does nothing and says so (`false`),
+//!   it never panics; so does an operation that does not fit the source
+//!   (`send` on a datagram socket);
+//! - a connection closed through the context gets its `on_close` after the
+//!   current callback returns, never in the middle of it.
+
+use std::fs::File;
+use std::io;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use crate::connection::ConnState;
+use crate::reactor::{Core, TimerTask};
+use crate::source::Source;
+use crate::write_queue::Chunk;
+use crate::{Addr, Key, StreamHandler, TimerId};
+
+/// The handle a callback gets on its source and on the reactor.
+pub struct Context<'a> {
+    core: &'a mut Core,
+    key: Key,
+}
+
+impl<'a> Context<'a> {
+    pub(crate) fn new(core: &'a mut Core, key: Key) -> Self {
+        Context { core, key }
+    }
+
+    /// The key of the source whose handler is running: a connection id
+    /// that no later connection will ever have.
+    pub fn key(&self) -> Key {
+        self.key
+    }
+
+    /// The time this turn of the loop started. Cheaper than
+    /// `Instant::now()` and the same for every callback of the turn.
+    pub fn now(&self) -> Instant {
+        self.core.now
+    }
+
+    /// The peer of this connection (`None` for other kinds of source).
+    pub fn peer_addr(&self) -> Option<&Addr> {
+        self.core.stream_ref(self.key).map(|c| &c.peer)
+    }
+
+    /// The local address of this source (a system call for connections).
+    pub fn local_addr(&self) -> Option<Addr> {
+        self.core.sources.get(self.key).and_then(Source::local_addr)
+    }
+
+    /// The listener that accepted this connection, if it was accepted.
+    pub fn listener(&self) -> Option<Key> {
+        self.core
+            .stream_ref(self.key)
+            .and_then(|c| c.listener)
+            .map(|(l, _)| l)
+    }
+
+    /// The state of this connection (`None` for other kinds of source).
+    pub fn state(&self) -> Option<ConnState> {
+        self.core.stream_ref(self.key).map(|c| c.state)
+    }
+
+    /// Bytes of output held in memory for this connection.
+    pub fn queued_bytes(&self) -> usize {
+        self.core.stream_ref(self.key).map_or(0, |c| c.queue.buffered())
+    }
+
+    /// Whether this connection's queued output is above its high watermark
+    /// (and has not yet drained to the low one).
+    pub fn is_above_high_water(&self) -> bool {
+        self.core.stream_ref(self.key).is_some_and(|c| c.above_high_water)
+    }
+
+    /// Sends bytes on this connection: written at once if nothing is
+    /// queued, the rest copied into the queue. Returns `false` if the
+    /// connection no longer takes output (closing, closed, or over its cap
+    /// with [`crate::OverflowPolicy::Drop`]).
+    pub fn send(&mut self, data: &[u8]) -> bool {
+        self.core.send_slice(self.key, data)
+    }
+
+    /// Sends an owned buffer on this connection; queued without a copy.
+    pub fn send_vec(&mut self, data: Vec<u8>) -> bool {
+        self.core.send_chunk(self.key, Chunk::Owned(data))
+    }
+
+    /// Sends a shared buffer on this connection; queued by reference, so
+    /// one payload can sit in many queues at the cost of one.
+    pub fn send_shared(&mut self, data: &Rc<[u8]>) -> bool {
+        self.core.send_chunk(self.key, Chunk::Shared(Rc::clone(data)))
+    }
+
+    /// Sends `len` bytes of `file` from `offset` on this connection, with
+    /// `sendfile(2)` where possible: the bytes go from the page cache to the
+    /// socket without passing through this process, and the queue holds
+    /// only the region. If the file turns out shorter, the connection fails
+    /// rather than send less than promised.
+    pub fn send_file(&mut self, file: &Rc<File>, offset: u64, len: u64) -> bool {
+        let chunk = Chunk::File {
+            file: Rc::clone(file),
+            offset,
+            len,
+        };
+        self.core.send_chunk(self.key, chunk)
+    }
+
+    /// Sends bytes to another connection.
+    pub fn send_to(&mut self, key: Key, data: &[u8]) -> bool {
+        self.core.send_slice(key, data)
+    }
+
+    /// Sends a shared buffer to another connection.
+    pub fn send_shared_to(&mut self, key: Key, data: &Rc<[u8]>) -> bool {
+        self.core.send_chunk(key, Chunk::Shared(Rc::clone(data)))
+    }
+
+    /// Sends one shared payload to every connection of this connection's
+    /// listener, except `skip`. Each receiver queues a reference, not a
+    /// copy. Returns how many took it.
+    pub fn broadcast(&mut self, data: &Rc<[u8]>, skip: Option<Key>) -> usize {
+        match self.listener() {
+            Some(listener) => self.core.broadcast(listener, data, skip),
+            None => 0,
+        }
+    }
+
+    /// The connections of this connection's listener, this one included.
+    pub fn members(&self) -> &[Key] {
+        match self.listener().and_then(|l| self.core.sources.get(l)) {
+            Some(Source::Listener(listener)) => &listener.members,
+            _ => &[],
+        }
+    }
+
+    /// Closes this source. A connection first flushes its queued output
+    /// (for at most [`crate::ConnectionOptions::drain_timeout`] without
+    /// progress), then sends FIN; input arriving meanwhile is discarded.
+    pub fn close(&mut self) {
+        self.core.close_source(self.key);
+    }
+
+    /// Closes another source, as [`Context::close`] does.
+    pub fn close_source(&mut self, key: Key) {
+        self.core.close_source(key);
+    }
+
+    /// Drops queued output and resets this connection at once.
+    pub fn abort(&mut self) {
+        self.core.abort_stream(self.key);
+    }
+
+    /// Shuts this connection's write half once queued output is flushed
+    /// (the peer reads end-of-file); input goes on being delivered.
+    pub fn shutdown_write(&mut self) {
+        self.core.shutdown_stream_write(self.key);
+    }
+
+    /// Stops delivering input to this connection's handler. The socket is
+    /// not read, so the peer's sends back up into TCP flow control.
+    pub fn pause_reading(&mut self) {
+        self.core.set_read_paused(self.key, true);
+    }
+
+    /// Resumes delivering input, including anything that arrived meanwhile.
+    pub fn resume_reading(&mut self) {
+        self.core.set_read_paused(self.key, false);
+    }
+
+    /// Sets a one-shot timer owned by this source; its handler's `on_timer`
+    /// gets the id after `after`. Returns `None` only if the timer table is
+    /// full. The timer is cancelled if the source goes first.
+    pub fn set_timer(&mut self, after: Duration) -> Option<TimerId> {
+        self.core.set_user_timer(self.key, after, None)
+    }
+
+    /// Sets a timer that fires every `every`, until cancelled.
+    pub fn set_repeating(&mut self, every: Duration) -> Option<TimerId> {
+        self.core.set_user_timer(self.key, every, Some(every))
+    }
+
+    /// Moves a timer to fire `after` from now. Returns `false` if it is
+    /// gone (fired, if one-shot, or cancelled).
+    pub fn reset_timer(&mut self, id: TimerId, after: Duration) -> bool {
+        let deadline = self.core.now + after;
+        self.core.timers.reset(id, deadline)
+    }
+
+    /// Cancels a timer. Returns `false` if it was already gone.
+    pub fn cancel_timer(&mut self, id: TimerId) -> bool {
+        let cancelled = self.core.timers.cancel(id);
+        if let Some(TimerTask::User(owner)) = cancelled {
+            self.core.forget_timer(owner, id);
+        }
+        cancelled.is_some()
+    }
+
+    /// Opens an outbound TCP connection served by `handler`, which gets
+    /// `on_open` once connected, or `on_close` with
+    /// [`crate::CloseReason::ConnectFailed`] if the connect fails.
+    ///
+    /// # Errors
+    ///
+    /// The socket could not be created or registered (out of descriptors).
+    pub fn connect(&mut self, addr: SocketAddr, handler: Box<dyn StreamHandler>) -> io::Result<Key> {
+        self.core.connect_tcp(addr, handler)
+    }
+
+    /// Opens an outbound Unix stream connection, as [`Context::connect`].
+    ///
+    /// # Errors
+    ///
+    /// The socket could not be created, connected or registered.
+    pub fn connect_unix(&mut self, path: &Path, handler: Box<dyn StreamHandler>) -> io::Result<Key> {
+        self.core.connect_unix(path, handler)
+    }
+
+    /// Sends one datagram from this datagram socket. Returns `false` if it
+    /// was dropped (see `datagram.rs` for when).
+    pub fn send_datagram(&mut self, to: &Addr, data: &[u8]) -> bool {
+        self.send_datagram_via(self.key, to, data)
+    }
+
+    /// Sends one datagram from another datagram socket, by its key.
+    pub fn send_datagram_via(&mut self, socket: Key, to: &Addr, data: &[u8]) -> bool {
+        match self.core.datagram_mut(socket) {
+            Some(dgram) => dgram.send(socket, to, data),
+            None => false,
+        }
+    }
+
+    /// Stops the reactor: `run` returns after this turn, leaving every
+    /// source as it is.
+    pub fn stop(&mut self) {
+        self.core.stop_requested = true;
+    }
+
+    /// Starts a graceful shutdown (see [`crate::Reactor::shutdown`]).
+    pub fn shutdown(&mut self, timeout: Duration) {
+        self.core.begin_shutdown(timeout);
+    }
+
+    /// Whether the connection named by `key` is still open.
+    pub fn is_open(&self, key: Key) -> bool {
+        self.core
+            .stream_ref(key)
+            .is_some_and(|c| c.state != ConnState::Closed)
+    }
+}

@@ -1,0 +1,183 @@
+//! Datagram sockets, UDP and Unix: receive until `WouldBlock`, send
+//! directly, queue only what the socket refuses.
+//!
+//! Always true:
+//! - one datagram in, one `on_datagram` call: datagrams are never split or
+//!   joined; the scratch buffer holds 64 KiB, more than the largest UDP
+//!   payload (65,507 bytes over IPv4);
+//! - an error about one datagram (an ICMP "port unreachable" surfacing as
+//!   `ECONNREFUSED`, a datagram too large for the path) is logged and the
+//!   socket goes on: datagrams are allowed to be lost, the socket is not;
+//! - datagrams the socket refuses with `WouldBlock` wait in a queue of at
+//!   most [`MAX_QUEUED`] bytes, sent on the next WRITABLE edge; past that,
+//!   new datagrams are dropped.
+
+use std::collections::VecDeque;
+use std::io;
+use std::path::PathBuf;
+
+use log::{debug, trace};
+use mio::net::{UdpSocket, UnixDatagram};
+
+use crate::reactor::Core;
+use crate::source::Source;
+use crate::{Addr, Context, DatagramHandler, Key, TimerId};
+
+/// Most bytes of datagrams waiting for a full socket to drain.
+pub(crate) const MAX_QUEUED: usize = 1024 * 1024;
+
+/// A datagram socket, UDP or Unix.
+pub(crate) enum DgramSocket {
+    Udp(UdpSocket),
+    Unix(UnixDatagram),
+}
+
+impl DgramSocket {
+    fn recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, Addr)> {
+        match self {
+            DgramSocket::Udp(s) => s.recv_from(buf).map(|(n, a)| (n, Addr::Inet(a))),
+            DgramSocket::Unix(s) => s.recv_from(buf).map(|(n, a)| (n, Addr::from_unix(&a))),
+        }
+    }
+
+    fn send_to(&self, data: &[u8], to: &Addr) -> io::Result<usize> {
+        match (self, to) {
+            (DgramSocket::Udp(s), Addr::Inet(addr)) => s.send_to(data, *addr),
+            (DgramSocket::Unix(s), Addr::Unix(Some(path))) => s.send_to(data, path),
+            _ => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "address of the wrong family",
+            )),
+        }
+    }
+}
+
+/// A datagram socket with its handler and its queue of refused datagrams.
+pub(crate) struct Datagram {
+    pub(crate) socket: DgramSocket,
+    pub(crate) handler: Option<Box<dyn DatagramHandler>>,
+    out: VecDeque<(Addr, Vec<u8>)>,
+    out_bytes: usize,
+    pub(crate) local: Addr,
+    pub(crate) timers: Vec<TimerId>,
+    /// A Unix socket file this socket created, removed when it closes.
+    unix_path: Option<PathBuf>,
+}
+
+impl Datagram {
+    pub(crate) fn new(socket: DgramSocket, local: Addr, handler: Box<dyn DatagramHandler>) -> Self {
+        let unix_path = match &socket {
+            DgramSocket::Unix(_) => local.as_path().map(PathBuf::from),
+            DgramSocket::Udp(_) => None,
+        };
+        Datagram {
+            socket,
+            handler: Some(handler),
+            out: VecDeque::new(),
+            out_bytes: 0,
+            local,
+            timers: Vec::new(),
+            unix_path,
+        }
+    }
+
+    pub(crate) fn source(&mut self) -> &mut dyn mio::event::Source {
+        match &mut self.socket {
+            DgramSocket::Udp(s) => s,
+            DgramSocket::Unix(s) => s,
+        }
+    }
+
+    /// Sends queued datagrams until the socket is full.
+    fn flush(&mut self, key: Key) {
+        while let Some((to, data)) = self.out.front() {
+            match self.socket.send_to(data, to) {
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => return,
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+                Err(err) => debug!("{key}: datagram to {to} dropped: {err}"),
+                Ok(_) => {}
+            }
+            self.out_bytes -= data.len();
+            self.out.pop_front();
+        }
+    }
+
+    /// Sends one datagram, or queues it if the socket is full.
+    pub(crate) fn send(&mut self, key: Key, to: &Addr, data: &[u8]) -> bool {
+        if self.out.is_empty() {
+            match self.socket.send_to(data, to) {
+                Ok(_) => return true,
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
+                Err(err) => {
+                    debug!("{key}: datagram to {to} dropped: {err}");
+                    return false;
+                }
+            }
+        }
+        if self.out_bytes + data.len() > MAX_QUEUED {
+            debug!("{key}: send queue full, datagram to {to} dropped");
+            return false;
+        }
+        self.out_bytes += data.len();
+        self.out.push_back((to.clone(), data.to_vec()));
+        true
+    }
+}
+
+impl Drop for Datagram {
+    fn drop(&mut self) {
+        if let Some(path) = &self.unix_path {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+impl Core {
+    pub(crate) fn datagram_mut(&mut self, key: Key) -> Option<&mut Datagram> {
+        match self.sources.get_mut(key) {
+            Some(Source::Datagram(dgram)) => Some(dgram),
+            _ => None,
+        }
+    }
+
+    /// One datagram socket event: send what waits, then receive.
+    pub(crate) fn datagram_event(&mut self, key: Key, event: &mio::event::Event, scratch: &mut [u8]) {
+        if event.is_writable() {
+            if let Some(dgram) = self.datagram_mut(key) {
+                dgram.flush(key);
+            }
+        }
+        if event.is_readable() || event.is_error() {
+            self.receive_datagrams(key, scratch);
+        }
+    }
+
+    /// Receives datagrams until `WouldBlock` or the read budget.
+    pub(crate) fn receive_datagrams(&mut self, key: Key, scratch: &mut [u8]) {
+        // Datagrams are small: allow more of them than stream reads per turn.
+        let budget = self.read_budget * 16;
+        for _ in 0..budget {
+            let Some(dgram) = self.datagram_mut(key) else {
+                return;
+            };
+            let (n, from) = match dgram.socket.recv_from(scratch) {
+                Ok(got) => got,
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => return,
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+                Err(err) => {
+                    trace!("{key}: receive error {err}, going on");
+                    continue;
+                }
+            };
+            let Some(mut handler) = dgram.handler.take() else {
+                return;
+            };
+            handler.on_datagram(&mut Context::new(self, key), &scratch[..n], &from);
+            match self.datagram_mut(key) {
+                Some(dgram) => dgram.handler = Some(handler),
+                None => return,
+            }
+        }
+        self.ready.push_back(key);
+    }
+}

@@ -1,0 +1,885 @@
+//! [`Reactor`]: the loop. One turn, in this order (the same list is in
+//! `docs/architecture.md`):
+//!
+//! 1. **Timeout.** Zero if the ready list or the deferred queue has work;
+//!    otherwise until the earliest timer or shutdown deadline; otherwise
+//!    forever.
+//! 2. **Poll.** `epoll_wait` through mio; `EINTR` is an empty turn.
+//! 3. **Clock.** `now` is read once; every callback of the turn sees it.
+//! 4. **Events.** Each event's token is unpacked into a [`Key`]; a key whose
+//!    source is gone (closed earlier in this batch, its slot perhaps reused)
+//!    finds nothing and the event is dropped. Otherwise: listeners accept,
+//!    connections read then flush, datagram sockets flush then receive,
+//!    custom sources get `on_ready`. After each event, deferred work runs.
+//! 5. **Ready list.** Sources that stopped early (read or accept budget,
+//!    resumed reading, a lingering close) are served again, once each.
+//! 6. **Timers.** Every timer due at `now` fires, in deadline order; timers
+//!    set meanwhile wait for a later turn.
+//! 7. **Commands** from [`crate::Handle`]s, if the waker fired.
+//! 8. **Shutdown.** Once every connection and socket is gone, or the
+//!    deadline has passed (then what is left is cut), `run` returns.
+//!
+//! Deferred work is what a callback causes beyond its own source: another
+//! connection's watermark notice, a removal and its `on_close`. Running it
+//! after the callback returns means no handler is ever re-entered, and an
+//! `on_close` never runs in the middle of another callback.
+
+use std::collections::VecDeque;
+use std::io;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::rc::Rc;
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+use log::{debug, info, warn};
+use mio::net::{TcpListener, TcpStream, UdpSocket, UnixDatagram, UnixListener, UnixStream};
+use mio::{Events, Interest, Poll, Waker};
+
+use crate::connection::{ConnState, Connection, ConnectionOptions, Stream};
+use crate::datagram::{Datagram, DgramSocket};
+use crate::handle::{Command, Handle};
+use crate::listener::{ListenSocket, Listener, ListenerOptions};
+use crate::registry::Registry;
+use crate::source::{Custom, Source};
+use crate::timer::Timers;
+use crate::token::WAKER_TOKEN;
+use crate::write_queue::Chunk;
+use crate::{
+    Addr, CloseReason, Context, DatagramHandler, Error, Key, SourceHandler, StreamFactory, StreamHandler,
+    TimerId,
+};
+
+/// Size of the one read buffer every socket is read into: enough for the
+/// largest UDP datagram.
+const SCRATCH_LEN: usize = 64 * 1024;
+
+/// Events taken from one poll.
+const EVENTS_CAPACITY: usize = 1024;
+
+/// Reads per connection per wakeup (each up to [`SCRATCH_LEN`] bytes).
+const DEFAULT_READ_BUDGET: usize = 4;
+
+/// What a timer does when it fires.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum TimerTask {
+    /// A handler's timer: call its `on_timer`.
+    User(Key),
+    /// A closing connection made no progress in time: cut it.
+    Drain(Key),
+    /// A lingering close waited long enough: close the socket.
+    Linger(Key),
+    /// A listener may try accepting again.
+    AcceptBackoff(Key),
+}
+
+/// Work that runs once the current callback has returned.
+pub(crate) enum Deferred {
+    Notify(Key, Notice),
+    Remove(Key, CloseReason),
+}
+
+/// A watermark notice for a stream handler.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Notice {
+    HighWater,
+    Drain,
+}
+
+/// The reactor's state that handlers reach through [`Context`]: everything
+/// but the event list and the read buffer, which the loop itself holds.
+pub(crate) struct Core {
+    pub(crate) poll: Poll,
+    pub(crate) sources: Registry<Source>,
+    pub(crate) timers: Timers<TimerTask>,
+    pub(crate) deferred: VecDeque<Deferred>,
+    pub(crate) ready: VecDeque<Key>,
+    pub(crate) now: Instant,
+    pub(crate) read_budget: usize,
+    /// Options of outbound connections.
+    pub(crate) defaults: Rc<ConnectionOptions>,
+    pub(crate) stop_requested: bool,
+    pub(crate) shutdown: Shutdown,
+}
+
+/// Where a graceful shutdown stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Shutdown {
+    /// Running normally.
+    No,
+    /// Asked for; handlers are told at the end of this turn.
+    Requested { deadline: Instant },
+    /// Handlers were told; waiting for connections to finish.
+    Draining { deadline: Instant },
+}
+
+/// A single-threaded event loop over a slab of sources.
+///
+/// An echo server:
+///
+/// ```no_run
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use evloop::{Addr, Reactor, protocols::echo::Echo};
+///
+/// let mut reactor = Reactor::new()?;
+/// let key = reactor.listen_tcp("127.0.0.1:7000".parse()?, |_: &Addr| Echo::default())?;
+/// println!("listening tcp {}", reactor.local_addr(key).expect("just bound"));
+/// reactor.run()?;
+/// # Ok(())
+/// # }
+/// ```
+pub struct Reactor {
+    core: Core,
+    events: Events,
+    scratch: Box<[u8]>,
+    commands: mpsc::Receiver<Command>,
+    handle: Handle,
+    due: Vec<(TimerId, u64)>,
+}
+
+impl Reactor {
+    /// Makes a reactor with its poll, waker and read buffer.
+    ///
+    /// # Errors
+    ///
+    /// The poll or its waker could not be created (out of descriptors).
+    pub fn new() -> Result<Reactor, Error> {
+        let poll = Poll::new()?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER_TOKEN)?);
+        let (tx, rx) = mpsc::channel();
+        Ok(Reactor {
+            core: Core {
+                poll,
+                sources: Registry::new(),
+                timers: Timers::new(),
+                deferred: VecDeque::new(),
+                ready: VecDeque::new(),
+                now: Instant::now(),
+                read_budget: DEFAULT_READ_BUDGET,
+                defaults: Rc::new(ConnectionOptions::default()),
+                stop_requested: false,
+                shutdown: Shutdown::No,
+            },
+            events: Events::with_capacity(EVENTS_CAPACITY),
+            scratch: vec![0; SCRATCH_LEN].into_boxed_slice(),
+            commands: rx,
+            handle: Handle::new(waker, tx),
+            due: Vec::new(),
+        })
+    }
+
+    /// A handle for other threads: stop, shut down, run a closure here.
+    pub fn handle(&self) -> Handle {
+        self.handle.clone()
+    }
+
+    /// Options for outbound connections made from now on.
+    pub fn set_connection_defaults(&mut self, options: ConnectionOptions) {
+        self.core.defaults = Rc::new(options);
+    }
+
+    /// Reads per connection per wakeup before other sources get a turn
+    /// (at least 1; default 4 reads of up to 64 KiB).
+    pub fn set_read_budget(&mut self, reads: usize) {
+        self.core.read_budget = reads.max(1);
+    }
+
+    /// Binds a TCP listener; each accepted connection gets a handler from
+    /// `factory`. Default [`ListenerOptions`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Bind`] naming the address (in use, no permission).
+    pub fn listen_tcp(
+        &mut self,
+        addr: SocketAddr,
+        factory: impl StreamFactory + 'static,
+    ) -> Result<Key, Error> {
+        self.listen_tcp_with(addr, ListenerOptions::default(), factory)
+    }
+
+    /// Binds a TCP listener with the given options.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Bind`] naming the address.
+    pub fn listen_tcp_with(
+        &mut self,
+        addr: SocketAddr,
+        options: ListenerOptions,
+        factory: impl StreamFactory + 'static,
+    ) -> Result<Key, Error> {
+        let bind_error = |source| Error::Bind {
+            addr: addr.to_string(),
+            source,
+        };
+        let listener = TcpListener::bind(addr).map_err(bind_error)?;
+        let local = listener.local_addr().map_err(bind_error)?;
+        self.add_listener(
+            ListenSocket::Tcp(listener),
+            Addr::Inet(local),
+            options,
+            Box::new(factory),
+        )
+    }
+
+    /// Binds a Unix stream listener at `path`. A stale socket file left by
+    /// a process that died (nobody accepts on it) is replaced; the file is
+    /// removed when the listener closes.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Bind`] naming the path (in use by a live server, no
+    /// permission, no such directory).
+    pub fn listen_unix(
+        &mut self,
+        path: impl AsRef<Path>,
+        factory: impl StreamFactory + 'static,
+    ) -> Result<Key, Error> {
+        self.listen_unix_with(path, ListenerOptions::default(), factory)
+    }
+
+    /// Binds a Unix stream listener with the given options.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Bind`] naming the path.
+    pub fn listen_unix_with(
+        &mut self,
+        path: impl AsRef<Path>,
+        options: ListenerOptions,
+        factory: impl StreamFactory + 'static,
+    ) -> Result<Key, Error> {
+        let path = path.as_ref();
+        let bind_error = |source| Error::Bind {
+            addr: path.display().to_string(),
+            source,
+        };
+        remove_stale_socket(path);
+        let listener = UnixListener::bind(path).map_err(bind_error)?;
+        let local = Addr::Unix(Some(path.to_path_buf()));
+        self.add_listener(ListenSocket::Unix(listener), local, options, Box::new(factory))
+    }
+
+    fn add_listener(
+        &mut self,
+        socket: ListenSocket,
+        local: Addr,
+        options: ListenerOptions,
+        factory: Box<dyn StreamFactory>,
+    ) -> Result<Key, Error> {
+        let key = self.core.sources.next_key();
+        let mut listener = Listener::new(socket, local, options, factory);
+        self.core
+            .poll
+            .registry()
+            .register(listener.source(), key.to_token(), Interest::READABLE)?;
+        info!("{key}: listening on {}", listener.local);
+        self.core
+            .sources
+            .insert(Source::Listener(Box::new(listener)))
+            .map_err(|_| Error::Full)
+    }
+
+    /// Binds a UDP socket served by `handler`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Bind`] naming the address.
+    pub fn bind_udp(
+        &mut self,
+        addr: SocketAddr,
+        handler: impl DatagramHandler + 'static,
+    ) -> Result<Key, Error> {
+        let bind_error = |source| Error::Bind {
+            addr: addr.to_string(),
+            source,
+        };
+        let socket = UdpSocket::bind(addr).map_err(bind_error)?;
+        let local = socket.local_addr().map_err(bind_error)?;
+        self.add_datagram(DgramSocket::Udp(socket), Addr::Inet(local), Box::new(handler))
+    }
+
+    /// Binds a Unix datagram socket at `path`, served by `handler`. The
+    /// file is removed when the socket closes.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Bind`] naming the path.
+    pub fn bind_unix_datagram(
+        &mut self,
+        path: impl AsRef<Path>,
+        handler: impl DatagramHandler + 'static,
+    ) -> Result<Key, Error> {
+        let path = path.as_ref();
+        let bind_error = |source| Error::Bind {
+            addr: path.display().to_string(),
+            source,
+        };
+        let socket = UnixDatagram::bind(path).map_err(bind_error)?;
+        let local = Addr::Unix(Some(path.to_path_buf()));
+        self.add_datagram(DgramSocket::Unix(socket), local, Box::new(handler))
+    }
+
+    fn add_datagram(
+        &mut self,
+        socket: DgramSocket,
+        local: Addr,
+        handler: Box<dyn DatagramHandler>,
+    ) -> Result<Key, Error> {
+        let key = self.core.sources.next_key();
+        let mut dgram = Datagram::new(socket, local, handler);
+        let interest = Interest::READABLE | Interest::WRITABLE;
+        self.core
+            .poll
+            .registry()
+            .register(dgram.source(), key.to_token(), interest)?;
+        info!("{key}: datagrams on {}", dgram.local);
+        self.core
+            .sources
+            .insert(Source::Datagram(Box::new(dgram)))
+            .map_err(|_| Error::Full)
+    }
+
+    /// Registers any mio source, owned by its handler, for `interest`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] if the source cannot be registered (for instance a
+    /// regular file, which epoll does not take).
+    pub fn register(
+        &mut self,
+        handler: impl SourceHandler + 'static,
+        interest: Interest,
+    ) -> Result<Key, Error> {
+        let key = self.core.sources.next_key();
+        let mut handler: Box<dyn SourceHandler> = Box::new(handler);
+        self.core
+            .poll
+            .registry()
+            .register(handler.source(), key.to_token(), interest)?;
+        let custom = Custom {
+            handler: Some(handler),
+            timers: Vec::new(),
+        };
+        self.core
+            .sources
+            .insert(Source::Custom(Box::new(custom)))
+            .map_err(|_| Error::Full)
+    }
+
+    /// Opens an outbound TCP connection served by `handler` (see
+    /// [`Context::connect`]).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] if the socket cannot be created or registered.
+    pub fn connect_tcp(
+        &mut self,
+        addr: SocketAddr,
+        handler: impl StreamHandler + 'static,
+    ) -> Result<Key, Error> {
+        Ok(self.core.connect_tcp(addr, Box::new(handler))?)
+    }
+
+    /// Opens an outbound Unix stream connection served by `handler`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] if the socket cannot be created, connected or
+    /// registered.
+    pub fn connect_unix(
+        &mut self,
+        path: impl AsRef<Path>,
+        handler: impl StreamHandler + 'static,
+    ) -> Result<Key, Error> {
+        Ok(self.core.connect_unix(path.as_ref(), Box::new(handler))?)
+    }
+
+    /// The address a source is bound to: a listener's or datagram socket's
+    /// (with the real port after binding `:0`), a connection's local end.
+    pub fn local_addr(&self, key: Key) -> Option<Addr> {
+        self.core.sources.get(key).and_then(Source::local_addr)
+    }
+
+    /// Whether `key` still names a source.
+    pub fn contains(&self, key: Key) -> bool {
+        self.core.sources.contains(key)
+    }
+
+    /// How many sources are registered (listeners, connections, sockets,
+    /// custom sources).
+    pub fn source_count(&self) -> usize {
+        self.core.sources.len()
+    }
+
+    /// How many connections a listener has open.
+    pub fn connection_count(&self, listener: Key) -> usize {
+        match self.core.sources.get(listener) {
+            Some(Source::Listener(l)) => l.members.len(),
+            _ => 0,
+        }
+    }
+
+    /// How many timers are pending (handlers' and the reactor's own).
+    pub fn timer_count(&self) -> usize {
+        self.core.timers.len()
+    }
+
+    /// The state of a connection, if `key` names one.
+    pub fn connection_state(&self, key: Key) -> Option<ConnState> {
+        self.core.stream_ref(key).map(|c| c.state)
+    }
+
+    /// Sends bytes to a connection. Returns whether it took them.
+    pub fn send_to(&mut self, key: Key, data: &[u8]) -> bool {
+        let sent = self.core.send_slice(key, data);
+        self.core.run_deferred();
+        sent
+    }
+
+    /// Sends one shared payload to every connection of a listener. Returns
+    /// how many took it.
+    pub fn broadcast(&mut self, listener: Key, data: &Rc<[u8]>) -> usize {
+        let sent = self.core.broadcast(listener, data, None);
+        self.core.run_deferred();
+        sent
+    }
+
+    /// Closes a source: a connection after flushing, anything else at once.
+    pub fn close(&mut self, key: Key) {
+        self.core.close_source(key);
+        self.core.run_deferred();
+    }
+
+    /// Makes `run` return at the end of the current turn.
+    pub fn stop(&mut self) {
+        self.core.stop_requested = true;
+    }
+
+    /// Starts a graceful shutdown: listeners close at once (no new
+    /// connections), every handler gets `on_shutdown` (by default: close
+    /// after flushing), and `run` returns when every connection and socket
+    /// is gone, or when `timeout` has passed, cutting what is left.
+    pub fn shutdown(&mut self, timeout: Duration) {
+        self.core.begin_shutdown(timeout);
+    }
+
+    /// Runs turns until [`Reactor::stop`] or a finished shutdown.
+    ///
+    /// # Errors
+    ///
+    /// Only a failure of the loop itself ([`Error::Io`] from the poll).
+    /// Errors of single connections close those connections and are logged.
+    pub fn run(&mut self) -> Result<(), Error> {
+        self.core.stop_requested = false;
+        while !self.core.stop_requested {
+            self.run_once(None)?;
+        }
+        self.core.stop_requested = false;
+        Ok(())
+    }
+
+    /// Runs one turn of the loop, waiting at most `timeout` (or until the
+    /// next timer) for events.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] if the poll fails.
+    pub fn run_once(&mut self, timeout: Option<Duration>) -> Result<(), Error> {
+        let timeout = self.poll_timeout(timeout);
+        match self.core.poll.poll(&mut self.events, timeout) {
+            Ok(()) => {}
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => self.events.clear(),
+            Err(err) => return Err(Error::Io(err)),
+        }
+        self.core.now = Instant::now();
+        let mut woken = false;
+        for event in self.events.iter() {
+            if event.token() == WAKER_TOKEN {
+                woken = true;
+                continue;
+            }
+            self.core.dispatch(event, &mut self.scratch);
+            self.core.run_deferred();
+        }
+        self.serve_ready_list();
+        self.expire_timers();
+        if woken {
+            self.run_commands();
+        }
+        self.advance_shutdown();
+        Ok(())
+    }
+
+    /// Step 1: how long the poll may wait.
+    fn poll_timeout(&mut self, cap: Option<Duration>) -> Option<Duration> {
+        if !self.core.ready.is_empty() || !self.core.deferred.is_empty() || self.core.stop_requested {
+            return Some(Duration::ZERO);
+        }
+        let mut deadline = self.core.timers.next_deadline();
+        if let Shutdown::Requested { .. } = self.core.shutdown {
+            return Some(Duration::ZERO);
+        }
+        if let Shutdown::Draining { deadline: end } = self.core.shutdown {
+            deadline = Some(deadline.map_or(end, |d| d.min(end)));
+        }
+        let now = Instant::now();
+        let until = deadline.map(|d| d.saturating_duration_since(now));
+        match (until, cap) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Step 5: serve each source on the ready list once.
+    fn serve_ready_list(&mut self) {
+        for _ in 0..self.core.ready.len() {
+            let Some(key) = self.core.ready.pop_front() else {
+                break;
+            };
+            match self.core.sources.get(key) {
+                Some(Source::Stream(_)) => self.core.revisit_stream(key, &mut self.scratch),
+                Some(Source::Listener(_)) => self.core.accept_ready(key),
+                Some(Source::Datagram(_)) => self.core.receive_datagrams(key, &mut self.scratch),
+                Some(Source::Custom(_)) | None => {}
+            }
+            self.core.run_deferred();
+        }
+    }
+
+    /// Step 6: fire every timer due now.
+    fn expire_timers(&mut self) {
+        let mut due = std::mem::take(&mut self.due);
+        self.core.timers.collect_due(self.core.now, &mut due);
+        for &(id, seq) in &due {
+            let Some(task) = self.core.timers.take_due(id, seq) else {
+                continue;
+            };
+            self.core.fire_timer(id, task);
+            self.core.run_deferred();
+        }
+        due.clear();
+        self.due = due;
+    }
+
+    /// Step 7: commands from other threads.
+    fn run_commands(&mut self) {
+        while let Ok(command) = self.commands.try_recv() {
+            match command {
+                Command::Stop => self.core.stop_requested = true,
+                Command::Shutdown(timeout) => self.core.begin_shutdown(timeout),
+                Command::Run(f) => f(self),
+            }
+            self.core.run_deferred();
+        }
+    }
+
+    /// Step 8: tell handlers of a requested shutdown; end a finished one.
+    fn advance_shutdown(&mut self) {
+        match self.core.shutdown {
+            Shutdown::No => {}
+            Shutdown::Requested { deadline } => {
+                self.core.shutdown = Shutdown::Draining { deadline };
+                self.core.tell_shutdown();
+                self.core.run_deferred();
+                self.advance_shutdown();
+            }
+            Shutdown::Draining { deadline } => {
+                let busy = self
+                    .core
+                    .sources
+                    .iter()
+                    .any(|(_, s)| !matches!(s, Source::Custom(_)));
+                if busy && Instant::now() < deadline {
+                    return;
+                }
+                if busy {
+                    warn!("shutdown deadline passed: cutting what is left");
+                }
+                for key in self.core.sources.keys() {
+                    match self.core.sources.get(key) {
+                        Some(Source::Stream(_)) => self.core.abort_stream_with(key, CloseReason::Shutdown),
+                        _ => self
+                            .core
+                            .deferred
+                            .push_back(Deferred::Remove(key, CloseReason::Shutdown)),
+                    }
+                }
+                self.core.run_deferred();
+                info!("shutdown complete");
+                self.core.shutdown = Shutdown::No;
+                self.core.stop_requested = true;
+            }
+        }
+    }
+}
+
+/// Removes a Unix socket file nobody is accepting on (left by a process
+/// that died), so that binding the path works again. A live server's
+/// socket, or any other kind of file, is left alone.
+fn remove_stale_socket(path: &Path) {
+    use std::os::unix::fs::FileTypeExt;
+    let is_socket = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket());
+    if is_socket && std::os::unix::net::UnixStream::connect(path).is_err() {
+        debug!("removing stale socket file {}", path.display());
+        let _ = std::fs::remove_file(path);
+    }
+}
+
+/// A handler of any kind, taken out of its source while it runs.
+enum AnyHandler {
+    Stream(Box<dyn StreamHandler>),
+    Datagram(Box<dyn DatagramHandler>),
+    Custom(Box<dyn SourceHandler>),
+}
+
+impl Core {
+    /// Step 4 for one event.
+    fn dispatch(&mut self, event: &mio::event::Event, scratch: &mut [u8]) {
+        let Some(key) = Key::from_token(event.token()) else {
+            return;
+        };
+        match self.sources.get_mut(key) {
+            None => debug!("{key}: event for a source that is gone, dropped"),
+            Some(Source::Listener(_)) => self.accept_ready(key),
+            Some(Source::Stream(_)) => self.stream_event(key, event, scratch),
+            Some(Source::Datagram(_)) => self.datagram_event(key, event, scratch),
+            Some(Source::Custom(custom)) => {
+                let Some(mut handler) = custom.handler.take() else {
+                    return;
+                };
+                handler.on_ready(&mut Context::new(self, key), event);
+                self.put_handler(key, AnyHandler::Custom(handler));
+            }
+        }
+    }
+
+    fn take_handler(&mut self, key: Key) -> Option<AnyHandler> {
+        match self.sources.get_mut(key)? {
+            Source::Stream(c) => c.handler.take().map(AnyHandler::Stream),
+            Source::Datagram(d) => d.handler.take().map(AnyHandler::Datagram),
+            Source::Custom(c) => c.handler.take().map(AnyHandler::Custom),
+            Source::Listener(_) => None,
+        }
+    }
+
+    fn put_handler(&mut self, key: Key, handler: AnyHandler) {
+        match (self.sources.get_mut(key), handler) {
+            (Some(Source::Stream(c)), AnyHandler::Stream(h)) => c.handler = Some(h),
+            (Some(Source::Datagram(d)), AnyHandler::Datagram(h)) => d.handler = Some(h),
+            (Some(Source::Custom(c)), AnyHandler::Custom(h)) => c.handler = Some(h),
+            // The source is gone: the handler goes with it.
+            _ => {}
+        }
+    }
+
+    /// Runs deferred work until none is left.
+    pub(crate) fn run_deferred(&mut self) {
+        while let Some(work) = self.deferred.pop_front() {
+            match work {
+                Deferred::Notify(key, notice) => self.with_stream_handler(key, |h, cx| match notice {
+                    Notice::HighWater => h.on_high_water(cx),
+                    Notice::Drain => h.on_drain(cx),
+                }),
+                Deferred::Remove(key, reason) => self.remove_source(key, reason),
+            }
+        }
+    }
+
+    /// Takes a source out of the registry, cancels its timers, and gives
+    /// its handler the last call, `on_close`. The socket closes when the
+    /// source is dropped, after that call.
+    fn remove_source(&mut self, key: Key, reason: CloseReason) {
+        let Some(mut source) = self.sources.remove(key) else {
+            return;
+        };
+        for id in source.timers_mut().map(std::mem::take).unwrap_or_default() {
+            self.timers.cancel(id);
+        }
+        let handler = match &mut source {
+            Source::Stream(conn) => {
+                if let Some(id) = conn.close_timer {
+                    self.timers.cancel(id);
+                }
+                if let Some((listener, slot)) = conn.listener {
+                    self.leave_listener(listener, slot);
+                }
+                debug!("{key} {}: removed ({reason})", conn.peer);
+                conn.handler.take().map(AnyHandler::Stream)
+            }
+            Source::Datagram(dgram) => dgram.handler.take().map(AnyHandler::Datagram),
+            Source::Custom(custom) => {
+                let mut handler = custom.handler.take();
+                if let Some(handler) = &mut handler {
+                    let _ = self.poll.registry().deregister(handler.source());
+                }
+                handler.map(AnyHandler::Custom)
+            }
+            Source::Listener(listener) => {
+                if let Some(id) = listener.backoff {
+                    self.timers.cancel(id);
+                }
+                info!("{key}: stopped listening on {}", listener.local);
+                None
+            }
+        };
+        if let Some(mut handler) = handler {
+            let mut cx = Context::new(self, key);
+            match &mut handler {
+                AnyHandler::Stream(h) => h.on_close(&mut cx, &reason),
+                AnyHandler::Datagram(h) => h.on_close(&mut cx, &reason),
+                AnyHandler::Custom(h) => h.on_close(&mut cx, &reason),
+            }
+        }
+    }
+
+    /// Closes any source: a connection after flushing, others at once.
+    pub(crate) fn close_source(&mut self, key: Key) {
+        match self.sources.get(key) {
+            Some(Source::Stream(_)) => self.close_stream(key),
+            Some(_) => self
+                .deferred
+                .push_back(Deferred::Remove(key, CloseReason::Closed)),
+            None => {}
+        }
+    }
+
+    /// Queues one shared payload on every member of a listener.
+    pub(crate) fn broadcast(&mut self, listener: Key, data: &Rc<[u8]>, skip: Option<Key>) -> usize {
+        let mut sent = 0;
+        let mut index = 0;
+        // Members are only removed by deferred work, so indexes stay valid
+        // while this loop runs, even if a send fails and closes a member.
+        while let Some(Source::Listener(l)) = self.sources.get(listener) {
+            let Some(&member) = l.members.get(index) else {
+                break;
+            };
+            index += 1;
+            if Some(member) != skip && self.send_chunk(member, Chunk::Shared(Rc::clone(data))) {
+                sent += 1;
+            }
+        }
+        sent
+    }
+
+    pub(crate) fn set_user_timer(
+        &mut self,
+        owner: Key,
+        after: Duration,
+        every: Option<Duration>,
+    ) -> Option<TimerId> {
+        let timers = self.sources.get_mut(owner)?.timers_mut()?;
+        let id = self.timers.set(self.now + after, every, TimerTask::User(owner))?;
+        timers.push(id);
+        Some(id)
+    }
+
+    /// Drops a timer from its owner's list (it fired or was cancelled).
+    pub(crate) fn forget_timer(&mut self, owner: Key, id: TimerId) {
+        if let Some(timers) = self.sources.get_mut(owner).and_then(Source::timers_mut) {
+            timers.retain(|t| *t != id);
+        }
+    }
+
+    fn fire_timer(&mut self, id: TimerId, task: TimerTask) {
+        match task {
+            TimerTask::User(owner) => {
+                if !self.timers.contains(id) {
+                    self.forget_timer(owner, id);
+                }
+                let Some(mut handler) = self.take_handler(owner) else {
+                    return;
+                };
+                let mut cx = Context::new(self, owner);
+                match &mut handler {
+                    AnyHandler::Stream(h) => h.on_timer(&mut cx, id),
+                    AnyHandler::Datagram(h) => h.on_timer(&mut cx, id),
+                    AnyHandler::Custom(h) => h.on_timer(&mut cx, id),
+                }
+                self.put_handler(owner, handler);
+            }
+            TimerTask::Drain(key) => {
+                if let Some(conn) = self.stream_mut(key) {
+                    conn.close_timer = None;
+                    if matches!(conn.state, ConnState::Draining { .. }) {
+                        self.abort_stream_with(key, CloseReason::DrainTimeout);
+                    }
+                }
+            }
+            TimerTask::Linger(key) => {
+                if let Some(conn) = self.stream_mut(key) {
+                    conn.close_timer = None;
+                    self.finish_stream(key, CloseReason::Closed);
+                }
+            }
+            TimerTask::AcceptBackoff(key) => self.end_backoff(key),
+        }
+    }
+
+    pub(crate) fn begin_shutdown(&mut self, timeout: Duration) {
+        if self.shutdown == Shutdown::No {
+            info!("shutting down: at most {} ms to finish", timeout.as_millis());
+            self.shutdown = Shutdown::Requested {
+                deadline: Instant::now() + timeout,
+            };
+        }
+    }
+
+    /// Closes every listener and gives every handler `on_shutdown`.
+    fn tell_shutdown(&mut self) {
+        for key in self.sources.keys() {
+            if let Some(Source::Listener(_)) = self.sources.get(key) {
+                self.remove_source(key, CloseReason::Shutdown);
+                continue;
+            }
+            let Some(mut handler) = self.take_handler(key) else {
+                continue;
+            };
+            let mut cx = Context::new(self, key);
+            match &mut handler {
+                AnyHandler::Stream(h) => h.on_shutdown(&mut cx),
+                AnyHandler::Datagram(h) => h.on_shutdown(&mut cx),
+                AnyHandler::Custom(h) => h.on_shutdown(&mut cx),
+            }
+            self.put_handler(key, handler);
+            self.run_deferred();
+        }
+    }
+
+    pub(crate) fn connect_tcp(
+        &mut self,
+        addr: SocketAddr,
+        handler: Box<dyn StreamHandler>,
+    ) -> io::Result<Key> {
+        let stream = TcpStream::connect(addr)?;
+        let _ = stream.set_nodelay(true);
+        self.add_outbound(Stream::Tcp(stream), Addr::Inet(addr), handler)
+    }
+
+    pub(crate) fn connect_unix(&mut self, path: &Path, handler: Box<dyn StreamHandler>) -> io::Result<Key> {
+        let stream = UnixStream::connect(path)?;
+        self.add_outbound(
+            Stream::Unix(stream),
+            Addr::Unix(Some(path.to_path_buf())),
+            handler,
+        )
+    }
+
+    fn add_outbound(
+        &mut self,
+        stream: Stream,
+        peer: Addr,
+        handler: Box<dyn StreamHandler>,
+    ) -> io::Result<Key> {
+        let conn = Connection::new(
+            stream,
+            handler,
+            peer,
+            ConnState::Connecting,
+            Rc::clone(&self.defaults),
+        );
+        self.register_stream(conn)
+            .ok_or_else(|| io::Error::other("the connection could not be registered"))
+    }
+}

@@ -1,0 +1,503 @@
+//! The write buffer of one connection: what the handler sent that the socket
+//! has not taken yet.
+//!
+//! Always true:
+//! - bytes leave in the order they were sent; a chunk is never reordered or
+//!   split across other chunks;
+//! - a write goes straight to the socket when the queue is empty, and only
+//!   what the socket did not take is queued (copied, for borrowed bytes);
+//! - queued memory chunks go out with one vectored write (`writev`) of up to
+//!   [`MAX_IOVECS`] chunks;
+//! - a file region is sent with `sendfile(2)` straight from the page cache:
+//!   the queue holds only the file handle, an offset and a length, so a
+//!   download of any size costs the same memory;
+//! - [`WriteQueue::buffered`] counts bytes held in memory (what the hard cap
+//!   limits); [`WriteQueue::level`] adds the file bytes still to send (what
+//!   the watermarks look at).
+//!
+//! Writes are partial: the kernel takes what fits in the socket's send
+//! buffer. A write from memory that takes less than it was offered means
+//! that buffer is full, so the queue stops there instead of asking again for
+//! a `WouldBlock`; the socket's next WRITABLE edge resumes it.
+
+use std::collections::VecDeque;
+use std::fs::File;
+use std::io::{self, IoSlice, Write};
+use std::rc::Rc;
+
+/// Most chunks gathered into one vectored write (Linux's `IOV_MAX` is 1024;
+/// 64 covers any realistic backlog of small messages).
+pub(crate) const MAX_IOVECS: usize = 64;
+
+/// Largest count asked of one `sendfile` call (Linux caps a call at
+/// 0x7fff_f000 bytes anyway).
+const MAX_SENDFILE: u64 = 1 << 30;
+
+/// Something a write queue can drain into: a socket, or a test double.
+pub(crate) trait Sink: Write {
+    /// Sends up to `len` bytes of `file` from `offset` without copying them
+    /// through user space where the platform allows. Returns the bytes
+    /// sent; 0 means the file ended before `offset`.
+    fn send_file(&mut self, file: &File, offset: u64, len: usize) -> io::Result<usize>;
+}
+
+/// One piece of queued output.
+#[derive(Debug)]
+pub(crate) enum Chunk {
+    /// Bytes owned by this queue.
+    Owned(Vec<u8>),
+    /// Bytes shared with other queues (a broadcast).
+    Shared(Rc<[u8]>),
+    /// A region of a file, sent with `sendfile`.
+    File { file: Rc<File>, offset: u64, len: u64 },
+}
+
+impl Chunk {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Chunk::Owned(bytes) => bytes,
+            Chunk::Shared(bytes) => bytes,
+            Chunk::File { .. } => &[],
+        }
+    }
+}
+
+/// A chunk and how much of it has gone out already.
+#[derive(Debug)]
+struct Queued {
+    chunk: Chunk,
+    /// Bytes of a memory chunk already written.
+    written: usize,
+}
+
+impl Queued {
+    fn remaining(&self) -> &[u8] {
+        &self.chunk.bytes()[self.written..]
+    }
+}
+
+/// How a flush ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Flush {
+    /// Everything queued is written.
+    Empty,
+    /// The socket is full; the rest waits for WRITABLE.
+    Blocked,
+}
+
+/// The queue of output of one connection.
+#[derive(Debug, Default)]
+pub(crate) struct WriteQueue {
+    chunks: VecDeque<Queued>,
+    /// Memory bytes queued and not yet written.
+    buffered: usize,
+    /// File bytes queued and not yet sent.
+    file_bytes: u64,
+}
+
+impl WriteQueue {
+    /// Whether nothing is queued.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.chunks.is_empty()
+    }
+
+    /// Bytes held in memory, waiting to be written.
+    pub(crate) fn buffered(&self) -> usize {
+        self.buffered
+    }
+
+    /// All bytes waiting, memory and file regions alike.
+    pub(crate) fn level(&self) -> u64 {
+        self.buffered as u64 + self.file_bytes
+    }
+
+    /// Drops everything queued.
+    pub(crate) fn clear(&mut self) {
+        self.chunks = VecDeque::new();
+        self.buffered = 0;
+        self.file_bytes = 0;
+    }
+
+    /// Appends a chunk without writing.
+    pub(crate) fn push(&mut self, chunk: Chunk) {
+        match &chunk {
+            Chunk::File { len, .. } => {
+                if *len == 0 {
+                    return;
+                }
+                self.file_bytes += len;
+            }
+            Chunk::Owned(_) | Chunk::Shared(_) => {
+                if chunk.bytes().is_empty() {
+                    return;
+                }
+                self.buffered += chunk.bytes().len();
+            }
+        }
+        self.chunks.push_back(Queued { chunk, written: 0 });
+    }
+
+    /// Writes `data` straight to the sink if nothing is queued, and queues
+    /// (a copy of) whatever the sink did not take.
+    pub(crate) fn write_slice(&mut self, sink: &mut impl Sink, data: &[u8]) -> io::Result<()> {
+        let written = if self.is_empty() {
+            write_some(sink, data)?
+        } else {
+            0
+        };
+        if written < data.len() {
+            self.push(Chunk::Owned(data[written..].to_vec()));
+        }
+        Ok(())
+    }
+
+    /// Queues `chunk` and, if it is first in line, starts writing it.
+    pub(crate) fn write_chunk(&mut self, sink: &mut impl Sink, chunk: Chunk) -> io::Result<()> {
+        let was_empty = self.is_empty();
+        self.push(chunk);
+        if was_empty {
+            self.flush(sink)?;
+        }
+        Ok(())
+    }
+
+    /// Writes queued chunks until the queue is empty or the sink is full.
+    ///
+    /// # Errors
+    ///
+    /// The sink's error, other than `WouldBlock` (which is [`Flush::Blocked`])
+    /// and `Interrupted` (retried). A file that ends before its region does
+    /// is `UnexpectedEof`: the peer must not get fewer bytes than announced
+    /// without the connection failing.
+    pub(crate) fn flush(&mut self, sink: &mut impl Sink) -> io::Result<Flush> {
+        loop {
+            let Some(front) = self.chunks.front() else {
+                return Ok(Flush::Empty);
+            };
+            let outcome = match &front.chunk {
+                Chunk::File { file, offset, len } => {
+                    let (file, offset, len) = (Rc::clone(file), *offset, *len);
+                    self.send_file_front(sink, &file, offset, len)
+                }
+                Chunk::Owned(_) | Chunk::Shared(_) => self.write_memory_front(sink),
+            };
+            match outcome {
+                Ok(Progress::All) => continue,
+                Ok(Progress::Partial) => return Ok(Flush::Blocked),
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Ok(Flush::Blocked),
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+                Err(err) => return Err(err),
+            }
+        }
+    }
+
+    /// One vectored write of the memory chunks at the front.
+    fn write_memory_front(&mut self, sink: &mut impl Sink) -> io::Result<Progress> {
+        let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+        let mut count = 0;
+        let mut offered = 0;
+        for queued in self.chunks.iter().take(MAX_IOVECS) {
+            if matches!(queued.chunk, Chunk::File { .. }) {
+                break;
+            }
+            slices[count] = IoSlice::new(queued.remaining());
+            offered += queued.remaining().len();
+            count += 1;
+        }
+        let written = sink.write_vectored(&slices[..count])?;
+        if written == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        self.consume_memory(written);
+        Ok(if written < offered {
+            Progress::Partial
+        } else {
+            Progress::All
+        })
+    }
+
+    /// Marks `written` bytes of the front memory chunks as gone.
+    fn consume_memory(&mut self, mut written: usize) {
+        self.buffered -= written;
+        while written > 0 {
+            let front = self
+                .chunks
+                .front_mut()
+                .expect("written bytes came from queued chunks");
+            let left = front.remaining().len();
+            if written < left {
+                front.written += written;
+                return;
+            }
+            written -= left;
+            self.chunks.pop_front();
+        }
+    }
+
+    /// One `sendfile` of the file region at the front.
+    fn send_file_front(
+        &mut self,
+        sink: &mut impl Sink,
+        file: &File,
+        offset: u64,
+        len: u64,
+    ) -> io::Result<Progress> {
+        let ask = len.min(MAX_SENDFILE) as usize;
+        let sent = sink.send_file(file, offset, ask)?;
+        if sent == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "file ended before the region queued for it",
+            ));
+        }
+        let sent64 = sent as u64;
+        self.file_bytes -= sent64;
+        if sent64 == len {
+            self.chunks.pop_front();
+            return Ok(Progress::All);
+        }
+        if let Some(Queued {
+            chunk: Chunk::File { offset, len, .. },
+            ..
+        }) = self.chunks.front_mut()
+        {
+            *offset += sent64;
+            *len -= sent64;
+        }
+        // Unlike a short write from memory, a short sendfile does not prove
+        // the socket full (the file may have ended, or the copy fallback
+        // moves 16 KiB at a time): ask again until WouldBlock or 0.
+        Ok(Progress::All)
+    }
+}
+
+/// What one write achieved.
+enum Progress {
+    /// All that was offered went out.
+    All,
+    /// The sink took less than offered: it is full.
+    Partial,
+}
+
+/// Writes as much of `data` as the sink takes now. `WouldBlock` is 0 bytes.
+fn write_some(sink: &mut impl Sink, data: &[u8]) -> io::Result<usize> {
+    if data.is_empty() {
+        return Ok(0);
+    }
+    loop {
+        match sink.write(data) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => return Ok(n),
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Ok(0),
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+            Err(err) => return Err(err),
+        }
+    }
+}
+
+/// Sends part of a file by reading it into a buffer and writing that, for
+/// sinks where `sendfile` is not possible. Only what the sink takes is
+/// counted; the rest is read again next time, so nothing is buffered.
+pub(crate) fn copy_file_region(
+    sink: &mut impl Write,
+    file: &File,
+    offset: u64,
+    len: usize,
+) -> io::Result<usize> {
+    use std::os::unix::fs::FileExt;
+    let mut buf = [0u8; 16 * 1024];
+    let want = len.min(buf.len());
+    let read = loop {
+        match file.read_at(&mut buf[..want], offset) {
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+            other => break other?,
+        }
+    };
+    if read == 0 {
+        return Ok(0);
+    }
+    let written = sink.write(&buf[..read])?;
+    if written == 0 {
+        return Err(io::ErrorKind::WriteZero.into());
+    }
+    Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A sink that takes at most `room` bytes, then says `WouldBlock`.
+    struct Throttled {
+        out: Vec<u8>,
+        room: usize,
+        calls: usize,
+    }
+
+    impl Throttled {
+        fn new(room: usize) -> Self {
+            Throttled {
+                out: Vec::new(),
+                room,
+                calls: 0,
+            }
+        }
+    }
+
+    impl Write for Throttled {
+        fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+            self.calls += 1;
+            if self.room == 0 {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            let n = data.len().min(self.room);
+            self.out.extend_from_slice(&data[..n]);
+            self.room -= n;
+            Ok(n)
+        }
+        fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+            self.calls += 1;
+            if self.room == 0 {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            let mut total = 0;
+            for buf in bufs {
+                let n = buf.len().min(self.room);
+                self.out.extend_from_slice(&buf[..n]);
+                self.room -= n;
+                total += n;
+                if n < buf.len() {
+                    break;
+                }
+            }
+            Ok(total)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Sink for Throttled {
+        fn send_file(&mut self, file: &File, offset: u64, len: usize) -> io::Result<usize> {
+            self.calls += 1;
+            if self.room == 0 {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            copy_file_region(self, file, offset, len)
+        }
+    }
+
+    #[test]
+    fn direct_write_queues_only_the_rest() {
+        let mut queue = WriteQueue::default();
+        let mut sink = Throttled::new(3);
+        queue.write_slice(&mut sink, b"hello").unwrap();
+        assert_eq!(sink.out, b"hel");
+        assert_eq!(queue.buffered(), 2);
+        sink.room = 100;
+        assert_eq!(queue.flush(&mut sink).unwrap(), Flush::Empty);
+        assert_eq!(sink.out, b"hello");
+        assert_eq!(queue.buffered(), 0);
+    }
+
+    #[test]
+    fn queued_chunks_leave_in_order_under_partial_writes() {
+        let mut queue = WriteQueue::default();
+        let mut sink = Throttled::new(0);
+        let shared: Rc<[u8]> = Rc::from(&b"-shared-"[..]);
+        queue.write_slice(&mut sink, b"one").unwrap();
+        queue
+            .write_chunk(&mut sink, Chunk::Shared(Rc::clone(&shared)))
+            .unwrap();
+        queue
+            .write_chunk(&mut sink, Chunk::Owned(b"two".to_vec()))
+            .unwrap();
+        assert_eq!(queue.buffered(), 14);
+        let mut rounds = 0;
+        while !queue.is_empty() {
+            sink.room = 3;
+            queue.flush(&mut sink).unwrap();
+            rounds += 1;
+            assert!(rounds < 20);
+        }
+        assert_eq!(sink.out, b"one-shared-two");
+        assert_eq!(Rc::strong_count(&shared), 1, "shared chunk released");
+    }
+
+    #[test]
+    fn memory_chunks_go_out_in_one_vectored_write() {
+        let mut queue = WriteQueue::default();
+        for i in 0..10u8 {
+            queue.push(Chunk::Owned(vec![i; 10]));
+        }
+        let mut sink = Throttled::new(1000);
+        assert_eq!(queue.flush(&mut sink).unwrap(), Flush::Empty);
+        assert_eq!(sink.calls, 1);
+        assert_eq!(sink.out.len(), 100);
+    }
+
+    #[test]
+    fn partial_write_stops_without_asking_again() {
+        let mut queue = WriteQueue::default();
+        queue.push(Chunk::Owned(vec![1; 100]));
+        let mut sink = Throttled::new(40);
+        assert_eq!(queue.flush(&mut sink).unwrap(), Flush::Blocked);
+        assert_eq!(sink.calls, 1);
+        assert_eq!(queue.buffered(), 60);
+    }
+
+    #[test]
+    fn file_region_is_sent_between_memory_chunks() {
+        let dir = std::env::temp_dir().join(format!("evloop-wq-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("region");
+        std::fs::write(&path, b"0123456789").unwrap();
+        let file = Rc::new(File::open(&path).unwrap());
+        let mut queue = WriteQueue::default();
+        let mut sink = Throttled::new(0);
+        queue.write_slice(&mut sink, b"<").unwrap();
+        queue
+            .write_chunk(
+                &mut sink,
+                Chunk::File {
+                    file,
+                    offset: 2,
+                    len: 5,
+                },
+            )
+            .unwrap();
+        queue.write_chunk(&mut sink, Chunk::Owned(b">".to_vec())).unwrap();
+        assert_eq!(queue.level(), 7);
+        assert_eq!(queue.buffered(), 2);
+        while !queue.is_empty() {
+            sink.room = 2;
+            queue.flush(&mut sink).unwrap();
+        }
+        assert_eq!(sink.out, b"<23456>");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn file_shorter_than_its_region_is_an_error() {
+        let dir = std::env::temp_dir().join(format!("evloop-wq-short-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("short");
+        std::fs::write(&path, b"abc").unwrap();
+        let file = Rc::new(File::open(&path).unwrap());
+        let mut queue = WriteQueue::default();
+        let mut sink = Throttled::new(100);
+        let err = queue
+            .write_chunk(
+                &mut sink,
+                Chunk::File {
+                    file,
+                    offset: 0,
+                    len: 10,
+                },
+            )
+            .unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
+        assert_eq!(sink.out, b"abc");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
