@@ -157,3 +157,152 @@ pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
 pub fn any_port() -> SocketAddr {
     "127.0.0.1:0".parse().expect("valid address")
 }
+
+/// The path of an example binary built by the same `cargo test` run
+/// (`cargo test` builds every example; after editing one, a narrower
+/// `cargo test --test X` may need `cargo build --examples` first).
+#[track_caller]
+pub fn example_path(name: &str) -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let profile_dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target/PROFILE/deps/TEST");
+    let path = profile_dir.join("examples").join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo test` (it builds the examples) or `cargo build --examples`",
+        path.display()
+    );
+    path
+}
+
+/// An example server running as a child process.
+pub struct ServerProcess {
+    pub child: std::process::Child,
+    /// The announce lines read so far, as (kind, address).
+    pub listening: Vec<(String, String)>,
+    lines: mpsc::Receiver<String>,
+}
+
+impl ServerProcess {
+    /// Starts example `name` with `args` and waits for `announces` announce
+    /// lines on its stdout. Stderr goes to the test's stderr.
+    #[track_caller]
+    pub fn start(name: &str, args: &[&str], announces: usize) -> ServerProcess {
+        Self::start_with(std::process::Command::new(example_path(name)).args(args), announces)
+    }
+
+    /// Like [`ServerProcess::start`] with a prepared command (env, cwd).
+    #[track_caller]
+    pub fn start_with(command: &mut std::process::Command, announces: usize) -> ServerProcess {
+        use std::io::BufRead;
+        use std::process::Stdio;
+        let mut child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn example");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut server = ServerProcess {
+            child,
+            listening: Vec::new(),
+            lines: rx,
+        };
+        while server.listening.len() < announces {
+            let line = server.lines.recv_timeout(STEP).expect("announce line");
+            let mut words = line.split(' ');
+            assert_eq!(words.next(), Some("listening"), "stdout line {line:?}");
+            let kind = words.next().expect("kind").to_string();
+            let addr = words.collect::<Vec<_>>().join(" ");
+            server.listening.push((kind, addr));
+        }
+        server
+    }
+
+    /// The address announced for `kind` (`tcp`, `udp`, `unix`, `http`).
+    #[track_caller]
+    pub fn addr(&self, kind: &str) -> String {
+        self.listening
+            .iter()
+            .find(|(k, _)| k == kind)
+            .map(|(_, a)| a.clone())
+            .unwrap_or_else(|| panic!("no {kind} listener announced: {:?}", self.listening))
+    }
+
+    /// The announced `kind` address as a socket address.
+    #[track_caller]
+    pub fn socket_addr(&self, kind: &str) -> SocketAddr {
+        self.addr(kind).parse().expect("announced ip:port")
+    }
+
+    /// Any further stdout line, if one comes within `wait`.
+    pub fn next_stdout_line(&self, wait: Duration) -> Option<String> {
+        self.lines.recv_timeout(wait).ok()
+    }
+
+    /// Sends a signal to the server.
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) with the pid of a child this process started and
+        // has not reaped yet; it cannot affect memory safety.
+        let rc = unsafe { libc::kill(self.child.id() as libc::pid_t, signal) };
+        assert_eq!(rc, 0, "kill failed");
+    }
+
+    /// Sends SIGTERM and waits for the exit status (within [`STEP`]).
+    #[track_caller]
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        self.signal(libc::SIGTERM);
+        self.wait()
+    }
+
+    /// Waits for the process to exit (within [`STEP`]).
+    #[track_caller]
+    pub fn wait(&mut self) -> std::process::ExitStatus {
+        let deadline = Instant::now() + STEP;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "server did not exit in time");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// The server's resident set size in KiB, from /proc.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// How many descriptors the server has open, from /proc.
+    pub fn fd_count(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.child.id()))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
