@@ -10,10 +10,14 @@
 //! - what a handler asks of its [`Context`] during a callback (send, close,
 //!   timers) takes effect before its next callback.
 //!
-//! A minimal protocol, one that answers every chunk with its length:
+//! A minimal protocol, one that answers every chunk with its length, driven
+//! one turn at a time from a client on the same thread:
 //!
 //! ```
-//! use evloop::{Context, StreamHandler};
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::io::{ErrorKind, Read, Write};
+//! use std::time::Duration;
+//! use evloop::{Addr, Context, Reactor, StreamHandler};
 //!
 //! struct CountBytes;
 //!
@@ -23,6 +27,31 @@
 //!         data.len() // consumed all of it; none is kept for next time
 //!     }
 //! }
+//!
+//! let mut reactor = Reactor::new()?;
+//! let key = reactor.listen_tcp("127.0.0.1:0".parse()?, |_: &Addr| CountBytes)?;
+//! let addr = reactor.local_addr(key).and_then(|a| a.as_inet()).expect("a TCP listener");
+//!
+//! let mut client = std::net::TcpStream::connect(addr)?;
+//! client.write_all(b"hello")?;
+//! client.set_nonblocking(true)?;
+//! let mut reply = Vec::new();
+//! // Each turn: accept, read, answer. A few turns are enough.
+//! for _ in 0..500 {
+//!     reactor.run_once(Some(Duration::from_millis(10)))?;
+//!     let mut buf = [0u8; 16];
+//!     match client.read(&mut buf) {
+//!         Ok(n) => reply.extend_from_slice(&buf[..n]),
+//!         Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+//!         Err(e) => return Err(e.into()),
+//!     }
+//!     if reply.ends_with(b"\n") {
+//!         break;
+//!     }
+//! }
+//! assert_eq!(reply, b"5\n");
+//! # Ok(())
+//! # }
 //! ```
 
 use std::fmt;

@@ -42,7 +42,7 @@
 //! | `handle` | [`Handle`]: wake, stop, shut down, run closures from other threads |
 //! | `handler` | the traits protocols implement |
 //! | `context` | [`Context`]: what a handler may do |
-//! | `codec` | line and length-prefixed framers |
+//! | [`codec`] | line and length-prefixed framers |
 //! | [`protocols`] | the shipped handlers |
 //! | [`signals`] | SIGINT and SIGTERM as loop events, for graceful shutdown |
 //!
@@ -57,7 +57,7 @@
 compile_error!("evloop runs on Unix-like systems (it uses Unix sockets and sendfile)");
 
 mod addr;
-// CODEC-PENDING pub mod codec;
+pub mod codec;
 mod connection;
 mod context;
 mod datagram;
@@ -88,3 +88,8 @@ pub use token::Key;
 
 pub use mio::event::Event;
 pub use mio::Interest;
+
+/// The README's code, compiled as a doc test so it cannot go stale.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
