@@ -23,12 +23,18 @@ fn echo_server_announces_and_echoes_tcp_udp_and_stops_on_sigterm() {
     assert_eq!(&buf[..n], b"datagram");
 
     assert!(server.terminate().success());
-    assert_eq!(server.next_stdout_line(std::time::Duration::from_millis(100)), None);
+    assert_eq!(
+        server.next_stdout_line(std::time::Duration::from_millis(100)),
+        None
+    );
 }
 
 #[test]
 fn bad_argument_is_one_line_and_exit_2() {
-    let out = Command::new(example_path("echo")).arg("--nonsense").output().expect("run");
+    let out = Command::new(example_path("echo"))
+        .arg("--nonsense")
+        .output()
+        .expect("run");
     assert_eq!(out.status.code(), Some(2));
     assert!(out.stdout.is_empty());
     assert_eq!(String::from_utf8_lossy(&out.stderr).trim_end().lines().count(), 1);
@@ -36,7 +42,10 @@ fn bad_argument_is_one_line_and_exit_2() {
 
 #[test]
 fn help_exits_0() {
-    let out = Command::new(example_path("echo")).arg("--help").output().expect("run");
+    let out = Command::new(example_path("echo"))
+        .arg("--help")
+        .output()
+        .expect("run");
     assert_eq!(out.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&out.stdout).contains("--tcp"));
 }
@@ -45,7 +54,10 @@ fn help_exits_0() {
 fn address_in_use_is_one_line_naming_it() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = taken.local_addr().expect("addr").to_string();
-    let out = Command::new(example_path("echo")).args(["--tcp", &addr]).output().expect("run");
+    let out = Command::new(example_path("echo"))
+        .args(["--tcp", &addr])
+        .output()
+        .expect("run");
     assert_ne!(out.status.code(), Some(0));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");

@@ -190,7 +190,10 @@ impl ServerProcess {
     /// lines on its stdout. Stderr goes to the test's stderr.
     #[track_caller]
     pub fn start(name: &str, args: &[&str], announces: usize) -> ServerProcess {
-        Self::start_with(std::process::Command::new(example_path(name)).args(args), announces)
+        Self::start_with(
+            std::process::Command::new(example_path(name)).args(args),
+            announces,
+        )
     }
 
     /// Like [`ServerProcess::start`] with a prepared command (env, cwd).
