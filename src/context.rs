@@ -161,6 +161,17 @@ impl<'a> Context<'a> {
         self.core.abort_stream(self.key);
     }
 
+    /// Drops queued output and resets another connection at once; any
+    /// other kind of source is closed. Its slot is free once the current
+    /// callback returns.
+    pub fn abort_source(&mut self, key: Key) {
+        match self.core.sources.get(key) {
+            Some(Source::Stream(_)) => self.core.abort_stream(key),
+            Some(_) => self.core.close_source(key),
+            None => {}
+        }
+    }
+
     /// Shuts this connection's write half once queued output is flushed
     /// (the peer reads end-of-file); input goes on being delivered.
     pub fn shutdown_write(&mut self) {
@@ -213,8 +224,8 @@ impl<'a> Context<'a> {
     /// # Errors
     ///
     /// The socket could not be created or registered (out of descriptors).
-    pub fn connect(&mut self, addr: SocketAddr, handler: Box<dyn StreamHandler>) -> io::Result<Key> {
-        self.core.connect_tcp(addr, handler)
+    pub fn connect(&mut self, addr: SocketAddr, handler: impl StreamHandler + 'static) -> io::Result<Key> {
+        self.core.connect_tcp(addr, Box::new(handler))
     }
 
     /// Opens an outbound Unix stream connection, as [`Context::connect`].
@@ -222,8 +233,8 @@ impl<'a> Context<'a> {
     /// # Errors
     ///
     /// The socket could not be created, connected or registered.
-    pub fn connect_unix(&mut self, path: &Path, handler: Box<dyn StreamHandler>) -> io::Result<Key> {
-        self.core.connect_unix(path, handler)
+    pub fn connect_unix(&mut self, path: &Path, handler: impl StreamHandler + 'static) -> io::Result<Key> {
+        self.core.connect_unix(path, Box::new(handler))
     }
 
     /// Sends one datagram from this datagram socket. Returns `false` if it

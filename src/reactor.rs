@@ -100,6 +100,8 @@ pub(crate) struct Core {
     pub(crate) defaults: Rc<ConnectionOptions>,
     pub(crate) stop_requested: bool,
     pub(crate) shutdown: Shutdown,
+    /// Events dropped because their source was gone (see step 4).
+    pub(crate) stale_events: u64,
 }
 
 /// Where a graceful shutdown stands.
@@ -159,6 +161,7 @@ impl Reactor {
                 defaults: Rc::new(ConnectionOptions::default()),
                 stop_requested: false,
                 shutdown: Shutdown::No,
+                stale_events: 0,
             },
             events: Events::with_capacity(EVENTS_CAPACITY),
             scratch: vec![0; SCRATCH_LEN].into_boxed_slice(),
@@ -426,6 +429,12 @@ impl Reactor {
         self.core.timers.len()
     }
 
+    /// How many events were dropped because the source they named was gone
+    /// (closed earlier in the same batch, its slot perhaps reused).
+    pub fn stale_events(&self) -> u64 {
+        self.core.stale_events
+    }
+
     /// The state of a connection, if `key` names one.
     pub fn connection_state(&self, key: Key) -> Option<ConnState> {
         self.core.stream_ref(key).map(|c| c.state)
@@ -641,7 +650,10 @@ impl Core {
             return;
         };
         match self.sources.get_mut(key) {
-            None => debug!("{key}: event for a source that is gone, dropped"),
+            None => {
+                self.stale_events += 1;
+                debug!("{key}: event for a source that is gone, dropped");
+            }
             Some(Source::Listener(_)) => self.accept_ready(key),
             Some(Source::Stream(_)) => self.stream_event(key, event, scratch),
             Some(Source::Datagram(_)) => self.datagram_event(key, event, scratch),
