@@ -470,6 +470,10 @@ impl Reactor {
     /// connections), every handler gets `on_shutdown` (by default: close
     /// after flushing), and `run` returns when every connection and socket
     /// is gone, or when `timeout` has passed, cutting what is left.
+    ///
+    /// Output already queued is flushed; input not yet read when a
+    /// connection closes is discarded, as for any close. A handler that
+    /// wants to answer requests still in flight overrides `on_shutdown`.
     pub fn shutdown(&mut self, timeout: Duration) {
         self.core.begin_shutdown(timeout);
     }
