@@ -22,13 +22,7 @@ pub fn parse<T: Parser>() -> T {
         Err(err) => {
             let text = err.render().to_string();
             let line = text.lines().next().unwrap_or("invalid arguments");
-            let program = std::env::args().next().unwrap_or_default();
-            let name = std::path::Path::new(&program)
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            eprintln!("{name}: {}", line.trim_start_matches("error: "));
-            std::process::exit(2);
+            usage_error(line.trim_start_matches("error: "));
         }
     }
 }
@@ -62,13 +56,23 @@ pub fn bind_or_exit(reactor: &mut Reactor, kind: &str, bound: Result<evloop::Key
 
 /// Prints one line and exits 1.
 pub fn fail(err: &dyn std::fmt::Display) -> ! {
+    eprintln!("{}: {err}", program_name());
+    std::process::exit(1);
+}
+
+/// A bad argument found after parsing: one line, exit 2.
+pub fn usage_error(message: &str) -> ! {
+    eprintln!("{}: {message}", program_name());
+    std::process::exit(2);
+}
+
+/// The name this program was started as, without its directory.
+pub fn program_name() -> String {
     let program = std::env::args().next().unwrap_or_default();
-    let name = std::path::Path::new(&program)
+    std::path::Path::new(&program)
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    eprintln!("{name}: {err}");
-    std::process::exit(1);
+        .unwrap_or_default()
 }
 
 /// Parses a number of seconds (fractions allowed) for `--shutdown-timeout`

@@ -4,5 +4,9 @@
 //! | module | protocol |
 //! |---|---|
 //! | [`echo`] | every byte (stream) or datagram back to its sender |
+//! | [`file`](mod@file) | file streaming over plain TCP: a name in, the file's bytes out |
+//! | [`path`] | confining requested names to a served directory |
 
 pub mod echo;
+pub mod file;
+pub mod path;

@@ -1,0 +1,161 @@
+//! File client for the plain TCP file protocol.
+//!
+//! ```text
+//! file_client ADDR NAME [-o PATH]
+//! ```
+//!
+//! Sends NAME, reads the answer to end-of-file into a temporary file next
+//! to PATH, and renames it into place only when the download is complete,
+//! so a failed or refused download leaves no file behind. The answer
+//! `no_file` means the server will not serve NAME.
+//!
+//! What the plain protocol cannot say: it has no length header, so a
+//! server that closes normally in the middle of a file looks like a
+//! complete, shorter download. A reset or a read error is detected, and
+//! leaves no file. HTTP (`Content-Length`) does not have this limit.
+
+mod common;
+
+use std::fs::File;
+use std::io::{IsTerminal, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+
+/// Downloads NAME from a file server speaking the plain TCP protocol.
+#[derive(Parser)]
+#[command(name = "file_client")]
+struct Flags {
+    /// Server address, ip:port
+    addr: SocketAddr,
+    /// File name on the server, relative to its root
+    name: String,
+    /// Where to write the file (default: NAME's base name, here)
+    #[arg(short = 'o', value_name = "PATH")]
+    output: Option<PathBuf>,
+}
+
+/// The answer to a name the server does not serve.
+const NO_FILE: &[u8] = b"no_file";
+
+fn main() -> ExitCode {
+    let flags: Flags = common::parse();
+    let output = match flags.output.clone() {
+        Some(path) => path,
+        None => match Path::new(&flags.name).file_name() {
+            Some(base) => PathBuf::from(base),
+            None => common::usage_error(&format!("{}: no file name to save under; use -o", flags.name)),
+        },
+    };
+    let dir = output
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let base = output
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let temp = dir.join(format!(".{base}.part-{}", std::process::id()));
+    match download(&flags, &temp) {
+        Ok(Outcome::Saved(bytes)) => match std::fs::rename(&temp, &output) {
+            Ok(()) => {
+                if std::io::stderr().is_terminal() {
+                    eprintln!("saved {} ({bytes} bytes)", output.display());
+                }
+                ExitCode::SUCCESS
+            }
+            Err(err) => {
+                let _ = std::fs::remove_file(&temp);
+                common::fail(&format!("{}: {err}", output.display()))
+            }
+        },
+        Ok(Outcome::NotFound) => {
+            let _ = std::fs::remove_file(&temp);
+            eprintln!("not found: {}", flags.name);
+            ExitCode::from(1)
+        }
+        Err(err) => {
+            let _ = std::fs::remove_file(&temp);
+            common::fail(&err)
+        }
+    }
+}
+
+enum Outcome {
+    Saved(u64),
+    NotFound,
+}
+
+/// Sends the name and copies the answer into `temp`.
+fn download(flags: &Flags, temp: &Path) -> std::io::Result<Outcome> {
+    let mut stream = TcpStream::connect(flags.addr)?;
+    stream.write_all(flags.name.as_bytes())?;
+    stream.write_all(b"\n")?;
+    let mut file = File::create(temp)?;
+    let mut progress = Progress::new();
+    let mut head = Vec::with_capacity(NO_FILE.len());
+    let mut buf = vec![0; 256 * 1024];
+    let mut total = 0u64;
+    loop {
+        let n = match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(err) if err.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(err) => return Err(err),
+        };
+        if head.len() < NO_FILE.len() {
+            let take = (NO_FILE.len() - head.len()).min(n);
+            head.extend_from_slice(&buf[..take]);
+        }
+        file.write_all(&buf[..n])?;
+        total += n as u64;
+        progress.update(total);
+    }
+    progress.finish(total);
+    if total == NO_FILE.len() as u64 && head == NO_FILE {
+        return Ok(Outcome::NotFound);
+    }
+    file.sync_all()?;
+    Ok(Outcome::Saved(total))
+}
+
+/// A progress line on stderr, only when stderr is a terminal.
+struct Progress {
+    start: Instant,
+    last: Instant,
+    shown: bool,
+}
+
+impl Progress {
+    fn new() -> Progress {
+        let now = Instant::now();
+        Progress {
+            start: now,
+            last: now,
+            shown: std::io::stderr().is_terminal(),
+        }
+    }
+
+    fn update(&mut self, bytes: u64) {
+        if self.shown && self.last.elapsed() >= Duration::from_millis(200) {
+            self.last = Instant::now();
+            self.draw(bytes);
+        }
+    }
+
+    fn finish(&mut self, bytes: u64) {
+        if self.shown {
+            self.draw(bytes);
+            eprintln!();
+        }
+    }
+
+    fn draw(&self, bytes: u64) {
+        let secs = self.start.elapsed().as_secs_f64().max(1e-3);
+        let rate = bytes as f64 / secs / (1024.0 * 1024.0);
+        eprint!("\r{bytes} bytes, {rate:.1} MiB/s   ");
+    }
+}

@@ -1,0 +1,67 @@
+//! File server: the plain TCP file protocol (a name in, the file out).
+//!
+//! ```text
+//! file_server [--tcp ADDR]... [--http ADDR]... [--root DIR] [--max-clients N]
+//!             [--idle-timeout SECS] [--shutdown-timeout SECS]
+//! ```
+//! With no listener flag: `--tcp 127.0.0.1:7200`.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use evloop::protocols::file::FileServer;
+use evloop::{ListenerOptions, Reactor};
+
+/// File server: sends the files under --root to clients that name them.
+#[derive(Parser)]
+#[command(name = "file_server")]
+struct Flags {
+    /// TCP address for the plain protocol (repeatable)
+    #[arg(long, value_name = "ADDR")]
+    tcp: Vec<SocketAddr>,
+    /// HTTP/1.1 address (repeatable)
+    #[arg(long, value_name = "ADDR")]
+    http: Vec<SocketAddr>,
+    /// Directory to serve
+    #[arg(long, value_name = "DIR", default_value = ".")]
+    root: PathBuf,
+    /// Most connections at once per listener
+    #[arg(long, value_name = "N", default_value_t = 10_000)]
+    max_clients: usize,
+    /// Seconds a client may wait before sending its request
+    #[arg(long, value_name = "SECS", default_value = "60", value_parser = common::seconds)]
+    idle_timeout: Duration,
+    /// Seconds in-flight downloads get to finish after SIGINT/SIGTERM
+    #[arg(long, value_name = "SECS", default_value = "5", value_parser = common::seconds)]
+    shutdown_timeout: Duration,
+}
+
+fn main() -> ExitCode {
+    let mut flags: Flags = common::parse();
+    common::init_logging();
+    if !flags.http.is_empty() {
+        common::usage_error("HTTP is not available yet");
+    }
+    let files = match FileServer::new(&flags.root) {
+        Ok(files) => files.with_idle_timeout(flags.idle_timeout),
+        Err(err) => common::usage_error(&format!("--root {}: {err}", flags.root.display())),
+    };
+    if flags.tcp.is_empty() {
+        flags.tcp.push("127.0.0.1:7200".parse().expect("valid default"));
+    }
+    let mut reactor = Reactor::new().unwrap_or_else(|err| common::fail(&err));
+    for addr in flags.tcp {
+        let options = ListenerOptions {
+            max_connections: flags.max_clients,
+            ..ListenerOptions::default()
+        };
+        let bound = reactor.listen_tcp_with(addr, options, files.clone());
+        common::bind_or_exit(&mut reactor, "tcp", bound);
+    }
+    common::serve(reactor, flags.shutdown_timeout)
+}

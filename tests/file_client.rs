@@ -1,0 +1,107 @@
+//! The file_client example, from the outside (contract: file_client):
+//! complete downloads land under their final name, refused and failed ones
+//! leave no file at all.
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use common::*;
+
+struct Dir(PathBuf);
+
+impl Dir {
+    fn new(tag: &str) -> Dir {
+        let dir = std::env::temp_dir().join(format!("evloop-client-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        Dir(dir)
+    }
+
+    /// Names in the directory, to prove nothing (not even a temp file) is left.
+    fn entries(&self) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(&self.0)
+            .expect("read dir")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn client(addr: &str, name: &str, output: &Path) -> Output {
+    Command::new(example_path("file_client"))
+        .args([addr, name, "-o", output.to_str().expect("utf-8")])
+        .output()
+        .expect("run file_client")
+}
+
+#[test]
+fn download_is_saved_whole_and_refusal_leaves_no_file() {
+    let root = Dir::new("root");
+    let data = pattern(5 * 1024 * 1024 + 3, 11);
+    std::fs::write(root.0.join("data.bin"), &data).expect("file");
+    let server = ServerProcess::start(
+        "file_server",
+        &["--tcp", "127.0.0.1:0", "--root", root.0.to_str().expect("utf-8")],
+        1,
+    );
+    let out_dir = Dir::new("out");
+    let addr = server.addr("tcp");
+
+    let saved = client(&addr, "data.bin", &out_dir.0.join("copy.bin"));
+    assert!(
+        saved.status.success(),
+        "{}",
+        String::from_utf8_lossy(&saved.stderr)
+    );
+    assert!(std::fs::read(out_dir.0.join("copy.bin")).expect("saved") == data);
+
+    let missing = client(&addr, "nope.txt", &out_dir.0.join("nope.txt"));
+    assert_eq!(missing.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&missing.stderr).trim_end(),
+        "not found: nope.txt"
+    );
+    assert_eq!(out_dir.entries(), ["copy.bin"], "no file for a refused download");
+}
+
+#[test]
+fn connection_reset_mid_download_fails_and_leaves_no_file() {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr").to_string();
+    let server = std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().expect("accept");
+        let mut name = [0; 64];
+        let _ = stream.read(&mut name).expect("name");
+        stream.write_all(&pattern(100_000, 12)).expect("part of a file");
+        // SO_LINGER 0: the close sends a reset, as a crashing server would.
+        let linger = libc::linger {
+            l_onoff: 1,
+            l_linger: 0,
+        };
+        // SAFETY: setsockopt on a live socket with a valid `linger` value.
+        unsafe {
+            libc::setsockopt(
+                std::os::fd::AsRawFd::as_raw_fd(&stream),
+                libc::SOL_SOCKET,
+                libc::SO_LINGER,
+                (&linger as *const libc::linger).cast(),
+                std::mem::size_of::<libc::linger>() as libc::socklen_t,
+            );
+        }
+    });
+    let out_dir = Dir::new("reset");
+    let failed = client(&addr, "data.bin", &out_dir.0.join("data.bin"));
+    server.join().expect("fake server");
+    assert!(!failed.status.success());
+    assert_eq!(out_dir.entries(), Vec::<String>::new(), "nothing left behind");
+}

@@ -1,0 +1,205 @@
+//! The file_server example over the plain TCP protocol, from the outside
+//! (contract: file_server), including the classic Python client's habits:
+//! a bare name with no newline, then `recv(1024)` until it returns nothing.
+mod common;
+
+use std::io::Read;
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use common::*;
+
+/// A temporary root with a few files, removed on drop.
+struct Tree(PathBuf);
+
+impl Tree {
+    fn new(tag: &str) -> Tree {
+        let dir = std::env::temp_dir().join(format!("evloop-files-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("sub")).expect("root");
+        std::fs::write(dir.join("hello.txt"), b"hello, file\n").expect("file");
+        std::fs::write(dir.join("empty"), b"").expect("file");
+        std::fs::write(dir.join("exact1024"), pattern(1024, 5)).expect("file");
+        std::fs::write(dir.join("sub/big.bin"), pattern(3 * 1024 * 1024 + 17, 6)).expect("file");
+        Tree(dir)
+    }
+
+    fn serve(&self) -> ServerProcess {
+        let root = self.0.to_str().expect("utf-8 path");
+        ServerProcess::start("file_server", &["--tcp", "127.0.0.1:0", "--root", root], 1)
+    }
+}
+
+impl Drop for Tree {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// What the Python client does: send the name as is, then `recv(1024)`
+/// until the server closes.
+#[track_caller]
+fn python_style_get(addr: SocketAddr, request: &[u8]) -> Vec<u8> {
+    let mut stream = connect(addr);
+    write_all(&mut stream, request);
+    let mut got = Vec::new();
+    let mut buf = [0; 1024];
+    loop {
+        let n = stream.read(&mut buf).expect("recv");
+        if n == 0 {
+            return got;
+        }
+        got.extend_from_slice(&buf[..n]);
+    }
+}
+
+#[test]
+fn bare_name_without_newline_gets_the_file_then_close() {
+    let tree = Tree::new("bare");
+    let server = tree.serve();
+    let addr = server.socket_addr("tcp");
+    assert_eq!(python_style_get(addr, b"hello.txt"), b"hello, file\n");
+    assert_eq!(python_style_get(addr, b"hello.txt\n"), b"hello, file\n");
+    assert_eq!(python_style_get(addr, b"hello.txt\r\n"), b"hello, file\n");
+    assert_eq!(
+        python_style_get(addr, b"sub/big.bin"),
+        pattern(3 * 1024 * 1024 + 17, 6)
+    );
+    assert_eq!(python_style_get(addr, b"empty"), b"");
+    assert_eq!(python_style_get(addr, b"exact1024"), pattern(1024, 5));
+}
+
+#[test]
+fn anything_not_served_gets_exactly_no_file() {
+    let tree = Tree::new("refused");
+    let outside = Tree::new("refused-outside");
+    std::os::unix::fs::symlink(outside.0.join("hello.txt"), tree.0.join("escape")).expect("symlink");
+    let server = tree.serve();
+    let addr = server.socket_addr("tcp");
+    let long_name = vec![b'a'; 1025];
+    let cases: [&[u8]; 9] = [
+        b"missing.txt",
+        b"sub",
+        b"../hello.txt",
+        b"sub/../../etc/passwd",
+        b"/etc/passwd",
+        b"hello.txt\0",
+        b"escape",
+        b"\xff\xfe",
+        &long_name,
+    ];
+    for request in cases {
+        assert_eq!(
+            python_style_get(addr, request),
+            b"no_file",
+            "request {:?}",
+            String::from_utf8_lossy(request)
+        );
+    }
+}
+
+#[test]
+fn twenty_downloads_at_once_are_each_byte_exact() {
+    let tree = Tree::new("many");
+    let server = tree.serve();
+    let addr = server.socket_addr("tcp");
+    let downloads: Vec<_> = (0..20)
+        .map(|_| std::thread::spawn(move || python_style_get(addr, b"sub/big.bin\n")))
+        .collect();
+    let expected = pattern(3 * 1024 * 1024 + 17, 6);
+    for download in downloads {
+        assert!(download.join().expect("client thread") == expected);
+    }
+}
+
+#[test]
+fn slow_reader_does_not_hold_back_another_download() {
+    let tree = Tree::new("slow");
+    let server = tree.serve();
+    let addr = server.socket_addr("tcp");
+    let mut slow = connect(addr);
+    write_all(&mut slow, b"sub/big.bin\n");
+    let mut first = [0; 1024];
+    slow.read_exact(&mut first).expect("the slow download started");
+    // The slow client now reads nothing while a full download completes.
+    assert_eq!(
+        python_style_get(addr, b"sub/big.bin"),
+        pattern(3 * 1024 * 1024 + 17, 6)
+    );
+    let mut rest = Vec::new();
+    slow.read_to_end(&mut rest).expect("the slow one finishes too");
+    assert_eq!(first.len() + rest.len(), 3 * 1024 * 1024 + 17);
+}
+
+#[test]
+fn sixty_four_mib_to_a_slow_reader_keeps_server_memory_flat() {
+    const SIZE: usize = 64 * 1024 * 1024;
+    let tree = Tree::new("flat");
+    std::fs::write(tree.0.join("large"), pattern(SIZE, 7)).expect("64 MiB file");
+    let server = tree.serve();
+    let before_kib = server.rss_kib();
+    let mut client = connect(server.socket_addr("tcp"));
+    write_all(&mut client, b"large");
+    let mut buf = vec![0; 64 * 1024];
+    let mut received = 0usize;
+    let mut peak_kib = before_kib;
+    let mut reads = 0u64;
+    loop {
+        let n = client.read(&mut buf).expect("read");
+        if n == 0 {
+            break;
+        }
+        received += n;
+        reads += 1;
+        if reads % 16 == 0 {
+            // A slow reader: the server's queue stays full for the whole file.
+            std::thread::sleep(Duration::from_millis(1));
+            peak_kib = peak_kib.max(server.rss_kib());
+        }
+    }
+    assert_eq!(received, SIZE);
+    let growth_kib = peak_kib.saturating_sub(before_kib);
+    assert!(
+        growth_kib < 4 * 1024,
+        "server RSS grew by {growth_kib} KiB for a 64 MiB download"
+    );
+}
+
+#[test]
+fn silent_connection_is_closed_after_the_idle_timeout() {
+    let tree = Tree::new("idle");
+    let root = tree.0.to_str().expect("utf-8 path");
+    let server = ServerProcess::start(
+        "file_server",
+        &["--tcp", "127.0.0.1:0", "--root", root, "--idle-timeout", "0.2"],
+        1,
+    );
+    let mut silent = connect(server.socket_addr("tcp"));
+    assert_eq!(read_to_end(&mut silent), b"", "closed with nothing sent");
+}
+
+#[test]
+fn bad_root_and_http_for_now_are_usage_errors() {
+    for args in [
+        &["--root", "/nonexistent/evloop"][..],
+        &["--http", "127.0.0.1:0"][..],
+    ] {
+        let out = std::process::Command::new(example_path("file_server"))
+            .args(args)
+            .output()
+            .expect("run");
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert_eq!(String::from_utf8_lossy(&out.stderr).trim_end().lines().count(), 1);
+    }
+}
+
+#[test]
+fn sigterm_during_downloads_exits_zero() {
+    let tree = Tree::new("term");
+    let mut server = tree.serve();
+    let mut client = TcpStream::connect(server.socket_addr("tcp")).expect("connect");
+    write_all(&mut client, b"hello.txt");
+    assert_eq!(read_to_end(&mut client), b"hello, file\n");
+    assert!(server.terminate().success());
+}
