@@ -3,10 +3,12 @@
 //!
 //! | module | protocol |
 //! |---|---|
+//! | [`chat`] | one chat room over streams and datagrams, lines broadcast once-encoded |
 //! | [`echo`] | every byte (stream) or datagram back to its sender |
 //! | [`file`](mod@file) | file streaming over plain TCP: a name in, the file's bytes out |
 //! | [`path`] | confining requested names to a served directory |
 
+pub mod chat;
 pub mod echo;
 pub mod file;
 pub mod path;

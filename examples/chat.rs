@@ -1,0 +1,68 @@
+//! Chat server: one room over TCP, and over UDP with `--udp`.
+//!
+//! ```text
+//! chat [--tcp ADDR]... [--udp ADDR]... [--max-line BYTES] [--max-outbuf BYTES]
+//!      [--max-clients N] [--idle-timeout SECS] [--shutdown-timeout SECS]
+//! ```
+//! With no listener flag: `--tcp 127.0.0.1:7100`.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use evloop::protocols::chat::{Chat, ChatConfig};
+use evloop::Reactor;
+
+/// Chat server: every line goes to every other member of the room.
+#[derive(Parser)]
+#[command(name = "chat")]
+struct Flags {
+    /// TCP address to listen on (repeatable)
+    #[arg(long, value_name = "ADDR")]
+    tcp: Vec<SocketAddr>,
+    /// UDP address for datagram members (repeatable)
+    #[arg(long, value_name = "ADDR")]
+    udp: Vec<SocketAddr>,
+    /// Longest line in bytes
+    #[arg(long, value_name = "BYTES", default_value_t = 4096)]
+    max_line: usize,
+    /// Most unsent output per member before it is disconnected
+    #[arg(long, value_name = "BYTES", default_value_t = 1_048_576)]
+    max_outbuf: usize,
+    /// Most members at once
+    #[arg(long, value_name = "N", default_value_t = 10_000)]
+    max_clients: usize,
+    /// Seconds of silence before a member is disconnected
+    #[arg(long, value_name = "SECS", default_value = "600", value_parser = common::seconds)]
+    idle_timeout: Duration,
+    /// Seconds members get to receive what is owed after SIGINT/SIGTERM
+    #[arg(long, value_name = "SECS", default_value = "5", value_parser = common::seconds)]
+    shutdown_timeout: Duration,
+}
+
+fn main() -> ExitCode {
+    let mut flags: Flags = common::parse();
+    common::init_logging();
+    if flags.tcp.is_empty() && flags.udp.is_empty() {
+        flags.tcp.push("127.0.0.1:7100".parse().expect("valid default"));
+    }
+    let chat = Chat::new(ChatConfig {
+        max_line: flags.max_line,
+        max_outbuf: flags.max_outbuf,
+        max_clients: flags.max_clients,
+        idle_timeout: flags.idle_timeout,
+    });
+    let mut reactor = Reactor::new().unwrap_or_else(|err| common::fail(&err));
+    for addr in flags.tcp {
+        let bound = reactor.listen_tcp_with(addr, chat.listener_options(), chat.clone());
+        common::bind_or_exit(&mut reactor, "tcp", bound);
+    }
+    for addr in flags.udp {
+        let bound = reactor.bind_udp(addr, chat.datagram_handler());
+        common::bind_or_exit(&mut reactor, "udp", bound);
+    }
+    common::serve(reactor, flags.shutdown_timeout)
+}
