@@ -522,8 +522,11 @@ impl Core {
                 self.with_stream_handler(key, |h, cx| h.on_read_closed(cx));
             }
             ConnState::WriteClosed => {
-                self.with_stream_handler(key, |h, cx| h.on_read_closed(cx));
+                // Both halves are done whatever the handler does now: mark
+                // it first, so a close from `on_read_closed` (the default)
+                // cannot turn the reason into `Closed`.
                 self.finish_stream(key, CloseReason::PeerClosed);
+                self.with_stream_handler(key, |h, cx| h.on_read_closed(cx));
             }
             ConnState::Draining { .. } => conn.set_state(key, ConnState::Draining { peer_done: true }),
             ConnState::Lingering => self.finish_stream(key, CloseReason::Closed),

@@ -178,6 +178,12 @@ impl<'a> Context<'a> {
         self.core.shutdown_stream_write(self.key);
     }
 
+    /// Shuts another connection's write half once its queued output is
+    /// flushed, as [`Context::shutdown_write`] does for this one.
+    pub fn shutdown_source_write(&mut self, key: Key) {
+        self.core.shutdown_stream_write(key);
+    }
+
     /// Stops delivering input to this connection's handler. The socket is
     /// not read, so the peer's sends back up into TCP flow control.
     pub fn pause_reading(&mut self) {
@@ -190,8 +196,9 @@ impl<'a> Context<'a> {
     }
 
     /// Sets a one-shot timer owned by this source; its handler's `on_timer`
-    /// gets the id after `after`. Returns `None` only if the timer table is
-    /// full. The timer is cancelled if the source goes first.
+    /// gets the id after `after`. Returns `None` if the timer table is full,
+    /// or if the source is gone (as it is in `on_close`). The timer is
+    /// cancelled if the source goes first.
     pub fn set_timer(&mut self, after: Duration) -> Option<TimerId> {
         self.core.set_user_timer(self.key, after, None)
     }

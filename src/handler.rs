@@ -144,6 +144,10 @@ pub trait StreamHandler {
     /// The peer shut down its write side (a read returned 0). The connection
     /// stays open for writing until the handler closes it. The default
     /// closes after flushing what is queued.
+    ///
+    /// After the handler's own [`Context::shutdown_write`] has finished,
+    /// the peer's FIN ends the connection: it is already closed (with
+    /// [`CloseReason::PeerClosed`]) when this is called.
     fn on_read_closed(&mut self, cx: &mut Context<'_>) {
         cx.close();
     }

@@ -8,6 +8,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
+
+pub mod stdin;
 use evloop::{Addr, Error, Reactor};
 
 /// Parses the command line. `--help` prints usage and exits 0; a bad
