@@ -92,6 +92,8 @@ pub enum OverflowPolicy {
 /// ```text
 /// Connecting  --writable, no socket error------> Open
 /// Connecting  --socket error-------------------> Closed (ConnectFailed)
+/// Connecting  --handler close, nothing queued--> Closed
+/// Connecting  --handler close, output queued---> (connected) Draining, no on_open
 /// Open        --peer FIN (read of 0)-----------> ReadClosed
 /// Open        --handler shutdown_write---------> WriteClosing
 /// Open        --handler close------------------> Draining
@@ -324,6 +326,9 @@ pub(crate) struct Connection {
     pub(crate) timers: Vec<TimerId>,
     /// The drain or linger deadline while closing.
     pub(crate) close_timer: Option<TimerId>,
+    /// The handler closed while `Connecting`, with output queued: close
+    /// (after flushing) as soon as the connect completes.
+    pub(crate) close_when_open: bool,
     pub(crate) read_paused: bool,
     pub(crate) above_high_water: bool,
 }
@@ -347,6 +352,7 @@ impl Connection {
             options,
             timers: Vec::new(),
             close_timer: None,
+            close_when_open: false,
             read_paused: false,
             above_high_water: false,
         }
@@ -440,7 +446,13 @@ impl Core {
             Ok(peer) => {
                 conn.peer = peer;
                 conn.set_state(key, ConnState::Open);
-                self.with_stream_handler(key, |h, cx| h.on_open(cx));
+                if conn.close_when_open {
+                    // The handler closed before the connection opened: it
+                    // gets no `on_open`, only its queued output goes out.
+                    self.close_stream(key);
+                } else {
+                    self.with_stream_handler(key, |h, cx| h.on_open(cx));
+                }
             }
             // Not connected yet: a spurious wakeup.
             Err(err) if err.kind() == io::ErrorKind::NotConnected => {}
@@ -565,7 +577,7 @@ impl Core {
         let Some(conn) = self.stream_mut(key) else {
             return false;
         };
-        if !conn.state.may_send() {
+        if !conn.state.may_send() || conn.close_when_open {
             trace!("{key}: send refused in state {}", conn.state);
             return false;
         }
@@ -683,7 +695,19 @@ impl Core {
     pub(crate) fn close_stream(&mut self, key: Key) {
         let Some(conn) = self.stream_mut(key) else { return };
         let peer_done = match conn.state {
-            ConnState::Connecting => return self.finish_stream(key, CloseReason::Closed),
+            ConnState::Connecting if conn.queue.is_empty() => {
+                return self.finish_stream(key, CloseReason::Closed);
+            }
+            ConnState::Connecting => {
+                // Output was queued for after the connect: send it first.
+                // The drain deadline covers the connect too.
+                if !conn.close_when_open {
+                    conn.close_when_open = true;
+                    let drain = conn.options.drain_timeout;
+                    self.set_close_timer(key, drain, TimerTask::Drain(key));
+                }
+                return;
+            }
             ConnState::WriteClosed => return self.finish_stream(key, CloseReason::Closed),
             ConnState::Open | ConnState::WriteClosing => false,
             ConnState::ReadClosed => true,

@@ -147,6 +147,8 @@ impl<'a> Context<'a> {
     /// Closes this source. A connection first flushes its queued output
     /// (for at most [`crate::ConnectionOptions::drain_timeout`] without
     /// progress), then sends FIN; input arriving meanwhile is discarded.
+    /// An outbound connection still connecting with output queued is
+    /// closed that way once connected (its handler gets no `on_open`).
     pub fn close(&mut self) {
         self.core.close_source(self.key);
     }

@@ -818,7 +818,9 @@ impl Core {
             TimerTask::Drain(key) => {
                 if let Some(conn) = self.stream_mut(key) {
                     conn.close_timer = None;
-                    if matches!(conn.state, ConnState::Draining { .. }) {
+                    let closing = matches!(conn.state, ConnState::Draining { .. })
+                        || (conn.state == ConnState::Connecting && conn.close_when_open);
+                    if closing {
                         self.abort_stream_with(key, CloseReason::DrainTimeout);
                     }
                 }

@@ -1,0 +1,148 @@
+//! Outbound connections: made by the reactor's owner (`Reactor::connect_tcp`)
+//! or by a handler (`Context::connect`), to std listeners; bytes both ways;
+//! a refused connect reported to the handler; and output queued while the
+//! connect is still in progress.
+mod common;
+
+use std::net::{SocketAddr, TcpListener};
+use std::sync::mpsc;
+
+use common::*;
+use evloop::{Addr, CloseReason, ConnState, Context, StreamHandler};
+
+/// Greets once connected, reports each event, closes after one reply.
+struct Outbound(mpsc::Sender<String>);
+
+impl StreamHandler for Outbound {
+    fn on_open(&mut self, cx: &mut Context<'_>) {
+        let _ = self.0.send(format!("open {:?}", cx.state()));
+        cx.send(b"from evloop");
+    }
+    fn on_data(&mut self, cx: &mut Context<'_>, data: &[u8]) -> usize {
+        let _ = self.0.send(String::from_utf8_lossy(data).into_owned());
+        cx.close();
+        data.len()
+    }
+    fn on_close(&mut self, _cx: &mut Context<'_>, reason: &CloseReason) {
+        let _ = self.0.send(format!("close {reason:?}"));
+    }
+}
+
+#[track_caller]
+fn next(rx: &mpsc::Receiver<String>) -> String {
+    rx.recv_timeout(STEP).expect("an event from the handler")
+}
+
+#[test]
+fn outbound_connection_opens_and_carries_bytes_both_ways() {
+    let peer = TcpListener::bind(any_port()).expect("bind");
+    let peer_addr = peer.local_addr().expect("addr");
+    let (tx, rx) = mpsc::channel();
+    let server = start(move |reactor| {
+        let key = reactor.connect_tcp(peer_addr, Outbound(tx)).expect("connect");
+        assert_eq!(reactor.connection_state(key), Some(ConnState::Connecting));
+    });
+    let (mut stream, _) = peer.accept().expect("accept");
+    stream.set_read_timeout(Some(STEP)).expect("timeout");
+    assert_eq!(next(&rx), "open Some(Open)");
+    assert_eq!(read_exact(&mut stream, 11), b"from evloop");
+    write_all(&mut stream, b"from std");
+    assert_eq!(next(&rx), "from std");
+    assert_eq!(read_to_end(&mut stream), b"", "closed after the reply");
+    drop(stream);
+    assert_eq!(next(&rx), "close Closed");
+    assert_eq!(server.shutdown(STEP), 0);
+}
+
+/// For each accepted client, connects out to `upstream` and relays the
+/// client's first message there.
+struct Relay {
+    upstream: SocketAddr,
+    events: mpsc::Sender<String>,
+}
+
+impl StreamHandler for Relay {
+    fn on_data(&mut self, cx: &mut Context<'_>, data: &[u8]) -> usize {
+        let out = cx
+            .connect(self.upstream, Outbound(self.events.clone()))
+            .expect("connect from a handler");
+        // Queued while the connect is in progress, written once it is made.
+        assert!(cx.send_to(out, data));
+        data.len()
+    }
+}
+
+#[test]
+fn handler_connects_out_and_output_queued_while_connecting_is_sent() {
+    let upstream = TcpListener::bind(any_port()).expect("bind");
+    let upstream_addr = upstream.local_addr().expect("addr");
+    let (tx, rx) = mpsc::channel();
+    let server = start(move |reactor| {
+        let relay = move |_: &Addr| Relay {
+            upstream: upstream_addr,
+            events: tx.clone(),
+        };
+        let key = reactor.listen_tcp(any_port(), relay).expect("listen");
+        reactor.local_addr(key).and_then(|a| a.as_inet()).expect("addr")
+    });
+    let mut client = connect(server.info);
+    write_all(&mut client, b"relayed;");
+    let (mut stream, _) = upstream.accept().expect("the relay connected");
+    stream.set_read_timeout(Some(STEP)).expect("timeout");
+    assert_eq!(next(&rx), "open Some(Open)");
+    assert_eq!(read_exact(&mut stream, 19), b"relayed;from evloop", "queued bytes first");
+    drop((client, stream));
+    assert_eq!(server.shutdown(STEP), 0);
+}
+
+/// Closing a connection before its connect completes must still flush what
+/// was queued, as every close does.
+#[test]
+fn close_while_connecting_flushes_queued_output_once_connected() {
+    let peer = TcpListener::bind(any_port()).expect("bind");
+    let peer_addr = peer.local_addr().expect("addr");
+    let (tx, rx) = mpsc::channel();
+    let server = start(move |reactor| {
+        let key = reactor.connect_tcp(peer_addr, Outbound(tx)).expect("connect");
+        assert!(reactor.send_to(key, b"queued before the connect completed"));
+        reactor.close(key);
+        assert_eq!(reactor.connection_state(key), Some(ConnState::Connecting));
+    });
+    let (mut stream, _) = peer.accept().expect("accept");
+    stream.set_read_timeout(Some(STEP)).expect("timeout");
+    assert_eq!(read_to_end(&mut stream), b"queued before the connect completed");
+    drop(stream);
+    assert_eq!(next(&rx), "close Closed", "no on_open after the handler closed");
+    assert_eq!(server.shutdown(STEP), 0);
+}
+
+#[test]
+fn outbound_connect_to_a_closed_port_reports_the_error_to_the_handler() {
+    let closed = {
+        let probe = TcpListener::bind(any_port()).expect("bind");
+        probe.local_addr().expect("addr")
+    };
+    let (tx, rx) = mpsc::channel();
+    let server = start(move |reactor| {
+        reactor
+            .connect_tcp(closed, Outbound(tx))
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    });
+    // Exactly one of two outcomes: the refusal reported later to the handler
+    // as `ConnectFailed`, or `connect_tcp` failing at once (and the handler,
+    // dropped unused, hearing nothing). Linux does the first: a non-blocking
+    // connect returns EINPROGRESS even on loopback, and the RST's refusal
+    // is a socket error when the socket turns writable.
+    match &server.info {
+        Ok(()) => {
+            let message = next(&rx);
+            assert!(message.starts_with("close ConnectFailed"), "{message}");
+            assert!(message.contains("ConnectionRefused"), "{message}");
+        }
+        Err(error) => assert!(error.contains("refused"), "{error}"),
+    }
+    // Shutting down runs every pending callback: none may report again.
+    assert_eq!(server.shutdown(STEP), 0);
+    assert_eq!(rx.try_recv().ok(), None, "one report only");
+}
