@@ -14,6 +14,9 @@
 //!   the ready list and read again next turn without waiting for an event;
 //! - a read of 0 bytes is the peer's FIN: the read half is closed, the write
 //!   half stays open until the handler closes it;
+//! - a socket error (a reset) closes the connection even when nothing
+//!   reads or writes it (read half closed or paused, queue empty): an
+//!   error event checks the socket's pending error last;
 //! - input the handler did not consume is kept in `pending`, which is freed
 //!   as soon as it is empty: an idle connection holds no read buffer.
 
@@ -31,7 +34,7 @@ use mio::net::{TcpStream, UnixStream};
 use crate::reactor::{Core, Deferred, Notice, TimerTask};
 use crate::registry::Registry;
 use crate::source::Source;
-use crate::write_queue::{copy_file_region, Chunk, Sink, WriteQueue};
+use crate::write_queue::{copy_file_region, Chunk, Flush, Sink, WriteQueue};
 use crate::{Addr, CloseReason, Context, Key, StreamHandler, TimerId};
 
 /// Limits and thresholds of one connection. Set per listener through
@@ -432,6 +435,24 @@ impl Core {
         if event.is_writable() || event.is_error() {
             self.flush_stream(key);
         }
+        if event.is_error() {
+            self.surface_socket_error(key);
+        }
+    }
+
+    /// Closes a connection on a socket error (a reset) that the read and
+    /// flush of its event did not surface: when the read half is closed or
+    /// reading is paused, and nothing is queued, no call would fail, and
+    /// the edge-triggered error would never be reported again.
+    fn surface_socket_error(&mut self, key: Key) {
+        let Some(conn) = self.stream_mut(key) else { return };
+        if matches!(conn.state, ConnState::Connecting | ConnState::Closed) {
+            return;
+        }
+        match conn.stream.take_error() {
+            Ok(None) => {}
+            Ok(Some(err)) | Err(err) => self.finish_stream(key, CloseReason::Error(err)),
+        }
     }
 
     /// Checks an outbound connect after its socket turned writable (mio's
@@ -557,7 +578,13 @@ impl Core {
         }
         let before = conn.queue.level();
         match conn.queue.flush(&mut conn.stream) {
-            Ok(_) => {
+            Ok(flushed) => {
+                if flushed == Flush::Yielded {
+                    // Budget spent, socket not full: no event will come, so
+                    // come back next turn after the other sources.
+                    self.ready.push_back(key);
+                }
+                let Some(conn) = stream_in(&mut self.sources, key) else { return };
                 if conn.queue.level() < before {
                     // Progress: push the drain deadline back (O(1)).
                     if let (ConnState::Draining { .. }, Some(timer)) = (conn.state, conn.close_timer) {
@@ -593,13 +620,17 @@ impl Core {
         }
         let result = if conn.state == ConnState::Connecting {
             conn.queue.push(chunk);
-            Ok(())
+            Ok(Flush::Blocked)
         } else {
             conn.queue.write_chunk(&mut conn.stream, chunk)
         };
-        if let Err(err) = result {
-            self.finish_stream(key, CloseReason::Error(err));
-            return false;
+        match result {
+            Ok(Flush::Yielded) => self.ready.push_back(key),
+            Ok(Flush::Empty | Flush::Blocked) => {}
+            Err(err) => {
+                self.finish_stream(key, CloseReason::Error(err));
+                return false;
+            }
         }
         self.after_output(key);
         self.stream_ref(key).is_some_and(|c| c.state != ConnState::Closed)
@@ -783,13 +814,15 @@ impl Core {
         }
     }
 
-    /// A connection on the ready list: read on (budget spent, resumed, or
-    /// lingering), re-offering pending input first.
+    /// A connection on the ready list (a read or write budget spent,
+    /// reading resumed, or lingering): re-offer pending input, read on,
+    /// and flush on.
     pub(crate) fn revisit_stream(&mut self, key: Key, scratch: &mut [u8]) {
         let Some(conn) = self.stream_mut(key) else { return };
         if !conn.pending.is_empty() && conn.state.may_receive() && !conn.read_paused {
             self.deliver(key, &[]);
         }
         self.read_stream(key, scratch, ReadHint::UntilWouldBlock);
+        self.flush_stream(key);
     }
 }

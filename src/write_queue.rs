@@ -11,6 +11,8 @@
 //! - a file region is sent with `sendfile(2)` straight from the page cache:
 //!   the queue holds only the file handle, an offset and a length, so a
 //!   download of any size costs the same memory;
+//! - one flush sends at most [`FILE_BUDGET`] file bytes, then yields, so a
+//!   fast reader of a large file cannot hold the loop;
 //! - [`WriteQueue::buffered`] counts bytes held in memory (what the hard cap
 //!   limits); [`WriteQueue::level`] adds the file bytes still to send (what
 //!   the watermarks look at).
@@ -32,6 +34,11 @@ pub(crate) const MAX_IOVECS: usize = 64;
 /// Largest count asked of one `sendfile` call (Linux caps a call at
 /// 0x7fff_f000 bytes anyway).
 const MAX_SENDFILE: u64 = 1 << 30;
+
+/// File bytes one flush sends before it yields. A reader on another core
+/// can keep a loopback socket from ever filling, so without a budget one
+/// flush could send a whole file while every other source waits.
+pub(crate) const FILE_BUDGET: u64 = 4 * 1024 * 1024;
 
 /// Something a write queue can drain into: a socket, or a test double.
 pub(crate) trait Sink: Write {
@@ -83,6 +90,9 @@ pub(crate) enum Flush {
     Empty,
     /// The socket is full; the rest waits for WRITABLE.
     Blocked,
+    /// The file budget is spent with the socket still taking bytes: the
+    /// caller must come back without waiting for an event.
+    Yielded,
 }
 
 /// The queue of output of one connection.
@@ -152,13 +162,15 @@ impl WriteQueue {
     }
 
     /// Queues `chunk` and, if it is first in line, starts writing it.
-    pub(crate) fn write_chunk(&mut self, sink: &mut impl Sink, chunk: Chunk) -> io::Result<()> {
+    /// Returns how the write ended ([`Flush::Blocked`] when it waits behind
+    /// other chunks).
+    pub(crate) fn write_chunk(&mut self, sink: &mut impl Sink, chunk: Chunk) -> io::Result<Flush> {
         let was_empty = self.is_empty();
         self.push(chunk);
         if was_empty {
-            self.flush(sink)?;
+            return self.flush(sink);
         }
-        Ok(())
+        Ok(Flush::Blocked)
     }
 
     /// Writes queued chunks until the queue is empty or the sink is full.
@@ -170,12 +182,16 @@ impl WriteQueue {
     /// is `UnexpectedEof`: the peer must not get fewer bytes than announced
     /// without the connection failing.
     pub(crate) fn flush(&mut self, sink: &mut impl Sink) -> io::Result<Flush> {
+        let file_bytes_at_start = self.file_bytes;
         loop {
             let Some(front) = self.chunks.front() else {
                 return Ok(Flush::Empty);
             };
             let outcome = match &front.chunk {
                 Chunk::File { file, offset, len } => {
+                    if file_bytes_at_start - self.file_bytes >= FILE_BUDGET {
+                        return Ok(Flush::Yielded);
+                    }
                     let (file, offset, len) = (Rc::clone(file), *offset, *len);
                     self.send_file_front(sink, &file, offset, len)
                 }
@@ -474,6 +490,30 @@ mod tests {
             queue.flush(&mut sink).unwrap();
         }
         assert_eq!(sink.out, b"<23456>");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn flush_yields_after_the_file_budget_when_the_sink_keeps_taking() {
+        let dir = std::env::temp_dir().join(format!("evloop-wq-budget-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("large");
+        let size = FILE_BUDGET as usize * 2 + 10;
+        std::fs::write(&path, vec![3u8; size]).unwrap();
+        let file = Rc::new(File::open(&path).unwrap());
+        let mut queue = WriteQueue::default();
+        let mut sink = Throttled::new(usize::MAX);
+        let len = size as u64;
+        assert_eq!(
+            queue
+                .write_chunk(&mut sink, Chunk::File { file, offset: 0, len })
+                .unwrap(),
+            Flush::Yielded
+        );
+        assert_eq!(sink.out.len() as u64, FILE_BUDGET);
+        assert_eq!(queue.flush(&mut sink).unwrap(), Flush::Yielded);
+        assert_eq!(queue.flush(&mut sink).unwrap(), Flush::Empty);
+        assert_eq!(sink.out.len(), size);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
