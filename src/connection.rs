@@ -584,7 +584,9 @@ impl Core {
                     // come back next turn after the other sources.
                     self.ready.push_back(key);
                 }
-                let Some(conn) = stream_in(&mut self.sources, key) else { return };
+                let Some(conn) = stream_in(&mut self.sources, key) else {
+                    return;
+                };
                 if conn.queue.level() < before {
                     // Progress: push the drain deadline back (O(1)).
                     if let (ConnState::Draining { .. }, Some(timer)) = (conn.state, conn.close_timer) {

@@ -205,7 +205,8 @@ impl<'a> Context<'a> {
         self.core.set_user_timer(self.key, after, None)
     }
 
-    /// Sets a timer that fires every `every`, until cancelled.
+    /// Sets a timer that fires every `every`, until cancelled. It fires at
+    /// most once per turn of the loop (a zero period: once every turn).
     pub fn set_repeating(&mut self, every: Duration) -> Option<TimerId> {
         self.core.set_user_timer(self.key, every, Some(every))
     }

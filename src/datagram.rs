@@ -2,9 +2,12 @@
 //! directly, queue only what the socket refuses.
 //!
 //! Always true:
-//! - one datagram in, one `on_datagram` call: datagrams are never split or
-//!   joined; the scratch buffer holds 64 KiB, more than the largest UDP
-//!   payload (65,507 bytes over IPv4);
+//! - one datagram in, one `on_datagram` call: datagrams are never split,
+//!   cut or joined; the scratch buffer holds 64 KiB, more than the largest
+//!   UDP payload (65,507 bytes over IPv4); a Unix datagram can be larger (up
+//!   to the sender's socket buffer), so on Unix sockets the next datagram's
+//!   size is peeked first and a larger one is received into a buffer of its
+//!   own size;
 //! - an error about one datagram (an ICMP "port unreachable" surfacing as
 //!   `ECONNREFUSED`, a datagram too large for the path) is logged and the
 //!   socket goes on: datagrams are allowed to be lost, the socket is not;
@@ -38,6 +41,34 @@ impl DgramSocket {
             DgramSocket::Udp(s) => s.recv_from(buf).map(|(n, a)| (n, Addr::Inet(a))),
             DgramSocket::Unix(s) => s.recv_from(buf).map(|(n, a)| (n, Addr::from_unix(&a))),
         }
+    }
+
+    /// The size of the next Unix datagram when it is larger than `room`
+    /// (Linux reports a datagram's real size to a peek with `MSG_TRUNC`).
+    /// UDP datagrams always fit the scratch buffer: `None`.
+    fn oversized(&self, room: usize) -> io::Result<Option<usize>> {
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        if let DgramSocket::Unix(s) = self {
+            use std::os::fd::AsRawFd;
+            let mut byte = 0u8;
+            // SAFETY: the fd is a live socket owned by `s`; the buffer is one
+            // valid, exclusively borrowed byte and its length is passed.
+            let len = unsafe {
+                libc::recv(
+                    s.as_raw_fd(),
+                    (&mut byte as *mut u8).cast(),
+                    1,
+                    libc::MSG_PEEK | libc::MSG_TRUNC | libc::MSG_DONTWAIT,
+                )
+            };
+            if len < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            let len = len as usize;
+            return Ok((len > room).then_some(len));
+        }
+        let _ = room;
+        Ok(None)
     }
 
     fn send_to(&self, data: &[u8], to: &Addr) -> io::Result<usize> {
@@ -160,7 +191,17 @@ impl Core {
             let Some(dgram) = self.datagram_mut(key) else {
                 return;
             };
-            let (n, from) = match dgram.socket.recv_from(scratch) {
+            let mut own = match dgram.socket.oversized(scratch.len()) {
+                Ok(size) => size.map(|len| vec![0; len]),
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => return,
+                // Any other error is the receive's to report.
+                Err(_) => None,
+            };
+            let buf: &mut [u8] = match own.as_mut() {
+                Some(own) => own,
+                None => &mut *scratch,
+            };
+            let (n, from) = match dgram.socket.recv_from(buf) {
                 Ok(got) => got,
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => return,
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
@@ -172,7 +213,7 @@ impl Core {
             let Some(mut handler) = dgram.handler.take() else {
                 return;
             };
-            handler.on_datagram(&mut Context::new(self, key), &scratch[..n], &from);
+            handler.on_datagram(&mut Context::new(self, key), &buf[..n], &from);
             match self.datagram_mut(key) {
                 Some(dgram) => dgram.handler = Some(handler),
                 None => return,

@@ -11,9 +11,14 @@
 //! - `EMFILE`/`ENFILE` (no descriptor left) would make a level of pending
 //!   connections that accept can never clear: instead of spinning, the
 //!   listener stops accepting for [`BACKOFF`], logs one warning per episode,
-//!   and tries again when the timer fires.
+//!   and tries again when the timer fires;
+//! - the kernel queues up to [`BACKLOG`] connections not yet accepted
+//!   (capped by `net.core.somaxconn`), not the 128 that mio's `bind` asks
+//!   for: when that queue is full, Linux drops the SYN and the client's
+//!   connect stalls a whole second before retrying.
 
 use std::io;
+use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::Duration;
@@ -32,6 +37,9 @@ pub(crate) const ACCEPT_BUDGET: usize = 64;
 
 /// How long a listener rests after running out of descriptors.
 pub(crate) const BACKOFF: Duration = Duration::from_millis(100);
+
+/// Connections the kernel may queue for a listener before `accept`.
+pub(crate) const BACKLOG: libc::c_int = 1024;
 
 /// Settings of one listener and the connections it accepts.
 #[derive(Clone, Debug)]
@@ -63,6 +71,20 @@ impl ListenSocket {
         match self {
             ListenSocket::Tcp(l) => l,
             ListenSocket::Unix(l) => l,
+        }
+    }
+
+    /// Sets the kernel's queue of pending connections to [`BACKLOG`]:
+    /// `listen` on a socket already listening only changes its backlog.
+    pub(crate) fn raise_backlog(&self) {
+        let fd = match self {
+            ListenSocket::Tcp(l) => l.as_raw_fd(),
+            ListenSocket::Unix(l) => l.as_raw_fd(),
+        };
+        // SAFETY: listen(2) on a descriptor owned by `self`, open for the
+        // duration of the call; it touches no memory of ours.
+        if unsafe { libc::listen(fd, BACKLOG) } != 0 {
+            debug!("raising the listen backlog: {}", io::Error::last_os_error());
         }
     }
 

@@ -272,6 +272,7 @@ impl Reactor {
         factory: Box<dyn StreamFactory>,
     ) -> Result<Key, Error> {
         let key = self.core.sources.next_key();
+        socket.raise_backlog();
         let mut listener = Listener::new(socket, local, options, factory);
         self.core
             .poll

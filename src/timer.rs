@@ -9,7 +9,9 @@
 //! - a timer set or reset while timers are expiring fires on a later pass,
 //!   never in the pass that is running, even with a zero delay;
 //! - a timer cancelled or reset by an earlier callback of the same pass does
-//!   not fire in that pass.
+//!   not fire in that pass;
+//! - a repeating timer fires at most once per pass, whatever its period
+//!   (zero included).
 //!
 //! Costs: set is O(log n). Reset to a *later* deadline, the common case for
 //! idle timeouts pushed back on every message, is O(1): the heap keeps the
@@ -167,7 +169,9 @@ impl<T: Copy> Timers<T> {
             if let Some(every) = entry.every {
                 let mut next = entry.deadline + every;
                 if next <= now {
-                    next = now + every;
+                    // Strictly after `now`, even with a zero period: this
+                    // loop would otherwise collect the timer again, forever.
+                    next = now + every.max(Duration::from_nanos(1));
                 }
                 entry.deadline = next;
                 let seq = self.take_seq();
@@ -287,6 +291,22 @@ mod tests {
         assert_eq!(timers.next_deadline(), Some(t0 + ms(110)));
         assert_eq!(timers.cancel(a), Some(7));
         assert_eq!(fire(&mut timers, t0 + ms(200)), Vec::<u32>::new());
+    }
+
+    #[test]
+    fn repeating_timer_with_a_zero_period_fires_once_per_pass() {
+        let t0 = Instant::now();
+        // On a thread, so that a pass that never ends fails the test
+        // instead of hanging it.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut timers = Timers::new();
+            timers.set(t0, Some(Duration::ZERO), 7);
+            let passes = [t0, t0, t0 + ms(1)].map(|now| fire(&mut timers, now));
+            let _ = tx.send(passes);
+        });
+        let passes = rx.recv_timeout(Duration::from_secs(5)).expect("every pass ended");
+        assert_eq!(passes, [vec![7], vec![], vec![7]]);
     }
 
     #[test]

@@ -248,3 +248,123 @@ fn datagram_members_share_the_room() {
     assert_eq!(recv(&udp), "* bye");
     alice.expect(&format!("* {udp_nick} left"));
 }
+
+/// A UDP member of the room, reading one datagram per line.
+struct Datagram {
+    socket: UdpSocket,
+    server: std::net::SocketAddr,
+    nick: String,
+}
+
+impl Datagram {
+    #[track_caller]
+    fn bind(server: &ServerProcess, at: &str) -> Option<Datagram> {
+        let socket = UdpSocket::bind(at).ok()?;
+        socket.set_read_timeout(Some(STEP)).expect("timeout");
+        let nick = socket.local_addr().expect("addr").to_string();
+        Some(Datagram {
+            socket,
+            server: server.socket_addr("udp"),
+            nick,
+        })
+    }
+
+    #[track_caller]
+    fn say(&self, line: &str) {
+        self.socket.send_to(line.as_bytes(), self.server).expect("send");
+    }
+
+    #[track_caller]
+    fn line(&self) -> String {
+        let mut buf = [0; 2048];
+        let (n, _) = self.socket.recv_from(&mut buf).expect("a datagram");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    }
+}
+
+#[test]
+fn datagram_members_count_toward_max_clients() {
+    let server = chat(&["--udp", "127.0.0.1:0", "--max-clients", "2"]);
+    let mut alice = Member::join(&server);
+    let first = Datagram::bind(&server, "127.0.0.1:0").expect("bind");
+    first.say("here");
+    assert_eq!(first.line(), format!("* welcome {}", first.nick));
+    alice.expect(&format!("* {} joined", first.nick));
+    alice.expect(&format!("{}: here", first.nick));
+    let second = Datagram::bind(&server, "127.0.0.1:0").expect("bind");
+    second.say("me too");
+    assert_eq!(second.line(), "* error: room is full");
+    let mut third = connect(server.socket_addr("tcp"));
+    assert_eq!(read_to_end(&mut third), b"* error: room is full\n");
+    alice.expect_silence(); // the turned-away never joined, so never left
+}
+
+#[test]
+fn silent_datagram_member_leaves_after_the_idle_timeout() {
+    let server = chat(&["--udp", "127.0.0.1:0", "--idle-timeout", "0.5"]);
+    let mut alice = Member::join(&server);
+    let udp = Datagram::bind(&server, "127.0.0.1:0").expect("bind");
+    udp.say("hello\n"); // the newline is optional, and not part of the line
+    assert_eq!(udp.line(), format!("* welcome {}", udp.nick));
+    alice.expect(&format!("* {} joined", udp.nick));
+    alice.expect(&format!("{}: hello", udp.nick));
+    alice
+        .reader
+        .get_ref()
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .expect("timeout");
+    let left = format!("* {} left", udp.nick);
+    let deadline = std::time::Instant::now() + STEP;
+    loop {
+        assert!(std::time::Instant::now() < deadline, "the UDP member never left");
+        alice.say("tick");
+        let mut line = String::new();
+        if alice.reader.read_line(&mut line).is_ok() && line.trim_end() == left {
+            break;
+        }
+    }
+    // Its next datagram is a new join.
+    udp.socket.set_read_timeout(Some(STEP)).expect("timeout");
+    udp.say("back");
+    let welcome = format!("* welcome {}", udp.nick);
+    while udp.line() != welcome {} // ticks sent before it left may come first
+}
+
+#[test]
+fn tcp_and_udp_peers_on_the_same_port_get_distinct_nicks() {
+    let server = chat(&["--udp", "127.0.0.1:0"]);
+    let mut alice = Member::join(&server);
+    // TCP and UDP ports are separate spaces, so a UDP socket can usually
+    // take the port of alice's TCP connection; if not, there is no clash
+    // to test.
+    let Some(udp) = Datagram::bind(&server, &alice.nick) else {
+        return;
+    };
+    udp.say("/who");
+    let welcome = udp.line();
+    let udp_nick = welcome.strip_prefix("* welcome ").expect("welcome").to_string();
+    assert_ne!(udp_nick, alice.nick, "nicks are unique in the room");
+    assert_eq!(udp.line(), format!("* online: {} {udp_nick}", alice.nick));
+    alice.expect(&format!("* {udp_nick} joined"));
+    udp.say("/quit");
+    assert_eq!(udp.line(), "* bye");
+    alice.expect(&format!("* {udp_nick} left"));
+    alice.say("/who"); // alice's own nick is still hers alone
+    alice.expect(&format!("* online: {}", alice.nick));
+}
+
+#[test]
+fn sigterm_closes_every_member_and_exits_zero() {
+    let mut server = chat(&[]);
+    let mut alice = Member::join(&server);
+    let mut bob = Member::join(&server);
+    alice.expect(&format!("* {} joined", bob.nick));
+    bob.say("before the end");
+    alice.expect(&format!("{}: before the end", bob.nick));
+    let status = server.terminate();
+    assert!(status.success(), "{status:?}");
+    // Members closing together are not told of each other: the room never
+    // sends to a member already on its way out.
+    assert_eq!(alice.until_closed(), Vec::<String>::new());
+    assert_eq!(bob.until_closed(), Vec::<String>::new());
+}

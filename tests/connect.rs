@@ -90,7 +90,11 @@ fn handler_connects_out_and_output_queued_while_connecting_is_sent() {
     let (mut stream, _) = upstream.accept().expect("the relay connected");
     stream.set_read_timeout(Some(STEP)).expect("timeout");
     assert_eq!(next(&rx), "open Some(Open)");
-    assert_eq!(read_exact(&mut stream, 19), b"relayed;from evloop", "queued bytes first");
+    assert_eq!(
+        read_exact(&mut stream, 19),
+        b"relayed;from evloop",
+        "queued bytes first"
+    );
     drop((client, stream));
     assert_eq!(server.shutdown(STEP), 0);
 }
@@ -107,6 +111,10 @@ fn close_while_connecting_flushes_queued_output_once_connected() {
         assert!(reactor.send_to(key, b"queued before the connect completed"));
         reactor.close(key);
         assert_eq!(reactor.connection_state(key), Some(ConnState::Connecting));
+        assert!(
+            !reactor.send_to(key, b" and after the close"),
+            "closed: no more sends"
+        );
     });
     let (mut stream, _) = peer.accept().expect("accept");
     stream.set_read_timeout(Some(STEP)).expect("timeout");

@@ -206,6 +206,8 @@ enum Input {
     Close,
     ShutdownWrite,
     Abort,
+    /// The handler stops reading (not a state: the connection stays Open).
+    PauseReading,
     /// Nothing happens: time passes (for the drain and linger timeouts).
     Idle,
 }
@@ -225,122 +227,37 @@ type Row = (&'static [Input], ConnState, &'static [Input], Then, bool);
 use ConnState::*;
 use Input::*;
 
+/// Each row starts from a fresh connection: `setup` brings it to the
+/// first state, `input` must lead to the result.
+#[rustfmt::skip]
 const ROWS: &[Row] = &[
-    (&[], Open, &[PeerData], Then::State(Open), true),
-    (&[], Open, &[PeerFin], Then::State(ReadClosed), false),
-    (&[Fill], Open, &[ShutdownWrite], Then::State(WriteClosing), false),
-    (&[], Open, &[ShutdownWrite], Then::State(WriteClosed), false),
-    (
-        &[Fill],
-        Open,
-        &[Close],
-        Then::State(Draining { peer_done: false }),
-        false,
-    ),
-    (&[], Open, &[Close], Then::State(Lingering), false),
-    (&[Fill], Open, &[Abort], Then::Gone("Aborted"), false),
-    (&[], Open, &[PeerReset], Then::Gone("Error"), false),
-    (
-        &[Fill, PeerFin],
-        ReadClosed,
-        &[Close],
-        Then::State(Draining { peer_done: true }),
-        false,
-    ),
-    (&[PeerFin], ReadClosed, &[Close], Then::Gone("Closed"), false),
-    (
-        &[Fill, PeerFin],
-        ReadClosed,
-        &[ShutdownWrite],
-        Then::State(Draining { peer_done: true }),
-        false,
-    ),
-    (
-        &[PeerFin],
-        ReadClosed,
-        &[Fill, PeerReads],
-        Then::State(ReadClosed),
-        false,
-    ),
-    (
-        &[Fill, ShutdownWrite],
-        WriteClosing,
-        &[PeerData],
-        Then::State(WriteClosing),
-        true,
-    ),
-    (
-        &[Fill, ShutdownWrite],
-        WriteClosing,
-        &[PeerFin],
-        Then::State(Draining { peer_done: true }),
-        false,
-    ),
-    (
-        &[Fill, ShutdownWrite],
-        WriteClosing,
-        &[PeerReads],
-        Then::State(WriteClosed),
-        false,
-    ),
-    (
-        &[ShutdownWrite],
-        WriteClosed,
-        &[PeerData],
-        Then::State(WriteClosed),
-        true,
-    ),
-    (
-        &[ShutdownWrite],
-        WriteClosed,
-        &[PeerFin],
-        Then::Gone("PeerClosed"),
-        false,
-    ),
-    (
-        &[ShutdownWrite],
-        WriteClosed,
-        &[Close],
-        Then::Gone("Closed"),
-        false,
-    ),
-    (
-        &[Fill, Close],
-        Draining { peer_done: false },
-        &[PeerData, PeerFin],
-        Then::State(Draining { peer_done: true }),
-        false,
-    ),
-    (
-        &[Fill, Close],
-        Draining { peer_done: false },
-        &[PeerReads],
-        Then::State(Lingering),
-        false,
-    ),
-    (
-        &[Fill, PeerFin, Close],
-        Draining { peer_done: true },
-        &[PeerReads],
-        Then::Gone("Closed"),
-        false,
-    ),
-    (
-        &[Fill, Close],
-        Draining { peer_done: false },
-        &[Idle],
-        Then::Gone("DrainTimeout"),
-        false,
-    ),
-    (
-        &[Close],
-        Lingering,
-        &[PeerData, PeerFin],
-        Then::Gone("Closed"),
-        false,
-    ),
-    (&[Close], Lingering, &[Idle], Then::Gone("Closed"), false),
-    (&[Close], Lingering, &[PeerReset], Then::Gone("Error"), false),
+    (&[],                     Open,                          &[PeerData],         Then::State(Open), true),
+    (&[],                     Open,                          &[PeerFin],          Then::State(ReadClosed), false),
+    (&[Fill],                 Open,                          &[ShutdownWrite],    Then::State(WriteClosing), false),
+    (&[],                     Open,                          &[ShutdownWrite],    Then::State(WriteClosed), false),
+    (&[Fill],                 Open,                          &[Close],            Then::State(Draining { peer_done: false }), false),
+    (&[],                     Open,                          &[Close],            Then::State(Lingering), false),
+    (&[Fill],                 Open,                          &[Abort],            Then::Gone("Aborted"), false),
+    (&[],                     Open,                          &[PeerReset],        Then::Gone("Error"), false),
+    (&[PauseReading],         Open,                          &[PeerReset],        Then::Gone("Error"), false),
+    (&[Fill, PeerFin],        ReadClosed,                    &[Close],            Then::State(Draining { peer_done: true }), false),
+    (&[PeerFin],              ReadClosed,                    &[Close],            Then::Gone("Closed"), false),
+    (&[Fill, PeerFin],        ReadClosed,                    &[ShutdownWrite],    Then::State(Draining { peer_done: true }), false),
+    (&[PeerFin],              ReadClosed,                    &[Fill, PeerReads],  Then::State(ReadClosed), false),
+    (&[PeerFin],              ReadClosed,                    &[PeerReset],        Then::Gone("Error"), false),
+    (&[Fill, ShutdownWrite],  WriteClosing,                  &[PeerData],         Then::State(WriteClosing), true),
+    (&[Fill, ShutdownWrite],  WriteClosing,                  &[PeerFin],          Then::State(Draining { peer_done: true }), false),
+    (&[Fill, ShutdownWrite],  WriteClosing,                  &[PeerReads],        Then::State(WriteClosed), false),
+    (&[ShutdownWrite],        WriteClosed,                   &[PeerData],         Then::State(WriteClosed), true),
+    (&[ShutdownWrite],        WriteClosed,                   &[PeerFin],          Then::Gone("PeerClosed"), false),
+    (&[ShutdownWrite],        WriteClosed,                   &[Close],            Then::Gone("Closed"), false),
+    (&[Fill, Close],          Draining { peer_done: false }, &[PeerData, PeerFin], Then::State(Draining { peer_done: true }), false),
+    (&[Fill, Close],          Draining { peer_done: false }, &[PeerReads],        Then::State(Lingering), false),
+    (&[Fill, Close],          Draining { peer_done: false }, &[Idle],             Then::Gone("DrainTimeout"), false),
+    (&[Fill, PeerFin, Close], Draining { peer_done: true },  &[PeerReads],        Then::Gone("Closed"), false),
+    (&[Close],                Lingering,                     &[PeerData, PeerFin], Then::Gone("Closed"), false),
+    (&[Close],                Lingering,                     &[Idle],             Then::Gone("Closed"), false),
+    (&[Close],                Lingering,                     &[PeerReset],        Then::Gone("Error"), false),
 ];
 
 /// A reactor with one listener, one client and its accepted connection.
@@ -456,6 +373,7 @@ impl Rig {
             Close => self.act(|cx| cx.close()),
             ShutdownWrite => self.act(|cx| cx.shutdown_write()),
             Abort => self.act(|cx| cx.abort()),
+            PauseReading => self.act(|cx| cx.pause_reading()),
             Idle => {}
         }
     }

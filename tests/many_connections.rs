@@ -1,5 +1,7 @@
-//! A thousand connections open at once on one listener, each exchanging a
-//! message with echo; then all closed, and nothing is left behind.
+//! Many connections on one listener: a thousand open at once, each
+//! exchanging a message with echo, then all closed with nothing left
+//! behind; and a burst of connects queued by the kernel while the loop is
+//! busy.
 mod common;
 
 use std::net::TcpStream;
@@ -67,5 +69,59 @@ fn a_thousand_concurrent_connections_echo_then_all_close() {
         0,
         "no close left a timer behind"
     );
+    assert_eq!(server.shutdown(STEP), 0);
+}
+
+/// How many connections the kernel may queue for one listener at most.
+fn somaxconn() -> usize {
+    std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(4096)
+}
+
+/// Connections wait in the kernel's queue while the loop is busy elsewhere.
+/// A queue of 128 (what mio's `bind` asks for) would drop the SYNs of the
+/// rest, each of which then stalls its client for a second before retrying.
+#[test]
+fn a_burst_of_connects_queues_while_the_reactor_is_busy() {
+    const BURST: usize = 600;
+    if somaxconn() < BURST {
+        eprintln!("net.core.somaxconn is below {BURST}; skipped");
+        return;
+    }
+    raise_fd_limit(2 * BURST as u64 + 256);
+    let server = start(|reactor| {
+        let key = reactor.listen_tcp(any_port(), |_: &Addr| Echo).expect("listen");
+        let addr = reactor.local_addr(key).and_then(|a| a.as_inet()).expect("addr");
+        (key, addr)
+    });
+    let (listener, addr) = server.info;
+
+    // Hold the reactor thread until the burst is in.
+    let (release, held) = std::sync::mpsc::channel::<()>();
+    assert!(server.handle.run(move |_| {
+        let _ = held.recv_timeout(STEP);
+    }));
+    let mut clients: Vec<TcpStream> = (0..BURST)
+        .map(|i| {
+            // A queued connect completes at once; a dropped SYN waits 1 s.
+            let client = TcpStream::connect_timeout(&addr, std::time::Duration::from_millis(500))
+                .unwrap_or_else(|e| panic!("connect {i} of {BURST} while the loop was busy: {e}"));
+            client.set_read_timeout(Some(STEP)).expect("timeout");
+            client
+        })
+        .collect();
+    release.send(()).expect("the reactor waits");
+
+    for (i, client) in clients.iter_mut().enumerate() {
+        write_all(client, format!("{i:03}").as_bytes());
+    }
+    for (i, client) in clients.iter_mut().enumerate() {
+        assert_eq!(read_exact(client, 3), format!("{i:03}").as_bytes());
+    }
+    assert_eq!(server.query(move |r| r.connection_count(listener)), BURST);
+    drop(clients);
+    server.wait_until("all gone", move |r| r.connection_count(listener) == 0);
     assert_eq!(server.shutdown(STEP), 0);
 }

@@ -75,6 +75,37 @@ impl StreamHandler for Probe {
     }
 }
 
+/// Waits until the peer's kernel has acknowledged everything `stream`
+/// sent (`tcpi_unacked` of `TCP_INFO` is 0): the bytes are then in the
+/// peer socket's receive queue, readable, whether or not anyone reads.
+#[track_caller]
+fn wait_until_acked(stream: &std::net::TcpStream) {
+    use std::os::fd::AsRawFd;
+    let deadline = Instant::now() + STEP;
+    loop {
+        // SAFETY: `tcp_info` is plain data, so all zeroes is a valid value.
+        let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+        let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+        // SAFETY: the fd is a live socket owned by `stream`; `info` and
+        // `len` are valid, exclusively borrowed, and `len` is its size.
+        let rc = unsafe {
+            libc::getsockopt(
+                stream.as_raw_fd(),
+                libc::IPPROTO_TCP,
+                libc::TCP_INFO,
+                (&mut info as *mut libc::tcp_info).cast(),
+                &mut len,
+            )
+        };
+        assert_eq!(rc, 0, "TCP_INFO: {}", std::io::Error::last_os_error());
+        if info.tcpi_unacked == 0 {
+            return;
+        }
+        assert!(Instant::now() < deadline, "the server's kernel never acked");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
 #[track_caller]
 fn turn_until(reactor: &mut Reactor, what: &str, done: impl Fn(&Reactor) -> bool) {
     let deadline = Instant::now() + STEP;
@@ -106,12 +137,17 @@ fn stale_event_after_slot_reuse_is_dropped() {
     turn_until(&mut reactor, "A and B open", |_| log.borrow().accepted.len() == 2);
     assert_eq!(reactor.stale_events(), 0);
 
-    // On loopback a write has made the receiving socket readable by the
-    // time it returns, so the next poll reports both sockets in one batch.
-    // Whichever is handled first aborts the other, whose event is still
-    // queued behind it.
+    // Both server sockets must hold their bytes before the turn, so that the
+    // one poll reports both in one batch. A byte the server's kernel has
+    // acknowledged is in that socket's receive queue: wait for the ACKs
+    // (the reactor does not turn meanwhile, so nothing reads them).
+    // Whichever event is handled first aborts the other connection, whose
+    // event is still queued behind it.
     for client in &mut clients {
         write_all(client, b"kill");
+    }
+    for client in &clients {
+        wait_until_acked(client);
     }
     reactor.run_once(Some(STEP)).expect("the turn with both events");
 
