@@ -7,7 +7,9 @@
 //!
 //! Stdin and the connection are both sources of one reactor. At the end of
 //! stdin the client shuts its write half once everything typed is sent,
-//! then waits for the server to close; it also ends when the server closes.
+//! then waits for the server to close (at most a short grace, so a server
+//! that keeps the connection open does not keep the client); it also ends
+//! when the server closes.
 
 mod common;
 
@@ -51,6 +53,9 @@ impl StreamHandler for Server {
     }
 }
 
+/// How long to wait, after the end of stdin, for the server to close.
+const GRACE: Duration = Duration::from_secs(2);
+
 /// Sends stdin's lines; at its end, shuts the write half after flushing.
 struct Typed {
     server: Key,
@@ -64,10 +69,11 @@ impl LineSink for Typed {
         cx.send_to(self.server, &framed);
     }
 
-    fn end(&mut self, cx: &mut Context<'_>) {
-        // The chat server answers our FIN by closing, which ends the loop.
-        let server = self.server;
-        cx.shutdown_source_write(server);
+    fn end(&mut self, cx: &mut Context<'_>) -> Option<Duration> {
+        // FIN goes out after everything typed. The chat server answers it by
+        // closing, which ends the loop; a server that does not gets GRACE.
+        cx.shutdown_source_write(self.server);
+        Some(GRACE)
     }
 }
 

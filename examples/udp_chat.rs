@@ -43,6 +43,9 @@ struct Receive;
 
 impl DatagramHandler for Receive {
     fn on_datagram(&mut self, cx: &mut Context<'_>, data: &[u8], from: &Addr) {
+        // A peer that sends its newline too still prints as one line.
+        let data = data.strip_suffix(b"\n").unwrap_or(data);
+        let data = data.strip_suffix(b"\r").unwrap_or(data);
         let text = String::from_utf8_lossy(data);
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "[{from}] {text}");
@@ -68,8 +71,11 @@ impl LineSink for Send {
         }
     }
 
-    fn end(&mut self, cx: &mut Context<'_>) {
+    fn end(&mut self, cx: &mut Context<'_>) -> Option<Duration> {
+        // Datagrams are sent as they are typed (or queued, and the loop
+        // finishes this turn's writes): nothing to wait for.
         cx.stop();
+        None
     }
 }
 

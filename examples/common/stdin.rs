@@ -1,7 +1,10 @@
 //! Standard input as a source of the loop: lines from stdin arrive on the
 //! reactor's thread, between socket events, with no extra thread.
 //!
-//! Descriptor 0 is made non-blocking and registered like any socket. A
+//! Descriptor 0 is made non-blocking and registered like any socket; its
+//! flags are restored when the source goes (at the latest when the reactor
+//! is dropped, on the way out of `main`), since the terminal or pipe is
+//! shared with the parent. A
 //! regular file (`prog < file`) cannot be registered: epoll refuses files,
 //! which are always "ready". Then the file is fed through a pipe instead,
 //! by a second source that copies a chunk into the pipe each time the pipe
@@ -11,6 +14,7 @@ use std::fs::File;
 use std::io::{ErrorKind, Read, Write};
 use std::mem::ManuallyDrop;
 use std::os::fd::FromRawFd;
+use std::time::Duration;
 
 use evloop::{Context, Event, FdSource, Interest, Reactor, SourceHandler};
 
@@ -18,8 +22,16 @@ use evloop::{Context, Event, FdSource, Interest, Reactor, SourceHandler};
 pub trait LineSink {
     /// One line, without its `\n` (or the last bytes before end of input).
     fn line(&mut self, cx: &mut Context<'_>, line: &[u8]);
-    /// End of input.
-    fn end(&mut self, cx: &mut Context<'_>);
+    /// End of input. Returns `None` when nothing more is to be done here,
+    /// or a grace period: the stdin source then stays (reading no more) and
+    /// [`LineSink::grace_over`] is called once it has passed, unless the
+    /// loop ended first.
+    fn end(&mut self, cx: &mut Context<'_>) -> Option<Duration>;
+    /// The grace period asked for by [`LineSink::end`] passed. The default
+    /// stops the loop.
+    fn grace_over(&mut self, cx: &mut Context<'_>) {
+        cx.stop();
+    }
 }
 
 /// Longest line kept; a longer one is passed on in pieces of this size.
@@ -30,6 +42,28 @@ struct Lines<R, S> {
     input: R,
     pending: Vec<u8>,
     sink: S,
+    /// Input has ended (and the sink been told); nothing more is read.
+    ended: bool,
+}
+
+impl<R, S: LineSink> Lines<R, S> {
+    /// End of input (or a read error): the last partial line, then the end.
+    fn finish(&mut self, cx: &mut Context<'_>) {
+        self.ended = true;
+        if !self.pending.is_empty() {
+            let last = std::mem::take(&mut self.pending);
+            self.sink.line(cx, &last);
+        }
+        match self.sink.end(cx) {
+            // Without a timer there would be no end to the grace: stop now.
+            Some(grace) => {
+                if cx.set_timer(grace).is_none() {
+                    self.sink.grace_over(cx);
+                }
+            }
+            None => cx.close(),
+        }
+    }
 }
 
 impl<R, S> SourceHandler for Lines<R, S>
@@ -42,17 +76,13 @@ where
     }
 
     fn on_ready(&mut self, cx: &mut Context<'_>, _event: &Event) {
+        if self.ended {
+            return; // a hung-up descriptor may still report readiness
+        }
         let mut buf = [0u8; 16 * 1024];
         loop {
             match self.input.read(&mut buf) {
-                Ok(0) => {
-                    if !self.pending.is_empty() {
-                        let last = std::mem::take(&mut self.pending);
-                        self.sink.line(cx, &last);
-                    }
-                    self.sink.end(cx);
-                    return cx.close();
-                }
+                Ok(0) => return self.finish(cx),
                 Ok(n) => {
                     self.pending.extend_from_slice(&buf[..n]);
                     while let Some(end) = self.pending.iter().position(|&b| b == b'\n') {
@@ -66,12 +96,14 @@ where
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(_) => {
-                    self.sink.end(cx);
-                    return cx.close();
-                }
+                Err(_) => return self.finish(cx),
             }
         }
+    }
+
+    fn on_timer(&mut self, cx: &mut Context<'_>, _timer: evloop::TimerId) {
+        // The only timer here is the grace period after the end of input.
+        self.sink.grace_over(cx);
     }
 }
 
@@ -172,6 +204,7 @@ pub fn register_stdin(reactor: &mut Reactor, sink: impl LineSink + 'static) -> R
             input: Stdin::new(),
             pending: Vec::new(),
             sink,
+            ended: false,
         };
         reactor.register(lines, Interest::READABLE)?;
         return Ok(());
@@ -191,6 +224,7 @@ pub fn register_stdin(reactor: &mut Reactor, sink: impl LineSink + 'static) -> R
         input: receiver,
         pending: Vec::new(),
         sink,
+        ended: false,
     };
     reactor.register(lines, Interest::READABLE)?;
     Ok(())

@@ -18,8 +18,22 @@
 //!  Active     --peer closed, error, output cap-> Left    (others told "left")
 //! ```
 //!
-//! A datagram member joins with its first datagram and leaves on `/quit`, a
-//! line too long, or `idle_timeout` of silence.
+//! A datagram peer's life:
+//!
+//! ```text
+//!  Stranger --datagram, room full----------> Stranger (sent "* error: room is full")
+//!  Stranger --datagram, room has space-----> Member   (welcomed, others told; then its line)
+//!  Member   --datagram---------------------> Member   (idle timer pushed back)
+//!  Member   --/quit, line too long, idle---> Stranger (others told "left")
+//!  Member   --socket closed----------------> Stranger (others told "left")
+//! ```
+//!
+//! Always true: a member's leave is announced to the others exactly once;
+//! a line for several members is encoded once and shared; the room holds
+//! only members whose connection (or socket) is still there, so it never
+//! sends to one that is gone. On a reactor shutdown the room closes: each
+//! stream member is closed after its queued output is flushed, members
+//! leave without notices (all are leaving), and no one joins.
 
 mod command;
 mod room;
@@ -112,7 +126,8 @@ impl Chat {
     pub fn datagram_handler(&self) -> ChatDatagram {
         ChatDatagram {
             room: Rc::clone(&self.room),
-            idle: HashMap::new(),
+            peers: HashMap::new(),
+            timers: HashMap::new(),
         }
     }
 
@@ -131,16 +146,22 @@ impl StreamFactory for Chat {
     }
 }
 
-/// Where a stream member stands.
+/// Where a stream member stands. Every change of phase is in one of the
+/// `StreamHandler` callbacks below, named beside each variant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
-    /// Accepted, not yet opened.
+    /// Accepted, not yet opened. Leaves in `on_open`: to `Refused` if the
+    /// room is full, else to `Active`.
     Connecting,
-    /// Turned away: the room was full.
+    /// Turned away: the room was full. It was sent `* error: room is full`
+    /// and is closing; it never was a member, so its close tells no one.
     Refused,
-    /// In the room; the timer is its idle timeout.
+    /// In the room; the timer is its idle timeout, pushed back by `on_data`.
+    /// Leaves to `Left` on `/quit` or a line too long (`on_data`), on the
+    /// idle timer (`on_timer`), or on any close (`on_close`).
     Active { idle: Option<TimerId> },
-    /// Out of the room; the connection is closing or closed.
+    /// Out of the room, its leave announced; the connection is closing or
+    /// closed. Final.
     Left,
 }
 
@@ -173,10 +194,12 @@ impl StreamHandler for ChatMember {
             self.phase = Phase::Refused;
             return cx.close();
         }
-        let nick = cx
-            .peer_addr()
-            .map(ToString::to_string)
-            .unwrap_or_else(|| cx.key().to_string());
+        // An unnamed Unix peer has no address to go by; the room makes the
+        // nick unique.
+        let nick = match cx.peer_addr() {
+            Some(Addr::Unix(None)) | None => "unix".to_string(),
+            Some(addr) => addr.to_string(),
+        };
         room.join(cx, MemberId::Stream(cx.key()), nick);
         self.phase = Phase::Active {
             idle: cx.set_timer(room.config.idle_timeout),
@@ -217,6 +240,13 @@ impl StreamHandler for ChatMember {
         }
     }
 
+    fn on_shutdown(&mut self, cx: &mut Context<'_>) {
+        // Everyone goes now: no more notices. Queued output is flushed
+        // before the close; on_close then takes the member out of the room.
+        self.room.borrow_mut().close();
+        cx.close();
+    }
+
     fn on_timer(&mut self, cx: &mut Context<'_>, _timer: TimerId) {
         if let Phase::Active { .. } = self.phase {
             self.phase = Phase::Active { idle: None };
@@ -234,11 +264,50 @@ impl StreamHandler for ChatMember {
 
 /// The datagram side of a [`Chat`] room: each peer address of the socket is
 /// a member, each datagram one line.
+///
+/// A peer's life, as `PeerPhase` (a peer not in `peers` is a stranger):
+///
+/// ```text
+///  Stranger --datagram, room full----------> Stranger (sent "* error: room is full")
+///  Stranger --datagram, room has space-----> Member   (welcomed, others told; then its line)
+///  Member   --datagram---------------------> Member   (idle timer pushed back)
+///  Member   --/quit, line too long, idle---> Stranger (others told "left")
+///  Member   --socket closed----------------> Stranger (others told "left")
+/// ```
 #[derive(Debug)]
 pub struct ChatDatagram {
     room: Rc<RefCell<Room>>,
-    /// Each datagram member's idle timer.
-    idle: HashMap<Addr, TimerId>,
+    /// Each member's idle timer, by address ...
+    peers: HashMap<Addr, Option<TimerId>>,
+    /// ... and the address of each timer, so a firing timer is found in O(1).
+    timers: HashMap<TimerId, Addr>,
+}
+
+/// Where one datagram peer stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PeerPhase {
+    /// Not in the room: its next datagram joins it, if there is room.
+    Stranger,
+    /// In the room; the timer is its idle timeout (`None` if the timer
+    /// table was full: then it only leaves by `/quit` or a long line).
+    Member { idle: Option<TimerId> },
+}
+
+impl ChatDatagram {
+    fn phase(&self, addr: &Addr) -> PeerPhase {
+        match self.peers.get(addr) {
+            Some(&idle) => PeerPhase::Member { idle },
+            None => PeerPhase::Stranger,
+        }
+    }
+
+    /// Forgets a peer that left the room, and its timer.
+    fn forget(&mut self, cx: &mut Context<'_>, addr: &Addr) {
+        if let Some(Some(timer)) = self.peers.remove(addr) {
+            self.timers.remove(&timer);
+            cx.cancel_timer(timer);
+        }
+    }
 }
 
 impl DatagramHandler for ChatDatagram {
@@ -247,46 +316,53 @@ impl DatagramHandler for ChatDatagram {
             socket: cx.key(),
             addr: from.clone(),
         };
+        // One datagram is one line; its newline, if sent, is not part of it.
         let line = data.strip_suffix(b"\n").unwrap_or(data);
         let line = line.strip_suffix(b"\r").unwrap_or(line);
-        let mut room = self.room.borrow_mut();
-        let idle_timeout = room.config.idle_timeout;
-        if !room.contains(&id) {
-            if room.is_full() {
+        let idle_timeout = self.room.borrow().config.idle_timeout;
+        match self.phase(from) {
+            // A stranger with no room: told so, and stays a stranger.
+            PeerPhase::Stranger if self.room.borrow().is_full() => {
                 cx.send_datagram(from, b"* error: room is full");
                 return;
             }
-            room.join(cx, id.clone(), from.to_string());
-            if let Some(timer) = cx.set_timer(idle_timeout) {
-                self.idle.insert(from.clone(), timer);
+            // A stranger joins; its first datagram is then its first line.
+            PeerPhase::Stranger => {
+                self.room.borrow_mut().join(cx, id.clone(), from.to_string());
+                let idle = cx.set_timer(idle_timeout);
+                if let Some(timer) = idle {
+                    self.timers.insert(timer, from.clone());
+                }
+                self.peers.insert(from.clone(), idle);
             }
-        } else if let Some(&timer) = self.idle.get(from) {
-            cx.reset_timer(timer, idle_timeout);
+            // A member spoke: it is not idle.
+            PeerPhase::Member { idle } => {
+                if let Some(timer) = idle {
+                    cx.reset_timer(timer, idle_timeout);
+                }
+            }
         }
-        let outcome = if line.len() > room.config.max_line {
-            room.notice(cx, &id, "error: line too long");
-            room.leave(cx, &id);
-            Outcome::Quit
-        } else {
-            room.handle_line(cx, &id, line)
+        let outcome = {
+            let mut room = self.room.borrow_mut();
+            if line.len() > room.config.max_line {
+                room.notice(cx, &id, "error: line too long");
+                room.leave(cx, &id);
+                Outcome::Quit
+            } else {
+                room.handle_line(cx, &id, line)
+            }
         };
         if outcome == Outcome::Quit {
-            if let Some(timer) = self.idle.remove(from) {
-                cx.cancel_timer(timer);
-            }
+            self.forget(cx, from);
         }
     }
 
     fn on_timer(&mut self, cx: &mut Context<'_>, timer: TimerId) {
-        let Some(addr) = self
-            .idle
-            .iter()
-            .find(|(_, t)| **t == timer)
-            .map(|(a, _)| a.clone())
-        else {
+        // Only idle timers are set here: this member was silent too long.
+        let Some(addr) = self.timers.remove(&timer) else {
             return;
         };
-        self.idle.remove(&addr);
+        self.peers.remove(&addr);
         let id = MemberId::Datagram {
             socket: cx.key(),
             addr,
@@ -294,8 +370,15 @@ impl DatagramHandler for ChatDatagram {
         self.room.borrow_mut().leave(cx, &id);
     }
 
+    fn on_shutdown(&mut self, cx: &mut Context<'_>) {
+        self.room.borrow_mut().close();
+        cx.close();
+    }
+
     fn on_close(&mut self, cx: &mut Context<'_>, _reason: &CloseReason) {
         self.room.borrow_mut().leave_socket(cx, cx.key());
-        self.idle.clear();
+        // The socket's timers went with it.
+        self.peers.clear();
+        self.timers.clear();
     }
 }

@@ -3,7 +3,9 @@
 //! Always true:
 //! - nicks are unique among members;
 //! - a member is in the room from its welcome to its leave, and its leave
-//!   is announced to the others exactly once, whatever the reason;
+//!   is announced to the others exactly once, whatever the reason, except
+//!   once the room is closing (the reactor shuts down): then everyone is
+//!   leaving and no one is told;
 //! - a line for several members is encoded once, into one `Rc<[u8]>` that
 //!   every stream member's queue shares; datagram members get the same
 //!   bytes without the newline, one datagram each.
@@ -54,6 +56,8 @@ pub struct Room {
     members: HashMap<MemberId, Member>,
     nicks: HashSet<String>,
     next_seq: u64,
+    /// The reactor is shutting down: everyone leaves at once, unannounced.
+    closing: bool,
 }
 
 impl Room {
@@ -63,6 +67,7 @@ impl Room {
             members: HashMap::new(),
             nicks: HashSet::new(),
             next_seq: 0,
+            closing: false,
         }
     }
 
@@ -76,9 +81,22 @@ impl Room {
         self.members.is_empty()
     }
 
-    /// Whether a new member would pass `max_clients`.
+    /// Whether a new member would pass `max_clients`, or the room is
+    /// closing and takes no one.
     pub fn is_full(&self) -> bool {
-        self.members.len() >= self.config.max_clients
+        self.closing || self.members.len() >= self.config.max_clients
+    }
+
+    /// The reactor is shutting down: from now on members leave without a
+    /// `* NICK left` to the others, who are all leaving too, and no one
+    /// joins.
+    pub fn close(&mut self) {
+        self.closing = true;
+    }
+
+    /// Whether [`Room::close`] was called.
+    pub fn is_closing(&self) -> bool {
+        self.closing
     }
 
     /// Whether `id` is a member.
@@ -87,8 +105,16 @@ impl Room {
     }
 
     /// Adds a member under `nick`: it is welcomed, the others told.
+    ///
+    /// The nick is made unique if it is taken: a TCP and a UDP peer may
+    /// share an `ip:port`, and unnamed Unix peers share no name at all.
     pub fn join(&mut self, cx: &mut Context<'_>, id: MemberId, nick: String) {
         self.next_seq += 1;
+        let nick = if self.nicks.contains(&nick) {
+            format!("{nick}#{}", self.next_seq)
+        } else {
+            nick
+        };
         info!("chat: {nick} joined");
         self.nicks.insert(nick.clone());
         send_to(cx, &id, &encode(&format!("* welcome {nick}")));
@@ -110,7 +136,9 @@ impl Room {
         };
         self.nicks.remove(&member.nick);
         info!("chat: {} left", member.nick);
-        self.broadcast(cx, &format!("* {} left", member.nick), None);
+        if !self.closing {
+            self.broadcast(cx, &format!("* {} left", member.nick), None);
+        }
         true
     }
 
