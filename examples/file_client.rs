@@ -11,19 +11,24 @@
 //!
 //! What the plain protocol cannot say: it has no length header, so a
 //! server that closes normally in the middle of a file looks like a
-//! complete, shorter download. A reset or a read error is detected, and
-//! leaves no file. HTTP (`Content-Length`) does not have this limit.
+//! complete, shorter download; and a file whose content is exactly
+//! `no_file` looks like a refusal. A reset, a read error, a server silent
+//! for a minute, or SIGINT/SIGTERM is detected, and leaves no file. HTTP
+//! (`Content-Length`) does not have these limits.
 
 mod common;
 
-use std::fs::File;
-use std::io::{IsTerminal, Read, Write};
+use std::fs::OpenOptions;
+use std::io::{self, IsTerminal, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
+use signal_hook::consts::{SIGINT, SIGTERM};
 
 /// Downloads NAME from a file server speaking the plain TCP protocol.
 #[derive(Parser)]
@@ -40,6 +45,15 @@ struct Flags {
 
 /// The answer to a name the server does not serve.
 const NO_FILE: &[u8] = b"no_file";
+
+/// Longest wait for the connection to be made.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A server that sends nothing for this long is taken for dead.
+const STALL_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How often a blocked read wakes to look for SIGINT/SIGTERM.
+const POLL: Duration = Duration::from_millis(250);
 
 fn main() -> ExitCode {
     let flags: Flags = common::parse();
@@ -58,8 +72,19 @@ fn main() -> ExitCode {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
+    // In the destination directory, so the final rename cannot cross file
+    // systems and the file appears whole or not at all.
     let temp = dir.join(format!(".{base}.part-{}", std::process::id()));
-    match download(&flags, &temp) {
+    // Ctrl-C must not leave the temporary file behind: the signal only
+    // raises a flag, which the read loop checks.
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [SIGINT, SIGTERM] {
+        if let Err(err) = signal_hook::flag::register(signal, Arc::clone(&stop)) {
+            common::fail(&format!("signal handler: {err}"));
+        }
+    }
+    let outcome = download(&flags, &temp, &stop);
+    match outcome {
         Ok(Outcome::Saved(bytes)) => match std::fs::rename(&temp, &output) {
             Ok(()) => {
                 if std::io::stderr().is_terminal() {
@@ -79,7 +104,7 @@ fn main() -> ExitCode {
         }
         Err(err) => {
             let _ = std::fs::remove_file(&temp);
-            common::fail(&err)
+            common::fail(&format!("{}: {err}", flags.addr))
         }
     }
 }
@@ -89,23 +114,39 @@ enum Outcome {
     NotFound,
 }
 
-/// Sends the name and copies the answer into `temp`.
-fn download(flags: &Flags, temp: &Path) -> std::io::Result<Outcome> {
-    let mut stream = TcpStream::connect(flags.addr)?;
+/// Sends the name and copies the answer into `temp`, to end-of-file.
+fn download(flags: &Flags, temp: &Path, stop: &AtomicBool) -> io::Result<Outcome> {
+    let mut stream = TcpStream::connect_timeout(&flags.addr, CONNECT_TIMEOUT)?;
+    stream.set_write_timeout(Some(STALL_TIMEOUT))?;
+    stream.set_read_timeout(Some(POLL))?;
     stream.write_all(flags.name.as_bytes())?;
     stream.write_all(b"\n")?;
-    let mut file = File::create(temp)?;
+    let mut file = OpenOptions::new().write(true).create_new(true).open(temp)?;
     let mut progress = Progress::new();
     let mut head = Vec::with_capacity(NO_FILE.len());
     let mut buf = vec![0; 256 * 1024];
     let mut total = 0u64;
+    let mut last_data = Instant::now();
     loop {
+        if stop.load(Ordering::Relaxed) {
+            return Err(io::Error::new(io::ErrorKind::Interrupted, "interrupted"));
+        }
         let n = match stream.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => n,
-            Err(err) if err.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(err) if matches!(err.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+                if last_data.elapsed() >= STALL_TIMEOUT {
+                    return Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!("nothing received for {} s", STALL_TIMEOUT.as_secs()),
+                    ));
+                }
+                continue;
+            }
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
             Err(err) => return Err(err),
         };
+        last_data = Instant::now();
         if head.len() < NO_FILE.len() {
             let take = (NO_FILE.len() - head.len()).min(n);
             head.extend_from_slice(&buf[..take]);

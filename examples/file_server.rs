@@ -4,7 +4,13 @@
 //! file_server [--tcp ADDR]... [--http ADDR]... [--root DIR] [--max-clients N]
 //!             [--idle-timeout SECS] [--shutdown-timeout SECS]
 //! ```
-//! With no listener flag: `--tcp 127.0.0.1:7200`.
+//! With no listener flag: `--tcp 127.0.0.1:7200`. `--http` is accepted by
+//! the parser but not served yet: it is a usage error (exit 2).
+//!
+//! `--idle-timeout` is the one patience knob: how long a client may wait
+//! before sending its name, how long a download may go without draining a
+//! region, and (as the listener's `drain_timeout`) how long a closing
+//! download may go without the peer taking a single byte before it is reset.
 
 mod common;
 
@@ -33,7 +39,7 @@ struct Flags {
     /// Most connections at once per listener
     #[arg(long, value_name = "N", default_value_t = 10_000)]
     max_clients: usize,
-    /// Seconds a client may wait before sending its request
+    /// Seconds a client may stay silent (no name yet, or reading nothing) before it is cut
     #[arg(long, value_name = "SECS", default_value = "60", value_parser = common::seconds)]
     idle_timeout: Duration,
     /// Seconds in-flight downloads get to finish after SIGINT/SIGTERM
@@ -56,10 +62,12 @@ fn main() -> ExitCode {
     }
     let mut reactor = Reactor::new().unwrap_or_else(|err| common::fail(&err));
     for addr in flags.tcp {
-        let options = ListenerOptions {
+        let mut options = ListenerOptions {
             max_connections: flags.max_clients,
             ..ListenerOptions::default()
         };
+        // A stalled reader is cut after the same patience as a silent one.
+        options.connection.drain_timeout = flags.idle_timeout;
         let bound = reactor.listen_tcp_with(addr, options, files.clone());
         common::bind_or_exit(&mut reactor, "tcp", bound);
     }

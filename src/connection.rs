@@ -596,7 +596,7 @@ impl Core {
                 }
                 self.after_output(key);
             }
-            Err(err) => self.finish_stream(key, CloseReason::Error(err)),
+            Err(err) => self.abort_stream_with(key, CloseReason::Error(err)),
         }
     }
 
@@ -630,7 +630,7 @@ impl Core {
             Ok(Flush::Yielded) => self.ready.push_back(key),
             Ok(Flush::Empty | Flush::Blocked) => {}
             Err(err) => {
-                self.finish_stream(key, CloseReason::Error(err));
+                self.abort_stream_with(key, CloseReason::Error(err));
                 return false;
             }
         }
@@ -648,7 +648,7 @@ impl Core {
             return self.send_chunk(key, Chunk::Owned(data.to_vec()));
         }
         if let Err(err) = conn.queue.write_slice(&mut conn.stream, data) {
-            self.finish_stream(key, CloseReason::Error(err));
+            self.abort_stream_with(key, CloseReason::Error(err));
             return false;
         }
         self.after_output(key);
@@ -778,7 +778,9 @@ impl Core {
         self.abort_stream_with(key, CloseReason::Aborted);
     }
 
-    /// Drops queued output and resets the connection, for `reason`.
+    /// Drops queued output and resets the connection, for `reason`. Write
+    /// errors end this way too: a peer must not mistake a stream cut short
+    /// (a file that shrank while it was sent) for one that ended normally.
     pub(crate) fn abort_stream_with(&mut self, key: Key, reason: CloseReason) {
         let Some(conn) = self.stream_mut(key) else { return };
         if conn.state != ConnState::Closed {

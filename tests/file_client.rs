@@ -1,6 +1,15 @@
 //! The file_client example, from the outside (contract: file_client):
 //! complete downloads land under their final name, refused and failed ones
 //! leave no file at all.
+//!
+//! What the plain protocol lets a client detect: a reset or a read error
+//! mid-file (tested here), a refusal (`no_file`), a server that cannot be
+//! reached. What it cannot: it has no length header, so a server that
+//! closes *normally* in the middle of a file is indistinguishable from a
+//! shorter file, and a file whose content is exactly `no_file` reads as a
+//! refusal. The server resets a stalled download and one cut by the
+//! shutdown deadline, so those are detected; a file that shrinks while it
+//! is sent currently ends with a plain FIN from the core (not detectable).
 mod common;
 
 use std::io::{Read, Write};
@@ -104,4 +113,49 @@ fn connection_reset_mid_download_fails_and_leaves_no_file() {
     server.join().expect("fake server");
     assert!(!failed.status.success());
     assert_eq!(out_dir.entries(), Vec::<String>::new(), "nothing left behind");
+}
+
+#[test]
+fn default_output_is_the_base_name_in_the_current_directory() {
+    let root = Dir::new("base-root");
+    std::fs::create_dir_all(root.0.join("sub")).expect("sub");
+    std::fs::write(root.0.join("sub/data.txt"), b"some data\n").expect("file");
+    let server = ServerProcess::start(
+        "file_server",
+        &["--tcp", "127.0.0.1:0", "--root", root.0.to_str().expect("utf-8")],
+        1,
+    );
+    let cwd = Dir::new("base-cwd");
+    let out = Command::new(example_path("file_client"))
+        .args([&server.addr("tcp"), "sub/data.txt"])
+        .current_dir(&cwd.0)
+        .output()
+        .expect("run file_client");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.stdout.is_empty() && out.stderr.is_empty(),
+        "quiet when not a terminal"
+    );
+    assert_eq!(cwd.entries(), ["data.txt"]);
+    assert_eq!(
+        std::fs::read(cwd.0.join("data.txt")).expect("saved"),
+        b"some data\n"
+    );
+}
+
+#[test]
+fn unreachable_server_fails_and_leaves_no_file() {
+    // A port that was just free: nothing listens there.
+    let addr = {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.local_addr().expect("addr").to_string()
+    };
+    let out_dir = Dir::new("refused");
+    let failed = client(&addr, "data.bin", &out_dir.0.join("data.bin"));
+    assert!(!failed.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&failed.stderr).trim_end().lines().count(),
+        1
+    );
+    assert_eq!(out_dir.entries(), Vec::<String>::new());
 }

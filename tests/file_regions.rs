@@ -45,3 +45,37 @@ fn fast_reader_gets_a_multi_region_file_whole_while_others_are_served() {
     assert!(got == pattern(SIZE, 21));
     std::fs::remove_dir_all(&root).expect("cleanup");
 }
+
+#[test]
+fn file_that_shrinks_mid_download_ends_in_a_reset_not_a_clean_eof() {
+    const SIZE: usize = 16 * 1024 * 1024;
+    let root = std::env::temp_dir().join(format!("evloop-shrink-{}", std::process::id()));
+    std::fs::create_dir_all(&root).expect("root");
+    let path = root.join("shrinks");
+    std::fs::write(&path, pattern(SIZE, 22)).expect("file");
+    let serve_root = root.clone();
+    let server = start(move |reactor| {
+        let files = reactor
+            .listen_tcp(any_port(), FileServer::new(&serve_root).expect("root"))
+            .expect("listen");
+        reactor.local_addr(files).and_then(|a| a.as_inet()).expect("addr")
+    });
+    let mut client = connect(server.info);
+    write_all(&mut client, b"shrinks");
+    let mut first = vec![0; 64 * 1024];
+    client.read_exact(&mut first).expect("the download started");
+    // Cut the file far below what has been sent or queued so far.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .and_then(|f| f.set_len(1024 * 1024))
+        .expect("truncate");
+    let mut rest = Vec::new();
+    let outcome = client.read_to_end(&mut rest);
+    assert!(
+        outcome.is_err(),
+        "a clean EOF after {} bytes would pass for a whole file",
+        first.len() + rest.len()
+    );
+    std::fs::remove_dir_all(&root).expect("cleanup");
+}

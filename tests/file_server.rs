@@ -3,7 +3,7 @@
 //! a bare name with no newline, then `recv(1024)` until it returns nothing.
 mod common;
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -135,35 +135,133 @@ fn slow_reader_does_not_hold_back_another_download() {
 #[test]
 fn sixty_four_mib_to_a_slow_reader_keeps_server_memory_flat() {
     const SIZE: usize = 64 * 1024 * 1024;
+    const PIECE: usize = 64 * 1024;
     let tree = Tree::new("flat");
     std::fs::write(tree.0.join("large"), pattern(SIZE, 7)).expect("64 MiB file");
     let server = tree.serve();
     let before_kib = server.rss_kib();
     let mut client = connect(server.socket_addr("tcp"));
     write_all(&mut client, b"large");
-    let mut buf = vec![0; 64 * 1024];
+    let mut buf = vec![0; PIECE];
     let mut received = 0usize;
     let mut peak_kib = before_kib;
-    let mut reads = 0u64;
-    loop {
-        let n = client.read(&mut buf).expect("read");
+    // Bounded: one pass per 64 KiB piece, and a few spare for short reads.
+    for _ in 0..4 * SIZE / PIECE {
+        let n = read_piece(&mut client, &mut buf);
         if n == 0 {
             break;
         }
         received += n;
-        reads += 1;
-        if reads % 16 == 0 {
-            // A slow reader: the server's queue stays full for the whole file.
-            std::thread::sleep(Duration::from_millis(1));
-            peak_kib = peak_kib.max(server.rss_kib());
-        }
+        // A slow reader: the server's queue stays full for the whole file.
+        std::thread::sleep(Duration::from_millis(1));
+        peak_kib = peak_kib.max(server.rss_kib());
     }
-    assert_eq!(received, SIZE);
+    assert_eq!(received, SIZE, "the whole file, then end-of-file");
     let growth_kib = peak_kib.saturating_sub(before_kib);
     assert!(
         growth_kib < 4 * 1024,
         "server RSS grew by {growth_kib} KiB for a 64 MiB download"
     );
+}
+
+/// Reads up to a full piece (fewer only at end-of-file).
+#[track_caller]
+fn read_piece(stream: &mut TcpStream, buf: &mut [u8]) -> usize {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match stream.read(&mut buf[filled..]).expect("read") {
+            0 => break,
+            n => filled += n,
+        }
+    }
+    filled
+}
+
+#[test]
+fn bytes_after_the_name_are_ignored() {
+    let tree = Tree::new("trailing");
+    let server = tree.serve();
+    let addr = server.socket_addr("tcp");
+    assert_eq!(
+        python_style_get(addr, b"hello.txt\nmore\nstuff"),
+        b"hello, file\n"
+    );
+    let mut stream = connect(addr);
+    write_all(&mut stream, b"hello.txt\n");
+    let _ = stream.write_all(b"late bytes after the name");
+    assert_eq!(read_to_end(&mut stream), b"hello, file\n");
+}
+
+#[test]
+fn long_name_with_newline_gets_no_file() {
+    let tree = Tree::new("longnl");
+    let server = tree.serve();
+    let mut request = vec![b'a'; 1025];
+    request.push(b'\n');
+    assert_eq!(python_style_get(server.socket_addr("tcp"), &request), b"no_file");
+}
+
+#[test]
+fn stalled_reader_is_cut_after_the_idle_timeout() {
+    let tree = Tree::new("stall");
+    std::fs::write(tree.0.join("large"), pattern(16 * 1024 * 1024, 8)).expect("file");
+    let root = tree.0.to_str().expect("utf-8 path");
+    let server = ServerProcess::start(
+        "file_server",
+        &["--tcp", "127.0.0.1:0", "--root", root, "--idle-timeout", "0.3"],
+        1,
+    );
+    let mut stalled = connect(server.socket_addr("tcp"));
+    // Loopback buffers can grow to tens of MiB: keep this one small, so
+    // the kernel cannot take the whole file for a reader that reads nothing.
+    set_receive_buffer(&stalled, 32 * 1024);
+    write_all(&mut stalled, b"large\n");
+    // The client reads nothing: the watchdog hands the rest to the close,
+    // whose drain timeout resets the connection. The reset shows as the
+    // socket's pending error, seen without reading (bounded poll).
+    let mut reset = None;
+    for _ in 0..500 {
+        if let Some(err) = stalled.take_error().expect("SO_ERROR") {
+            reset = Some(err.kind());
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(reset, Some(std::io::ErrorKind::ConnectionReset));
+}
+
+/// Caps a socket's receive buffer (`SO_RCVBUF`), which also stops the
+/// kernel from growing it.
+fn set_receive_buffer(stream: &TcpStream, bytes: libc::c_int) {
+    // SAFETY: setsockopt on a live socket with a valid `c_int` value and
+    // its exact size.
+    let rc = unsafe {
+        libc::setsockopt(
+            std::os::fd::AsRawFd::as_raw_fd(stream),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&bytes as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0, "SO_RCVBUF");
+}
+
+#[test]
+fn sigterm_lets_a_multi_region_download_finish() {
+    const SIZE: usize = 12 * 1024 * 1024;
+    let tree = Tree::new("termbig");
+    std::fs::write(tree.0.join("large"), pattern(SIZE, 9)).expect("file");
+    let mut server = tree.serve();
+    let mut client = connect(server.socket_addr("tcp"));
+    write_all(&mut client, b"large");
+    let first = read_exact(&mut client, 1024);
+    server.signal(libc::SIGTERM);
+    let rest = read_to_end(&mut client);
+    assert_eq!(first.len() + rest.len(), SIZE);
+    assert!([first, rest].concat() == pattern(SIZE, 9), "byte-exact");
+    drop(client); // our FIN ends the server's linger at once
+    assert!(server.wait().success());
 }
 
 #[test]
@@ -201,5 +299,6 @@ fn sigterm_during_downloads_exits_zero() {
     let mut client = TcpStream::connect(server.socket_addr("tcp")).expect("connect");
     write_all(&mut client, b"hello.txt");
     assert_eq!(read_to_end(&mut client), b"hello, file\n");
+    drop(client);
     assert!(server.terminate().success());
 }

@@ -1,27 +1,40 @@
 //! File streaming over plain TCP, the protocol of the classic Python
 //! file-download clients: the client sends a file name, the server answers
 //! with the file's bytes and closes; a name it will not serve gets the 7
-//! bytes `no_file`.
+//! bytes [`NO_FILE`]. [`FileServer`] is the factory a listener takes;
+//! [`FileStream`] serves one connection.
 //!
-//! ```text
-//!  AwaitingName --name, regular file in the root--> Streaming { file, offset, remaining }
-//!  AwaitingName --name refused---------------------> Finishing   (sent "no_file", closing)
-//!  AwaitingName --idle timeout---------------------> Finishing   (closing, nothing sent)
-//!  Streaming    --drain, more to send--------------> Streaming   (next region queued)
-//!  Streaming    --last region queued---------------> Finishing   (close after flush)
-//! ```
+//! Each connection is one `Download` (its table of transitions is beside it):
+//! `AwaitingName`, then `Streaming` while file regions remain to be queued,
+//! then `Finishing` while the core flushes and closes.
 //!
 //! Always true:
-//! - the name is complete at the first `\n`, or, for a client that sends a
-//!   bare name and then waits, at the end of the first chunk that arrives; a
-//!   trailing `\r` is not part of it; bytes after it are ignored;
-//! - names go through [`crate::protocols::path::Root`], the same
-//!   confinement as HTTP;
+//! - the first chunk of input decides the name: up to its first `\n` if it
+//!   has one, else the whole chunk (a client that sends a bare name and then
+//!   waits); a trailing `\r` is not part of it; everything after it, and
+//!   everything sent later, is consumed and ignored;
+//! - names go through [`Root::resolve_file`], the confinement HTTP shares;
+//!   only regular files inside the root are served, anything else (and a
+//!   name over [`MAX_NAME`] bytes) gets exactly [`NO_FILE`], then a close;
 //! - memory per download is constant, whatever the file's size: the write
-//!   queue holds one file region of at most [`REGION`] bytes, sent by
-//!   `sendfile(2)` from the page cache, and the next region is queued from
-//!   the drain callback once the previous one is nearly out;
-//! - a slow reader only holds back its own queue.
+//!   queue holds file *regions* (a handle, an offset, a length) that
+//!   `sendfile(2)` sends from the page cache, never the file's bytes. A
+//!   region is at most [`REGION`] bytes; regions are queued until the queue
+//!   is above its high watermark, and the next one when it drains;
+//! - the file's size is read once, from the open descriptor; if the file
+//!   shrinks meanwhile, the connection fails rather than pad (the core then
+//!   closes the socket with a FIN, which this protocol cannot tell from the
+//!   end of a whole file; HTTP's `Content-Length` can);
+//! - a slow reader holds back only its own queue, and a stalled one is cut:
+//!   a connection that sends no name is closed after the idle timeout; a
+//!   download whose queue does not drain for the idle timeout hands the rest
+//!   of the file to the core and closes, so the core's
+//!   [`crate::ConnectionOptions::drain_timeout`] (which counts every byte of
+//!   progress) resets it if the peer takes nothing for that long, while a
+//!   reader that is slow but moving still finishes;
+//! - a graceful shutdown lets a download finish within the shutdown
+//!   timeout (the rest of the file is queued at once); past the deadline the
+//!   core resets it, so the client cannot mistake a cut file for a whole one.
 
 use std::fs::File;
 use std::io;
@@ -31,7 +44,7 @@ use std::time::{Duration, Instant};
 
 use log::{debug, info};
 
-use crate::protocols::path::{Kind, Root};
+use crate::protocols::path::Root;
 use crate::{Addr, CloseReason, Context, StreamFactory, StreamHandler, TimerId};
 
 /// The answer to a name that is not served.
@@ -40,9 +53,17 @@ pub const NO_FILE: &[u8] = b"no_file";
 /// Longest name accepted, in bytes; a longer one gets [`NO_FILE`].
 pub const MAX_NAME: usize = 1024;
 
-/// Bytes of the file queued at a time. Larger than any watermark, so each
-/// region raises the high watermark and its drain asks for the next.
-pub const REGION: u64 = 16 * 1024 * 1024;
+/// Most bytes of the file in one queued region. The size costs no memory
+/// (a region is sent by `sendfile`); it sets how often the handler hears
+/// from a download (once per region drained).
+pub const REGION: u64 = 4 * 1024 * 1024;
+
+/// How long a connection may stay silent before sending its name, unless
+/// set with [`FileServer::with_idle_timeout`].
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Longest name shown in a log line; a peer decides what the name is.
+const LOGGED_NAME: usize = 200;
 
 /// Serves the files under a root with the plain protocol: one
 /// [`FileStream`] per connection.
@@ -63,8 +84,8 @@ pub struct FileServer {
 }
 
 impl FileServer {
-    /// Serves the directory `root`, with a 60 s timeout for a client to
-    /// send its name.
+    /// Serves the directory `root` (resolved to its real path now, once),
+    /// with [`DEFAULT_IDLE_TIMEOUT`].
     ///
     /// # Errors
     ///
@@ -72,11 +93,13 @@ impl FileServer {
     pub fn new(root: impl AsRef<Path>) -> io::Result<FileServer> {
         Ok(FileServer {
             root: Rc::new(Root::new(root)?),
-            idle_timeout: Duration::from_secs(60),
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
         })
     }
 
-    /// How long a connection may stay silent before sending its name.
+    /// How long a connection may stay silent before sending its name, and
+    /// how long a download's queue may go without draining before the rest
+    /// is handed to the core's drain timeout.
     pub fn with_idle_timeout(mut self, idle_timeout: Duration) -> FileServer {
         self.idle_timeout = idle_timeout;
         self
@@ -95,21 +118,50 @@ impl StreamFactory for FileServer {
 }
 
 /// Where one download stands.
+///
+/// ```text
+/// AwaitingName --name, regular file in the root--> Streaming  (regions queued up to the high watermark)
+/// AwaitingName --name refused or too long--------> Finishing  (sent "no_file", closing)
+/// AwaitingName --idle timeout, FIN, shutdown-----> Finishing  (closing, nothing sent)
+/// Streaming    --drain, more to queue------------> Streaming  (next regions queued, watchdog pushed back)
+/// Streaming    --last region queued--------------> Finishing  (close after flush)
+/// Streaming    --watchdog, shutdown--------------> Finishing  (rest queued as one region, closing)
+/// Finishing    --flushed / drain_timeout / error-> (core closes; on_close logs the outcome)
+/// ```
 #[derive(Debug)]
 enum Download {
-    /// Connected; waiting for the name. Leaves on the first input or the
-    /// idle timeout.
-    AwaitingName { timer: Option<TimerId> },
-    /// Sending the file, one region at a time. `offset` is where the next
-    /// region starts; `remaining` how much is not queued yet.
+    /// Connected; waiting for the name. In: `on_open`. Out: the first
+    /// input, the `idle` timer, the peer's FIN or a shutdown.
+    AwaitingName { idle: Option<TimerId> },
+    /// Queuing the file one region at a time. `offset` is where the next
+    /// region starts; `remaining` how much is not queued yet. `watchdog`
+    /// fires when no region has drained for the idle timeout.
     Streaming {
         file: Rc<File>,
         offset: u64,
         remaining: u64,
+        watchdog: Option<TimerId>,
     },
-    /// Everything is queued (file, `no_file`, or nothing): the connection
-    /// closes once it is flushed.
+    /// Everything is queued (the file, `no_file`, or nothing) and the
+    /// connection is closing once flushed. Input is ignored.
     Finishing,
+}
+
+/// What the server answered, for the log line.
+#[derive(Debug)]
+enum Answer {
+    /// The file, this many bytes.
+    File { size: u64 },
+    /// `no_file`.
+    NoFile,
+}
+
+/// One request: the name, the answer, when it came.
+#[derive(Debug)]
+struct Request {
+    name: String,
+    answer: Answer,
+    started: Instant,
 }
 
 /// One connection of the plain file protocol.
@@ -118,82 +170,128 @@ pub struct FileStream {
     root: Rc<Root>,
     idle_timeout: Duration,
     state: Download,
-    name: String,
-    size: u64,
-    started: Option<Instant>,
+    /// The peer, for log lines (kept: `on_close` can no longer ask).
+    peer: String,
+    /// Set once the name has arrived.
+    request: Option<Request>,
 }
 
 impl FileStream {
-    /// A connection serving files under `root`.
+    /// A connection serving files under `root`; `idle_timeout` as in
+    /// [`FileServer::with_idle_timeout`].
     pub fn new(root: Rc<Root>, idle_timeout: Duration) -> FileStream {
         FileStream {
             root,
             idle_timeout,
-            state: Download::AwaitingName { timer: None },
-            name: String::new(),
-            size: 0,
-            started: None,
+            state: Download::AwaitingName { idle: None },
+            peer: String::new(),
+            request: None,
         }
     }
 
-    /// Handles the name: starts streaming, or answers `no_file`.
+    /// AwaitingName -> Streaming or Finishing: the name has arrived.
     fn start(&mut self, cx: &mut Context<'_>, name: &[u8]) {
-        if let Download::AwaitingName { timer: Some(timer) } = self.state {
-            cx.cancel_timer(timer);
+        if let Download::AwaitingName { idle: Some(idle) } = self.state {
+            cx.cancel_timer(idle);
         }
-        self.name = String::from_utf8_lossy(name).into_owned();
-        self.started = Some(cx.now());
-        let peer = cx.peer_addr().map(ToString::to_string).unwrap_or_default();
-        let refusal = if name.len() > MAX_NAME {
-            Some("name too long".to_string())
+        let resolved = if name.len() > MAX_NAME {
+            Err(format!("name of {} bytes, over {MAX_NAME}", name.len()))
         } else {
-            match self.root.resolve(name) {
-                Ok(resolved) if resolved.kind == Kind::File => {
-                    self.size = resolved.metadata.len();
-                    debug!(
-                        "{} {peer}: sending {:?}, {} bytes",
-                        cx.key(),
-                        self.name,
-                        self.size
-                    );
-                    self.state = Download::Streaming {
-                        file: Rc::new(resolved.file),
-                        offset: 0,
-                        remaining: self.size,
-                    };
-                    return self.queue_next_region(cx);
-                }
-                Ok(_) => Some("a directory".to_string()),
-                Err(refusal) => Some(refusal.to_string()),
-            }
+            self.root
+                .resolve_file(name)
+                .map_err(|refusal| refusal.to_string())
         };
-        if let Some(why) = refusal {
-            info!("{peer} {:?}: no_file ({why})", self.name);
-            cx.send(NO_FILE);
-            self.finish(cx);
-        }
-    }
-
-    /// Queues the next region of the file, or closes after the last.
-    fn queue_next_region(&mut self, cx: &mut Context<'_>) {
-        if let Download::Streaming {
-            file,
-            offset,
-            remaining,
-        } = &mut self.state
-        {
-            let len = (*remaining).min(REGION);
-            if len > 0 && !cx.send_file(file, *offset, len) {
-                return; // the connection is going; on_close says why
+        let mut request = Request {
+            name: loggable(name),
+            answer: Answer::NoFile,
+            started: cx.now(),
+        };
+        match resolved {
+            Ok(resolved) => {
+                let size = resolved.metadata.len();
+                debug!(
+                    "{} {}: sending {:?}, {size} bytes",
+                    cx.key(),
+                    self.peer,
+                    request.name
+                );
+                request.answer = Answer::File { size };
+                self.request = Some(request);
+                self.state = Download::Streaming {
+                    file: Rc::new(resolved.file),
+                    offset: 0,
+                    remaining: size,
+                    watchdog: cx.set_timer(self.idle_timeout),
+                };
+                self.queue_regions(cx);
             }
-            *offset += len;
-            *remaining -= len;
-            if *remaining == 0 {
+            Err(why) => {
+                info!("{} {} {:?}: no_file ({why})", cx.key(), self.peer, request.name);
+                self.request = Some(request);
+                cx.send(NO_FILE);
                 self.finish(cx);
             }
         }
     }
 
+    /// Streaming: queues regions until the queue is above its high
+    /// watermark (its drain brings us back) or the file is all queued
+    /// (-> Finishing). Looping on the watermark, rather than queuing one
+    /// region per drain, keeps the download moving even when the socket
+    /// takes a whole region at once and no drain would ever come.
+    fn queue_regions(&mut self, cx: &mut Context<'_>) {
+        loop {
+            let Download::Streaming {
+                file,
+                offset,
+                remaining,
+                watchdog,
+            } = &mut self.state
+            else {
+                return;
+            };
+            if *remaining == 0 {
+                if let Some(watchdog) = watchdog.take() {
+                    cx.cancel_timer(watchdog);
+                }
+                return self.finish(cx);
+            }
+            if cx.is_above_high_water() {
+                return;
+            }
+            let len = (*remaining).min(REGION);
+            if !cx.send_file(file, *offset, len) {
+                return; // the connection failed; on_close says why
+            }
+            *offset += len;
+            *remaining -= len;
+        }
+    }
+
+    /// Streaming -> Finishing at once: the rest of the file goes into the
+    /// queue as one region (no memory), and the core's close takes over,
+    /// with its drain timeout counting every byte of progress.
+    fn queue_rest_and_close(&mut self, cx: &mut Context<'_>) {
+        if let Download::Streaming {
+            file,
+            offset,
+            remaining,
+            watchdog,
+        } = &mut self.state
+        {
+            if let Some(watchdog) = watchdog.take() {
+                cx.cancel_timer(watchdog);
+            }
+            if *remaining > 0 && !cx.send_file(file, *offset, *remaining) {
+                return;
+            }
+            *offset += *remaining;
+            *remaining = 0;
+        }
+        self.finish(cx);
+    }
+
+    /// -> Finishing: close once everything queued is flushed.
     fn finish(&mut self, cx: &mut Context<'_>) {
         self.state = Download::Finishing;
         cx.close();
@@ -202,29 +300,61 @@ impl FileStream {
 
 impl StreamHandler for FileStream {
     fn on_open(&mut self, cx: &mut Context<'_>) {
+        self.peer = cx.peer_addr().map(ToString::to_string).unwrap_or_default();
         self.state = Download::AwaitingName {
-            timer: cx.set_timer(self.idle_timeout),
+            idle: cx.set_timer(self.idle_timeout),
         };
     }
 
     fn on_data(&mut self, cx: &mut Context<'_>, data: &[u8]) -> usize {
-        if let Download::AwaitingName { .. } = self.state {
-            // Up to the first newline; a bare name is the whole first chunk.
-            let end = data.iter().position(|&b| b == b'\n').unwrap_or(data.len());
-            let name = data[..end].strip_suffix(b"\r").unwrap_or(&data[..end]);
-            self.start(cx, name);
+        match self.state {
+            Download::AwaitingName { .. } => {
+                // Up to the first newline; a bare name is the whole chunk.
+                let end = data.iter().position(|&b| b == b'\n').unwrap_or(data.len());
+                let name = data[..end].strip_suffix(b"\r").unwrap_or(&data[..end]);
+                self.start(cx, name);
+            }
+            // Bytes after the name mean nothing in this protocol.
+            Download::Streaming { .. } | Download::Finishing => {}
         }
         data.len()
     }
 
     fn on_drain(&mut self, cx: &mut Context<'_>) {
-        self.queue_next_region(cx);
+        if let Download::Streaming {
+            watchdog: Some(watchdog),
+            ..
+        } = &mut self.state
+        {
+            // A region drained: the reader is alive.
+            if !cx.reset_timer(*watchdog, self.idle_timeout) {
+                *watchdog = cx.set_timer(self.idle_timeout).unwrap_or(*watchdog);
+            }
+        }
+        self.queue_regions(cx);
     }
 
-    fn on_timer(&mut self, cx: &mut Context<'_>, _timer: TimerId) {
-        if let Download::AwaitingName { .. } = self.state {
-            debug!("{}: no name within {:?}, closing", cx.key(), self.idle_timeout);
-            self.finish(cx);
+    fn on_timer(&mut self, cx: &mut Context<'_>, timer: TimerId) {
+        match &self.state {
+            Download::AwaitingName { idle } if *idle == Some(timer) => {
+                debug!(
+                    "{} {}: no name within {:?}, closing",
+                    cx.key(),
+                    self.peer,
+                    self.idle_timeout
+                );
+                self.finish(cx);
+            }
+            Download::Streaming { watchdog, .. } if *watchdog == Some(timer) => {
+                debug!(
+                    "{} {}: nothing drained for {:?}; the rest goes to the close's drain timeout",
+                    cx.key(),
+                    self.peer,
+                    self.idle_timeout
+                );
+                self.queue_rest_and_close(cx);
+            }
+            Download::AwaitingName { .. } | Download::Streaming { .. } | Download::Finishing => {}
         }
     }
 
@@ -236,15 +366,55 @@ impl StreamHandler for FileStream {
         }
     }
 
+    fn on_shutdown(&mut self, cx: &mut Context<'_>) {
+        match self.state {
+            // Closing now would end the file early with a clean FIN, which
+            // the plain protocol cannot tell from the end of the file.
+            Download::Streaming { .. } => self.queue_rest_and_close(cx),
+            Download::AwaitingName { .. } => self.finish(cx),
+            Download::Finishing => {}
+        }
+    }
+
     fn on_close(&mut self, cx: &mut Context<'_>, reason: &CloseReason) {
-        let Some(started) = self.started else { return };
-        let peer = cx.peer_addr().map(ToString::to_string).unwrap_or_default();
-        let millis = cx.now().saturating_duration_since(started).as_millis();
-        if self.size > 0 || reason.is_error() {
+        let Some(request) = &self.request else {
+            debug!("{} {}: closed before a name: {reason}", cx.key(), self.peer);
+            return;
+        };
+        let Answer::File { size } = request.answer else {
+            return; // logged when answered
+        };
+        let millis = cx.now().saturating_duration_since(request.started).as_millis();
+        let complete = matches!(self.state, Download::Finishing)
+            && matches!(reason, CloseReason::Closed | CloseReason::PeerClosed);
+        if complete {
             info!(
-                "{peer} {:?}: {} bytes, {millis} ms, {reason}",
-                self.name, self.size
+                "{} {} {:?}: sent {size} bytes in {millis} ms",
+                cx.key(),
+                self.peer,
+                request.name
+            );
+        } else {
+            info!(
+                "{} {} {:?}: {size}-byte download cut after {millis} ms: {reason}",
+                cx.key(),
+                self.peer,
+                request.name
             );
         }
     }
+}
+
+/// A name as it may appear in a log line: lossy UTF-8, cut short.
+fn loggable(name: &[u8]) -> String {
+    let mut text = String::from_utf8_lossy(name).into_owned();
+    if text.len() > LOGGED_NAME {
+        let mut cut = LOGGED_NAME;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+        text.push('…');
+    }
+    text
 }

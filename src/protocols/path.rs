@@ -1,16 +1,23 @@
 //! Confining requested names to a served directory: [`Root`] turns a name a
-//! peer sent into an open file inside the root, or a [`Refusal`].
+//! peer sent into an open file inside the root, or a [`Refusal`] saying why
+//! not. [`Root::resolve_file`] serves regular files only (the plain file
+//! protocol); [`Root::resolve`] also opens directories (HTTP listings).
 //!
 //! Always true, for any bytes a peer sends:
-//! - nothing outside the root is ever opened for reading and returned:
-//!   names that are not UTF-8, contain NUL, are absolute, or have a `..`
-//!   component are refused before the file system is touched;
-//! - symlinks are followed, but the file finally opened must lie inside the
-//!   root. The check is made on the *opened* descriptor (its path read back
-//!   from `/proc/self/fd`), so swapping a path component for a symlink
-//!   between the check and the open does not help an attacker;
-//! - opening never blocks the loop: files are opened with `O_NONBLOCK`, so a
-//!   FIFO placed in the root is refused instead of waiting for a writer.
+//! - names that are empty, not UTF-8, contain NUL, are absolute, or have a
+//!   `..` component are refused before the file system is touched;
+//! - nothing outside the root is returned: symlinks are followed, but the
+//!   file finally opened must lie inside the root (a symlink from inside to
+//!   inside is fine, one resolving outside is refused);
+//! - the checks are made on the *open descriptor*, not on the name: its
+//!   real path is read back from `/proc/self/fd` and its type and size come
+//!   from `fstat`, so swapping a path component for a symlink, or a file
+//!   for a directory, between a check and the open does not help an
+//!   attacker (on systems without `/proc` the path check falls back to
+//!   `canonicalize`, which is open to that race);
+//! - opening never blocks the loop: files are opened with `O_NONBLOCK` (and
+//!   `O_NOCTTY`), so a FIFO placed in the root is refused instead of waiting
+//!   for a writer.
 //!
 //! The plain file protocol and the HTTP handler share this code, so both
 //! follow the same rules.
@@ -22,7 +29,8 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Component, Path, PathBuf};
 
-/// A directory whose contents may be served.
+/// A directory whose contents may be served, resolved once (at startup) to
+/// its real path.
 #[derive(Debug, Clone)]
 pub struct Root {
     dir: PathBuf,
@@ -42,7 +50,7 @@ pub enum Kind {
 pub struct Resolved {
     /// The open file or directory.
     pub file: File,
-    /// Its metadata, from the open descriptor.
+    /// Its metadata, from the open descriptor (`fstat`), not from the name.
     pub metadata: Metadata,
     /// Its real path (inside the root).
     pub path: PathBuf,
@@ -53,6 +61,8 @@ pub struct Resolved {
 /// Why a name is not served.
 #[derive(Debug)]
 pub enum Refusal {
+    /// The name is empty (the root itself is `.`).
+    Empty,
     /// The name is not UTF-8.
     NotUtf8,
     /// The name contains a NUL byte.
@@ -61,10 +71,14 @@ pub enum Refusal {
     Absolute,
     /// The name has a `..` component.
     Parent,
-    /// Nothing by that name (or it cannot be opened).
+    /// It could not be opened: missing ([`io::ErrorKind::NotFound`]), no
+    /// permission, a dangling symlink.
     NotFound(io::Error),
-    /// The name resolves to something outside the root (a symlink).
+    /// The name resolves to something outside the root (through a symlink).
     OutsideRoot,
+    /// A directory, where only regular files are served
+    /// ([`Root::resolve_file`]).
+    IsDirectory,
     /// Neither a regular file nor a directory (a FIFO, a device, a socket).
     NotServable,
 }
@@ -72,26 +86,29 @@ pub enum Refusal {
 impl fmt::Display for Refusal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            Refusal::Empty => f.write_str("empty name"),
             Refusal::NotUtf8 => f.write_str("name is not UTF-8"),
             Refusal::Nul => f.write_str("name contains NUL"),
             Refusal::Absolute => f.write_str("absolute name"),
             Refusal::Parent => f.write_str("name leaves the root with .."),
-            Refusal::NotFound(err) => write!(f, "not found: {err}"),
+            Refusal::NotFound(err) => write!(f, "cannot open: {err}"),
             Refusal::OutsideRoot => f.write_str("resolves outside the root"),
+            Refusal::IsDirectory => f.write_str("a directory"),
             Refusal::NotServable => f.write_str("not a regular file or directory"),
         }
     }
 }
 
 impl Root {
-    /// The root at `dir`, resolved once to its real path.
+    /// The root at `dir`, resolved once to its real path, so later checks
+    /// compare real paths with real paths.
     ///
     /// # Errors
     ///
     /// `dir` does not exist or is not a directory.
     pub fn new(dir: impl AsRef<Path>) -> io::Result<Root> {
         let dir = std::fs::canonicalize(dir.as_ref())?;
-        if !dir.is_dir() {
+        if !std::fs::metadata(&dir)?.is_dir() {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a directory"));
         }
         Ok(Root { dir })
@@ -102,8 +119,23 @@ impl Root {
         &self.dir
     }
 
-    /// Resolves a name relative to the root and opens it. The empty name
-    /// (or `.`) is the root itself.
+    /// Resolves a name relative to the root and opens it, if it is a
+    /// regular file: what the plain file protocol serves.
+    ///
+    /// # Errors
+    ///
+    /// A [`Refusal`] saying why the name is not served; a directory is
+    /// [`Refusal::IsDirectory`].
+    pub fn resolve_file(&self, name: &[u8]) -> Result<Resolved, Refusal> {
+        let resolved = self.resolve(name)?;
+        match resolved.kind {
+            Kind::File => Ok(resolved),
+            Kind::Dir => Err(Refusal::IsDirectory),
+        }
+    }
+
+    /// Resolves a name relative to the root and opens it, if it is a
+    /// regular file or a directory (for listings). The root itself is `.`.
     ///
     /// # Errors
     ///
@@ -113,10 +145,12 @@ impl Root {
         let joined = self.dir.join(relative);
         let file = OpenOptions::new()
             .read(true)
-            .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+            .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC)
             .open(&joined)
             .map_err(Refusal::NotFound)?;
         let path = opened_path(&file, &joined).map_err(Refusal::NotFound)?;
+        // `Path::starts_with` compares whole components: `/srv/www-old`
+        // is not inside `/srv/www`.
         if !path.starts_with(&self.dir) {
             return Err(Refusal::OutsideRoot);
         }
@@ -140,6 +174,9 @@ impl Root {
 /// Checks a name's form without touching the file system, and returns it
 /// as a relative path.
 fn check_name(name: &[u8]) -> Result<&Path, Refusal> {
+    if name.is_empty() {
+        return Err(Refusal::Empty);
+    }
     let name = std::str::from_utf8(name).map_err(|_| Refusal::NotUtf8)?;
     if name.contains('\0') {
         return Err(Refusal::Nul);
@@ -156,7 +193,7 @@ fn check_name(name: &[u8]) -> Result<&Path, Refusal> {
 }
 
 /// The real path of an open descriptor: read back from `/proc/self/fd` on
-/// Linux, where that is the file actually opened; elsewhere the
+/// Linux, where it names the file actually opened; elsewhere the
 /// canonicalized name.
 fn opened_path(file: &File, opened_as: &Path) -> io::Result<PathBuf> {
     match std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd())) {
@@ -169,6 +206,7 @@ fn opened_path(file: &File, opened_as: &Path) -> io::Result<PathBuf> {
 mod tests {
     use super::*;
 
+    /// A temporary directory with `a.txt` and `sub/b.txt`, removed on drop.
     struct TempRoot(PathBuf);
 
     impl TempRoot {
@@ -177,7 +215,7 @@ mod tests {
             let _ = std::fs::remove_dir_all(&dir);
             std::fs::create_dir_all(dir.join("sub")).expect("temp root");
             std::fs::write(dir.join("a.txt"), b"a").expect("file");
-            std::fs::write(dir.join("sub/b.txt"), b"b").expect("file");
+            std::fs::write(dir.join("sub/b.txt"), b"bb").expect("file");
             TempRoot(dir)
         }
     }
@@ -193,27 +231,90 @@ mod tests {
     }
 
     #[test]
-    fn files_and_directories_inside_resolve() {
+    fn regular_files_inside_resolve_with_metadata_from_the_descriptor() {
         let temp = TempRoot::new("inside");
         let root = Root::new(&temp.0).expect("root");
-        assert_eq!(root.resolve(b"a.txt").expect("file").kind, Kind::File);
-        assert_eq!(root.resolve(b"sub/b.txt").expect("file").metadata.len(), 1);
-        assert_eq!(root.resolve(b"./sub/./b.txt").expect("file").kind, Kind::File);
-        assert_eq!(root.resolve(b"sub").expect("dir").kind, Kind::Dir);
-        assert_eq!(root.resolve(b"").expect("root").kind, Kind::Dir);
+        let a = root.resolve_file(b"a.txt").expect("file");
+        assert_eq!((a.kind, a.metadata.len()), (Kind::File, 1));
+        assert_eq!(a.path, root.dir().join("a.txt"));
+        assert_eq!(root.resolve_file(b"sub/b.txt").expect("file").metadata.len(), 2);
+        assert_eq!(
+            root.resolve_file(b"./sub/./b.txt").expect("file").metadata.len(),
+            2
+        );
     }
 
     #[test]
-    fn malformed_names_are_refused_before_the_file_system() {
-        let temp = TempRoot::new("malformed");
+    fn directories_resolve_only_where_allowed() {
+        let temp = TempRoot::new("dirs");
+        let root = Root::new(&temp.0).expect("root");
+        assert_eq!(root.resolve(b"sub").expect("dir").kind, Kind::Dir);
+        assert_eq!(root.resolve(b"sub/").expect("dir").kind, Kind::Dir);
+        assert_eq!(root.resolve(b".").expect("the root").path, root.dir());
+        assert!(matches!(root.resolve_file(b"sub"), Err(Refusal::IsDirectory)));
+        assert!(matches!(root.resolve_file(b"."), Err(Refusal::IsDirectory)));
+    }
+
+    #[test]
+    fn empty_name_is_refused() {
+        let temp = TempRoot::new("empty");
+        let root = Root::new(&temp.0).expect("root");
+        assert!(matches!(refusal(&root, b""), Refusal::Empty));
+        assert!(matches!(root.resolve_file(b""), Err(Refusal::Empty)));
+    }
+
+    #[test]
+    fn non_utf8_name_is_refused() {
+        let temp = TempRoot::new("utf8");
         let root = Root::new(&temp.0).expect("root");
         assert!(matches!(refusal(&root, b"\xff\xfe"), Refusal::NotUtf8));
+        assert!(matches!(refusal(&root, b"a\xc3"), Refusal::NotUtf8));
+    }
+
+    #[test]
+    fn nul_anywhere_in_the_name_is_refused() {
+        let temp = TempRoot::new("nul");
+        let root = Root::new(&temp.0).expect("root");
         assert!(matches!(refusal(&root, b"a.txt\0"), Refusal::Nul));
+        assert!(matches!(refusal(&root, b"\0a.txt"), Refusal::Nul));
+        assert!(matches!(refusal(&root, b"sub\0/b.txt"), Refusal::Nul));
+    }
+
+    #[test]
+    fn absolute_name_is_refused() {
+        let temp = TempRoot::new("absolute");
+        let root = Root::new(&temp.0).expect("root");
         assert!(matches!(refusal(&root, b"/etc/passwd"), Refusal::Absolute));
+        let inside = root.dir().join("a.txt");
+        let inside = inside.to_str().expect("utf-8").as_bytes();
+        assert!(
+            matches!(refusal(&root, inside), Refusal::Absolute),
+            "even when it names a file inside the root"
+        );
+    }
+
+    #[test]
+    fn parent_component_is_refused_wherever_it_is() {
+        let temp = TempRoot::new("parent");
+        let root = Root::new(&temp.0).expect("root");
+        assert!(matches!(refusal(&root, b".."), Refusal::Parent));
         assert!(matches!(refusal(&root, b"../a.txt"), Refusal::Parent));
+        assert!(matches!(refusal(&root, b"sub/../a.txt"), Refusal::Parent));
         assert!(matches!(refusal(&root, b"sub/../../a.txt"), Refusal::Parent));
         assert!(matches!(refusal(&root, b"sub/.."), Refusal::Parent));
-        assert!(matches!(refusal(&root, b"missing"), Refusal::NotFound(_)));
+        // Dots that are not a whole component are ordinary names.
+        assert!(matches!(refusal(&root, b"..a"), Refusal::NotFound(_)));
+    }
+
+    #[test]
+    fn missing_name_is_not_found() {
+        let temp = TempRoot::new("missing");
+        let root = Root::new(&temp.0).expect("root");
+        match refusal(&root, b"missing") {
+            Refusal::NotFound(err) => assert_eq!(err.kind(), io::ErrorKind::NotFound),
+            other => panic!("{other}"),
+        }
+        assert!(matches!(refusal(&root, b"a.txt/x"), Refusal::NotFound(_)));
     }
 
     #[test]
@@ -222,14 +323,51 @@ mod tests {
         let outside = TempRoot::new("symlink-outside");
         std::os::unix::fs::symlink(outside.0.join("a.txt"), temp.0.join("escape")).expect("symlink");
         std::os::unix::fs::symlink(&outside.0, temp.0.join("escape-dir")).expect("symlink");
+        std::os::unix::fs::symlink("/", temp.0.join("slash")).expect("symlink");
         std::os::unix::fs::symlink(temp.0.join("sub/b.txt"), temp.0.join("inside")).expect("symlink");
+        std::os::unix::fs::symlink("sub/b.txt", temp.0.join("relative")).expect("symlink");
+        std::os::unix::fs::symlink("sub", temp.0.join("subdir")).expect("symlink");
         let root = Root::new(&temp.0).expect("root");
         assert!(matches!(refusal(&root, b"escape"), Refusal::OutsideRoot));
         assert!(matches!(
             refusal(&root, b"escape-dir/a.txt"),
             Refusal::OutsideRoot
         ));
-        assert_eq!(root.resolve(b"inside").expect("followed").metadata.len(), 1);
+        assert!(matches!(refusal(&root, b"escape-dir"), Refusal::OutsideRoot));
+        assert!(matches!(
+            refusal(&root, b"slash/etc/passwd"),
+            Refusal::OutsideRoot
+        ));
+        for name in [&b"inside"[..], b"relative", b"subdir/b.txt"] {
+            let resolved = root.resolve_file(name).expect("followed");
+            assert_eq!(resolved.path, root.dir().join("sub/b.txt"));
+        }
+    }
+
+    #[test]
+    fn sibling_directory_sharing_the_prefix_is_outside() {
+        let temp = TempRoot::new("prefix");
+        let sibling = PathBuf::from(format!("{}-old", temp.0.display()));
+        std::fs::create_dir_all(&sibling).expect("sibling");
+        std::fs::write(sibling.join("secret"), b"s").expect("file");
+        std::os::unix::fs::symlink(sibling.join("secret"), temp.0.join("secret")).expect("symlink");
+        let root = Root::new(&temp.0).expect("root");
+        let refused = refusal(&root, b"secret");
+        let _ = std::fs::remove_dir_all(&sibling);
+        assert!(matches!(refused, Refusal::OutsideRoot));
+    }
+
+    #[test]
+    fn root_named_through_a_symlink_still_confines() {
+        let temp = TempRoot::new("rootlink");
+        let link = PathBuf::from(format!("{}-link", temp.0.display()));
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(&temp.0, &link).expect("symlink");
+        let root = Root::new(&link);
+        let _ = std::fs::remove_file(&link);
+        let root = root.expect("root");
+        assert_eq!(root.dir(), std::fs::canonicalize(&temp.0).expect("real"));
+        assert_eq!(root.resolve_file(b"a.txt").expect("file").metadata.len(), 1);
     }
 
     #[test]
@@ -244,7 +382,7 @@ mod tests {
     }
 
     #[test]
-    fn root_must_be_a_directory() {
+    fn root_must_be_an_existing_directory() {
         let temp = TempRoot::new("rootfile");
         assert!(Root::new(temp.0.join("a.txt")).is_err());
         assert!(Root::new(temp.0.join("missing")).is_err());
