@@ -5,7 +5,6 @@ mod common;
 
 use std::net::{SocketAddr, UdpSocket};
 use std::os::unix::net::UnixDatagram;
-use std::path::PathBuf;
 
 use common::*;
 use evloop::protocols::echo::EchoDatagram;
@@ -60,25 +59,6 @@ fn udp_echo_over_ipv6_for_several_clients_up_to_the_largest_datagram() {
         return;
     }
     udp_echo_for_several_clients("[::1]:0");
-}
-
-/// A directory of this test's own, removed when dropped (even on failure).
-struct TempDir(PathBuf);
-
-impl TempDir {
-    #[track_caller]
-    fn new(name: &str) -> TempDir {
-        let path = std::env::temp_dir().join(format!("evloop-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&path);
-        std::fs::create_dir_all(&path).expect("temp dir");
-        TempDir(path)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 #[test]

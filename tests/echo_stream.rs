@@ -78,25 +78,6 @@ fn ten_mib_echo_round_trip_over_ipv6() {
     assert_eq!(server.shutdown(STEP), 0);
 }
 
-/// A directory of this test's own, removed when dropped (even on failure).
-struct TempDir(PathBuf);
-
-impl TempDir {
-    #[track_caller]
-    fn new(name: &str) -> TempDir {
-        let path = std::env::temp_dir().join(format!("evloop-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&path);
-        std::fs::create_dir_all(&path).expect("temp dir");
-        TempDir(path)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 #[test]
 fn ten_mib_echo_round_trip_over_a_unix_stream_socket() {
     let dir = TempDir::new("echo-unix");

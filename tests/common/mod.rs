@@ -309,3 +309,23 @@ impl Drop for ServerProcess {
         }
     }
 }
+
+/// A directory of the test's own, removed when dropped (even on failure).
+pub struct TempDir(pub std::path::PathBuf);
+
+impl TempDir {
+    /// Makes `evloop-NAME-PID` under the system's temp directory, empty.
+    #[track_caller]
+    pub fn new(name: &str) -> TempDir {
+        let path = std::env::temp_dir().join(format!("evloop-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).expect("temp dir");
+        TempDir(path)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
