@@ -7,7 +7,6 @@ mod common;
 use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::os::unix::net::UnixStream;
-use std::path::PathBuf;
 
 use common::*;
 use evloop::protocols::echo::Echo;
