@@ -64,3 +64,30 @@ fn address_in_use_is_one_line_naming_it() {
     assert!(stderr.contains(&addr), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+#[test]
+fn echo_server_on_a_unix_socket_and_ipv6() {
+    let dir = TempDir::new("echo-example-unix");
+    let path = dir.0.join("echo.sock");
+    let path_arg = path.to_str().expect("utf-8 path");
+    let ipv6 = std::net::TcpListener::bind("[::1]:0").is_ok();
+    let mut args = vec!["--unix", path_arg];
+    if ipv6 {
+        args.extend(["--tcp", "[::1]:0"]);
+    }
+    let mut server = ServerProcess::start("echo", &args, if ipv6 { 2 } else { 1 });
+    assert_eq!(server.addr("unix"), path_arg);
+    let mut unix = std::os::unix::net::UnixStream::connect(&path).expect("connect unix");
+    unix.set_read_timeout(Some(STEP)).expect("timeout");
+    write_all(&mut unix, b"over a path");
+    assert_eq!(read_exact(&mut unix, 11), b"over a path");
+    unix.shutdown(Shutdown::Write).expect("half-close");
+    assert_eq!(read_to_end(&mut unix), b"");
+    if ipv6 {
+        let mut v6 = connect(server.socket_addr("tcp"));
+        write_all(&mut v6, b"v6");
+        assert_eq!(read_exact(&mut v6, 2), b"v6");
+    }
+    assert!(server.terminate().success());
+    assert!(!path.exists(), "the socket file is removed at exit");
+}
