@@ -7,9 +7,9 @@
 //! reached. What it cannot: it has no length header, so a server that
 //! closes *normally* in the middle of a file is indistinguishable from a
 //! shorter file, and a file whose content is exactly `no_file` reads as a
-//! refusal. The server resets a stalled download and one cut by the
-//! shutdown deadline, so those are detected; a file that shrinks while it
-//! is sent currently ends with a plain FIN from the core (not detectable).
+//! refusal. The server resets a stalled download, one cut by the
+//! shutdown deadline and one whose file shrinks while it is sent (the
+//! core resets on a write error), so those are detected.
 mod common;
 
 use std::io::{Read, Write};
@@ -158,4 +158,26 @@ fn unreachable_server_fails_and_leaves_no_file() {
         1
     );
     assert_eq!(out_dir.entries(), Vec::<String>::new());
+}
+
+#[test]
+fn content_that_only_starts_like_no_file_is_a_file() {
+    let root = Dir::new("prefix-root");
+    std::fs::write(root.0.join("notes.txt"), b"no_file, but more").expect("file");
+    let server = ServerProcess::start(
+        "file_server",
+        &["--tcp", "127.0.0.1:0", "--root", root.0.to_str().expect("utf-8")],
+        1,
+    );
+    let out_dir = Dir::new("prefix-out");
+    let saved = client(&server.addr("tcp"), "notes.txt", &out_dir.0.join("notes.txt"));
+    assert!(
+        saved.status.success(),
+        "{}",
+        String::from_utf8_lossy(&saved.stderr)
+    );
+    assert_eq!(
+        std::fs::read(out_dir.0.join("notes.txt")).expect("saved"),
+        b"no_file, but more"
+    );
 }

@@ -302,3 +302,60 @@ fn sigterm_during_downloads_exits_zero() {
     drop(client);
     assert!(server.terminate().success());
 }
+
+#[test]
+fn name_of_exactly_1024_bytes_is_served() {
+    let tree = Tree::new("maxname");
+    // A component is at most 255 bytes: four directories of 200 bytes
+    // (with their slashes, 804) and a 220-byte file make 1024.
+    let dirs = vec!["d".repeat(200); 4].join("/");
+    let name = format!("{dirs}/{}", "f".repeat(220));
+    assert_eq!(name.len(), 1024);
+    std::fs::create_dir_all(tree.0.join(&dirs)).expect("deep directories");
+    std::fs::write(tree.0.join(&name), b"at the limit\n").expect("file");
+    let server = tree.serve();
+    let addr = server.socket_addr("tcp");
+    assert_eq!(python_style_get(addr, name.as_bytes()), b"at the limit\n");
+    // The line ending is not part of the name, so it does not count.
+    let crlf = format!("{name}\r\n");
+    assert_eq!(python_style_get(addr, crlf.as_bytes()), b"at the limit\n");
+}
+
+#[test]
+fn client_that_half_closes_after_its_name_still_gets_the_file() {
+    let tree = Tree::new("halfclose");
+    let server = tree.serve();
+    let mut stream = connect(server.socket_addr("tcp"));
+    write_all(&mut stream, b"hello.txt\n");
+    stream
+        .shutdown(std::net::Shutdown::Write)
+        .expect("shutdown write");
+    assert_eq!(read_to_end(&mut stream), b"hello, file\n");
+}
+
+#[test]
+fn every_answer_releases_its_file_and_socket() {
+    let tree = Tree::new("fds");
+    let outside = Tree::new("fds-outside");
+    std::os::unix::fs::symlink(outside.0.join("hello.txt"), tree.0.join("escape")).expect("symlink");
+    let server = tree.serve();
+    let addr = server.socket_addr("tcp");
+    let baseline = server.fd_count();
+    for _ in 0..5 {
+        assert_eq!(python_style_get(addr, b"hello.txt"), b"hello, file\n");
+        assert_eq!(python_style_get(addr, b"sub"), b"no_file");
+        assert_eq!(python_style_get(addr, b"escape"), b"no_file");
+        assert_eq!(python_style_get(addr, b"missing"), b"no_file");
+    }
+    // The server closes its side after the client's FIN arrives: poll,
+    // bounded, until every descriptor is back.
+    let deadline = std::time::Instant::now() + STEP;
+    while server.fd_count() != baseline {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} descriptors open, {baseline} before",
+            server.fd_count()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}

@@ -308,12 +308,7 @@ impl StreamHandler for FileStream {
 
     fn on_data(&mut self, cx: &mut Context<'_>, data: &[u8]) -> usize {
         match self.state {
-            Download::AwaitingName { .. } => {
-                // Up to the first newline; a bare name is the whole chunk.
-                let end = data.iter().position(|&b| b == b'\n').unwrap_or(data.len());
-                let name = data[..end].strip_suffix(b"\r").unwrap_or(&data[..end]);
-                self.start(cx, name);
-            }
+            Download::AwaitingName { .. } => self.start(cx, name_in(data)),
             // Bytes after the name mean nothing in this protocol.
             Download::Streaming { .. } | Download::Finishing => {}
         }
@@ -405,6 +400,17 @@ impl StreamHandler for FileStream {
     }
 }
 
+/// The name in the first chunk of input: up to the first `\n`, or the
+/// whole chunk for a client that sends a bare name and waits; a `\r`
+/// before the `\n` is not part of it.
+fn name_in(chunk: &[u8]) -> &[u8] {
+    let line = match chunk.iter().position(|&b| b == b'\n') {
+        Some(end) => &chunk[..end],
+        None => chunk,
+    };
+    line.strip_suffix(b"\r").unwrap_or(line)
+}
+
 /// A name as it may appear in a log line: lossy UTF-8, cut short.
 fn loggable(name: &[u8]) -> String {
     let mut text = String::from_utf8_lossy(name).into_owned();
@@ -417,4 +423,37 @@ fn loggable(name: &[u8]) -> String {
         text.push('…');
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn name_is_the_first_line_or_the_whole_chunk() {
+        let cases: [(&[u8], &[u8]); 9] = [
+            (b"report.pdf", b"report.pdf"),
+            (b"report.pdf\n", b"report.pdf"),
+            (b"report.pdf\r\n", b"report.pdf"),
+            (b"report.pdf\nmore\nlines", b"report.pdf"),
+            (b"report.pdf\r", b"report.pdf"),
+            (b"a\rb\n", b"a\rb"),
+            (b"report.pdf\r\r\n", b"report.pdf\r"),
+            (b"\n", b""),
+            (b"", b""),
+        ];
+        for (chunk, name) in cases {
+            assert_eq!(name_in(chunk), name, "{:?}", String::from_utf8_lossy(chunk));
+        }
+    }
+
+    #[test]
+    fn logged_names_are_cut_on_a_character_boundary() {
+        assert_eq!(loggable(b"short"), "short");
+        let long = "é".repeat(LOGGED_NAME);
+        let logged = loggable(long.as_bytes());
+        assert!(logged.len() <= LOGGED_NAME + '…'.len_utf8());
+        assert!(logged.ends_with('…'));
+        assert_eq!(loggable(b"\xffx"), "\u{fffd}x");
+    }
 }
