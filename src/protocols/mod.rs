@@ -6,9 +6,11 @@
 //! | [`chat`] | one chat room over streams and datagrams, lines broadcast once-encoded |
 //! | [`echo`] | every byte (stream) or datagram back to its sender |
 //! | [`file`](mod@file) | file streaming over plain TCP: a name in, the file's bytes out |
+//! | [`http`] | HTTP/1.1 building blocks: request heads, ranges, dates, content types, listings |
 //! | [`path`] | confining requested names to a served directory |
 
 pub mod chat;
 pub mod echo;
 pub mod file;
+pub mod http;
 pub mod path;

@@ -1,0 +1,13 @@
+//! The IO-free building blocks of HTTP/1.1 file serving: request heads
+//! (parsed with `httparse`), byte ranges (RFC 9110 §14), HTTP dates
+//! (RFC 9110 §5.6.7), content types, and HTML directory listings.
+//!
+//! Each is a pure function over bytes or values, tested on its own; names
+//! decoded from a request go through [`crate::protocols::path::Root`], the
+//! same confinement as the plain file protocol.
+
+pub mod date;
+pub mod listing;
+pub mod mime;
+pub mod range;
+pub mod request;
