@@ -74,3 +74,34 @@ fn unreachable_server_is_an_error() {
     assert_ne!(out.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&out.stderr).contains("refused"));
 }
+
+#[test]
+fn end_of_stdin_ends_the_client_even_if_the_server_stays_open() {
+    // A server that reads everything and never closes: the client must
+    // still deliver what was typed and exit, after its short grace.
+    let server = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = server.local_addr().expect("addr").to_string();
+    let mut client = Command::new(example_path("chat_client"))
+        .arg(&addr)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn chat_client");
+    let (mut conn, _) = server.accept().expect("accept");
+    conn.set_read_timeout(Some(STEP)).expect("timeout");
+    let mut stdin = client.stdin.take().expect("stdin");
+    stdin.write_all(b"one\ntwo\n").expect("type");
+    drop(stdin);
+    // The client's FIN follows what was typed.
+    assert_eq!(read_to_end(&mut conn), b"one\ntwo\n");
+    let deadline = std::time::Instant::now() + STEP;
+    let status = loop {
+        if let Some(status) = client.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(std::time::Instant::now() < deadline, "chat_client did not exit");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(0));
+    drop(conn); // held open until the client had gone
+}

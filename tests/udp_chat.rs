@@ -134,3 +134,28 @@ fn end_of_stdin_ends_the_program() {
     drop(a.stdin.take());
     assert_eq!(a.exit_code(), Some(0));
 }
+
+#[test]
+fn stdin_redirected_from_a_file_is_sent_line_by_line() {
+    // epoll refuses regular files; the program feeds the file through a
+    // pipe instead, still on one thread.
+    let path = std::env::temp_dir().join(format!("udp_chat_stdin_{}.txt", std::process::id()));
+    std::fs::write(&path, "from a file\nsecond line\n").expect("write stdin file");
+    let listener = UdpSocket::bind("127.0.0.1:0").expect("bind the peer");
+    listener.set_read_timeout(Some(STEP)).expect("timeout");
+    let peer = listener.local_addr().expect("addr").to_string();
+    let file = std::fs::File::open(&path).expect("open stdin file");
+    let out = Command::new(example_path("udp_chat"))
+        .args(["--bind", &free_udp_addr(), "--peer", &peer])
+        .stdin(Stdio::from(file))
+        .output()
+        .expect("run udp_chat");
+    let _ = std::fs::remove_file(&path);
+    assert_eq!(out.status.code(), Some(0), "end of the file ends the program");
+    assert!(out.stdout.is_empty(), "nothing on stdout: {:?}", out.stdout);
+    let mut buf = [0; 64];
+    let n = listener.recv(&mut buf).expect("first datagram");
+    assert_eq!(&buf[..n], b"from a file");
+    let n = listener.recv(&mut buf).expect("second datagram");
+    assert_eq!(&buf[..n], b"second line");
+}

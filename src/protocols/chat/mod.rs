@@ -11,11 +11,11 @@
 //! A stream member's life:
 //!
 //! ```text
-//!  (accepted) --room full---------------------> Refused  (sent "* error: room is full", closing)
-//!  (accepted) --room has space----------------> Active   (welcomed, others told "joined")
-//!  Active     --line--------------------------> Active   (idle timer pushed back)
-//!  Active     --/quit, line too long, idle----> Left     (others told "left", closing)
-//!  Active     --peer closed, error, output cap-> Left    (others told "left")
+//!  Connecting --on_open, room full---------------> Refused  (sent "* error: room is full", closing)
+//!  Connecting --on_open, room has space----------> Active   (welcomed, others told "joined")
+//!  Active     --line-----------------------------> Active   (idle timer pushed back)
+//!  Active     --/quit, line too long, idle-------> Left     (others told "left", closing)
+//!  Active     --peer closed, error, output cap---> Left     (others told "left")
 //! ```
 //!
 //! A datagram peer's life:
