@@ -371,3 +371,113 @@ fn sigterm_closes_every_member_and_exits_zero() {
     let status = server.wait();
     assert!(status.success(), "{status:?}");
 }
+
+#[test]
+fn left_is_announced_exactly_once_whatever_the_reason() {
+    let server = chat(&["--max-line", "64"]);
+    let mut watcher = Member::join(&server);
+    let mut others: Vec<Member> = (0..4).map(|_| Member::join(&server)).collect();
+    for other in &others {
+        watcher.expect(&format!("* {} joined", other.nick));
+    }
+    let nicks: Vec<String> = others.iter().map(|m| m.nick.clone()).collect();
+    let reset = others.pop().expect("four");
+    let closer = others.pop().expect("three");
+    let mut long = others.pop().expect("two");
+    let mut quitter = others.pop().expect("one");
+    quitter.say("/quit");
+    long.say(&"x".repeat(65));
+    closer.writer.shutdown(std::net::Shutdown::Both).expect("close");
+    // A reset: SO_LINGER with a zero timeout makes close send RST.
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: setsockopt on a live socket owned by `reset.writer`, with a
+    // properly initialised `linger` of the size passed.
+    let rc = unsafe {
+        libc::setsockopt(
+            std::os::fd::AsRawFd::as_raw_fd(&reset.writer),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&linger as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0, "SO_LINGER");
+    drop(reset);
+    // Each of the four left once: four notices, in any order, then nothing.
+    let mut seen: Vec<String> = (0..4).map(|_| watcher.line()).collect();
+    seen.sort();
+    let mut want: Vec<String> = nicks.iter().map(|n| format!("* {n} left")).collect();
+    want.sort();
+    assert_eq!(seen, want);
+    watcher.expect_silence();
+    // Each was told why before the close, after the joins it saw.
+    let last = |m: &mut Member| m.until_closed().last().cloned();
+    assert_eq!(last(&mut quitter).as_deref(), Some("* bye"));
+    assert_eq!(last(&mut long).as_deref(), Some("* error: line too long"));
+    drop(closer);
+}
+
+#[test]
+fn a_line_too_long_is_refused_before_its_newline_arrives() {
+    let server = chat(&["--max-line", "64"]);
+    let mut alice = Member::join(&server);
+    let mut bob = Member::join(&server);
+    alice.expect(&format!("* {} joined", bob.nick));
+    // 65 bytes and no newline yet: already over the limit.
+    bob.writer.write_all(&[b'z'; 65]).expect("write");
+    assert_eq!(bob.until_closed(), ["* error: line too long"]);
+    alice.expect(&format!("* {} left", bob.nick));
+}
+
+#[test]
+fn a_max_line_above_a_mebibyte_is_honoured() {
+    // Past the reactor's default cap on unconsumed input (1 MiB): the chat's
+    // listener options make room for a partial line of --max-line.
+    let server = chat(&["--max-line", "2000000"]);
+    let mut alice = Member::join(&server);
+    let mut bob = Member::join(&server);
+    alice.expect(&format!("* {} joined", bob.nick));
+    let long = "l".repeat(1_500_000);
+    let writer = bob.writer.try_clone().expect("clone");
+    let sent = long.clone();
+    let sender = std::thread::spawn(move || {
+        let mut writer = writer;
+        writer.write_all(sent.as_bytes()).expect("write");
+        writer.write_all(b"\n").expect("write");
+    });
+    assert_eq!(alice.line(), format!("{}: {long}", bob.nick));
+    sender.join().expect("sender");
+    bob.say("still here");
+    alice.expect(&format!("{}: still here", bob.nick));
+}
+
+#[test]
+fn crlf_lines_and_commands_work() {
+    let server = chat(&[]);
+    let mut alice = Member::join(&server);
+    let mut bob = Member::join(&server);
+    alice.expect(&format!("* {} joined", bob.nick));
+    bob.writer.write_all(b"/nick bob\r\nhi there\r\n").expect("write");
+    let renamed = format!("* {} is now bob", bob.nick);
+    alice.expect(&renamed);
+    bob.expect(&renamed);
+    alice.expect("bob: hi there");
+    alice.writer.write_all(b"/who\r\n").expect("write");
+    alice.expect(&format!("* online: {} bob", alice.nick));
+}
+
+#[test]
+fn a_datagram_with_line_breaks_inside_is_still_one_line() {
+    let server = chat(&["--udp", "127.0.0.1:0"]);
+    let mut alice = Member::join(&server);
+    let udp = Datagram::bind(&server, "127.0.0.1:0").expect("bind");
+    // Without care, the second half would reach alice as a forged notice.
+    udp.say(&format!("hi\n* {} left\n", alice.nick));
+    assert_eq!(udp.line(), format!("* welcome {}", udp.nick));
+    alice.expect(&format!("* {} joined", udp.nick));
+    alice.expect(&format!("{}: hi * {} left", udp.nick, alice.nick));
+    alice.expect_silence();
+}

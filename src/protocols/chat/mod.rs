@@ -1,39 +1,46 @@
-//! Chat broadcast: one room, members over TCP (or Unix) streams and over
-//! datagrams, in one reactor with no locks.
+//! Chat: one room whose members are stream connections (TCP, Unix) and,
+//! optionally, datagram peers (UDP), all in one reactor, with no locks.
 //!
-//! Lines end in `\n` (a trailing `\r` is dropped); bytes that are not
-//! UTF-8 are replaced. Lines starting with `* ` are notices. Commands:
-//! `/nick NAME`, `/who`, `/quit`. See `docs/protocols.md` for the wire
-//! format. The room is shared by every handler through `Rc<RefCell<_>>`:
-//! handlers run one at a time on the reactor's thread, and a context call
-//! never runs another handler, so a borrow never meets another.
+//! Lines end in `\n` (a trailing `\r` is dropped); bytes that are not UTF-8
+//! are replaced, never fatal. Lines from the room that start with `* ` are
+//! notices. Commands: `/nick NAME`, `/who`, `/quit`; anything else is said
+//! to the other members as `NICK: TEXT`. The wire format, notices and limits
+//! are in `docs/protocols.md`.
 //!
-//! A stream member's life:
+//! How it fits together: [`Chat`] holds the [`Room`] in an `Rc<RefCell<_>>`
+//! and is the listener's factory; each connection gets a [`ChatMember`], and
+//! each datagram socket a [`ChatDatagram`], all sharing the room. The room
+//! does no IO: its operations fill an [`Outbox`], which the handler delivers
+//! after releasing the room, so no borrow of it is ever held across a
+//! [`Context`] call. A line for many members is encoded once into an
+//! `Rc<[u8]>` that every stream member's write queue shares
+//! ([`Context::send_shared_to`]); a datagram member gets the same bytes
+//! without the `\n`, one datagram per line.
+//!
+//! A stream member's state ([`ChatMember`]):
 //!
 //! ```text
-//!  Connecting --on_open, room full---------------> Refused  (sent "* error: room is full", closing)
-//!  Connecting --on_open, room has space----------> Active   (welcomed, others told "joined")
-//!  Active     --line-----------------------------> Active   (idle timer pushed back)
-//!  Active     --/quit, line too long, idle-------> Left     (others told "left", closing)
-//!  Active     --peer closed, error, output cap---> Left     (others told "left")
+//!  Connecting --open, room has space-------------> Active { idle }  welcomed; others: "* NICK joined"
+//!  Connecting --open, room full-------------------> Refused         sent "* error: room is full"; closing
+//!  Active     --bytes in--------------------------> Active          idle timer pushed back; each line handled
+//!  Active     --/quit-----------------------------> Left            sent "* bye"; others: "* NICK left"; closing
+//!  Active     --line over max_line----------------> Left            sent "* error: line too long"; others told; closing
+//!  Active     --idle timer fired------------------> Left            others told; closing
+//!  Active     --peer FIN--------------------------> Left            others told; closing after the flush
+//!  Active     --reset, output cap, drain timeout--> Left            (on_close) others told
+//!  Active     --reactor shutdown------------------> Left            room closed as a whole, nobody told; closing after the flush
+//!  Refused, Left --anything-----------------------> same            input discarded; on_close does nothing
 //! ```
 //!
-//! A datagram peer's life:
-//!
-//! ```text
-//!  Stranger --datagram, room full----------> Stranger (sent "* error: room is full")
-//!  Stranger --datagram, room has space-----> Member   (welcomed, others told; then its line)
-//!  Member   --datagram---------------------> Member   (idle timer pushed back)
-//!  Member   --/quit, line too long, idle---> Stranger (others told "left")
-//!  Member   --socket closed----------------> Stranger (others told "left")
-//! ```
-//!
-//! Always true: a member's leave is announced to the others exactly once;
-//! a line for several members is encoded once and shared; the room holds
-//! only members whose connection (or socket) is still there, so it never
-//! sends to one that is gone. On a reactor shutdown the room closes: each
-//! stream member is closed after its queued output is flushed, members
-//! leave without notices (all are leaving), and no one joins.
+//! Always true:
+//! - a member's leave is announced to the others exactly once, whatever the
+//!   reason, because only the `Active -> Left` transition leaves the room
+//!   and the room ignores a second leave;
+//! - every member has one idle timer, pushed back in O(1) on each input;
+//! - a member whose unsent output passes `max_outbuf` is cut by the
+//!   reactor ([`OverflowPolicy::Close`]); the room goes on without it;
+//! - at shutdown the room empties at once, without `left` notices to
+//!   members that are themselves leaving; output already queued is flushed.
 
 mod command;
 mod room;
@@ -44,7 +51,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 pub use command::{is_valid_nick, parse, Command, MAX_NICK};
-pub use room::{MemberId, Outcome, Room};
+pub use room::{Delivery, MemberId, Outbox, Outcome, Room, RoomFull, ROOM_FULL};
 
 use crate::codec::line::{decode_line, LineStatus};
 use crate::{
@@ -55,19 +62,22 @@ use crate::{
 /// The room's limits.
 #[derive(Debug, Clone)]
 pub struct ChatConfig {
-    /// Longest line, in bytes; a longer one gets `* error: line too long`
-    /// and the member is disconnected.
+    /// Longest line, in bytes without its line end; a longer one gets
+    /// `* error: line too long` and its member is disconnected.
     pub max_line: usize,
-    /// Most unsent output for a stream member; past it the member is
+    /// Most unsent output held for a stream member; past it the member is
     /// disconnected, and the room goes on.
     pub max_outbuf: usize,
-    /// Most members; one more gets `* error: room is full`.
+    /// Most members, stream and datagram together; one more gets
+    /// `* error: room is full`.
     pub max_clients: usize,
-    /// A member silent this long is disconnected.
+    /// A member that sends nothing for this long is disconnected.
     pub idle_timeout: Duration,
 }
 
 impl Default for ChatConfig {
+    /// The contract's defaults: 4096-byte lines, 1 MiB of output, 10,000
+    /// members, 600 s of silence.
     fn default() -> Self {
         ChatConfig {
             max_line: 4096,
@@ -79,6 +89,9 @@ impl Default for ChatConfig {
 }
 
 /// A chat room, and the factory of its stream members.
+///
+/// Clones share the room: pass one clone per listener, and
+/// [`Chat::datagram_handler`] per datagram socket.
 ///
 /// ```no_run
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -97,32 +110,38 @@ pub struct Chat {
 }
 
 impl Chat {
-    /// An empty room.
+    /// An empty room with these limits.
     pub fn new(config: ChatConfig) -> Chat {
         Chat {
             room: Rc::new(RefCell::new(Room::new(config))),
         }
     }
 
-    /// Listener options that enforce `max_outbuf`: a member that does not
-    /// read is disconnected when its queue passes it.
+    /// The options its listeners need: the output cap (`max_outbuf`, a
+    /// member over it is cut), and room for a partial line of `max_line`.
+    ///
+    /// The room itself turns away members past `max_clients`, counting
+    /// datagram members too. The listener's cap, twice that, only bounds
+    /// the connections still on their way out or being turned away.
     pub fn listener_options(&self) -> ListenerOptions {
-        let max_outbuf = self.room.borrow().config.max_outbuf;
+        let room = self.room.borrow();
+        let config = room.config();
         let defaults = ConnectionOptions::default();
         ListenerOptions {
-            // The room enforces max_clients itself, counting datagram members.
-            max_connections: usize::MAX,
+            max_connections: config.max_clients.saturating_mul(2).max(64),
             connection: ConnectionOptions {
-                max_queued: max_outbuf,
+                max_queued: config.max_outbuf,
                 overflow: OverflowPolicy::Close,
-                high_water: defaults.high_water.min(max_outbuf),
-                low_water: defaults.low_water.min(max_outbuf / 4),
+                high_water: defaults.high_water.min(config.max_outbuf),
+                low_water: defaults.low_water.min(config.max_outbuf / 4),
+                // A partial line is at most max_line bytes and a `\r`.
+                max_pending_input: config.max_line.saturating_add(2),
                 ..defaults
             },
         }
     }
 
-    /// A handler that brings a datagram socket's peers into this room.
+    /// A handler that makes a datagram socket's peers members of this room.
     pub fn datagram_handler(&self) -> ChatDatagram {
         ChatDatagram {
             room: Rc::clone(&self.room),
@@ -135,6 +154,16 @@ impl Chat {
     pub fn member_count(&self) -> usize {
         self.room.borrow().len()
     }
+
+    /// Every member's nick, in the order they joined.
+    pub fn nicks(&self) -> Vec<String> {
+        self.room
+            .borrow()
+            .nicks()
+            .into_iter()
+            .map(str::to_owned)
+            .collect()
+    }
 }
 
 impl StreamFactory for Chat {
@@ -144,28 +173,27 @@ impl StreamFactory for Chat {
             phase: Phase::Connecting,
         })
     }
+
+    fn farewell(&mut self, _peer: &Addr) -> Option<Vec<u8>> {
+        Some(ROOM_FULL.to_vec())
+    }
 }
 
-/// Where a stream member stands. Every change of phase is in one of the
-/// `StreamHandler` callbacks below, named beside each variant.
+/// Where a stream member stands; the transitions are in the module docs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
-    /// Accepted, not yet opened. Leaves in `on_open`: to `Refused` if the
-    /// room is full, else to `Active`.
+    /// Accepted; `on_open` has not run yet.
     Connecting,
-    /// Turned away: the room was full. It was sent `* error: room is full`
-    /// and is closing; it never was a member, so its close tells no one.
+    /// Turned away because the room was full; closing.
     Refused,
-    /// In the room; the timer is its idle timeout, pushed back by `on_data`.
-    /// Leaves to `Left` on `/quit` or a line too long (`on_data`), on the
-    /// idle timer (`on_timer`), or on any close (`on_close`).
+    /// In the room. `idle` is its idle timer (`None` only if the timer
+    /// table was full).
     Active { idle: Option<TimerId> },
-    /// Out of the room, its leave announced; the connection is closing or
-    /// closed. Final.
+    /// Out of the room; closing or closed.
     Left,
 }
 
-/// One stream member of a [`Chat`] room.
+/// One stream member of a [`Chat`] room: a connection's handler.
 #[derive(Debug)]
 pub struct ChatMember {
     room: Rc<RefCell<Room>>,
@@ -173,13 +201,19 @@ pub struct ChatMember {
 }
 
 impl ChatMember {
-    /// Leaves the room (announced once) and closes the connection.
+    /// `Active -> Left`: out of the room (the others told, if it was still
+    /// in), the connection closed after flushing. The idle timer goes with
+    /// the connection.
     fn leave(&mut self, cx: &mut Context<'_>) {
         if let Phase::Active { idle } = self.phase {
             if let Some(timer) = idle {
                 cx.cancel_timer(timer);
             }
-            self.room.borrow_mut().leave(cx, &MemberId::Stream(cx.key()));
+            let mut out = Outbox::new();
+            self.room
+                .borrow_mut()
+                .leave(&MemberId::Stream(cx.key()), &mut out);
+            deliver(cx, &mut out);
         }
         self.phase = Phase::Left;
         cx.close();
@@ -188,22 +222,31 @@ impl ChatMember {
 
 impl StreamHandler for ChatMember {
     fn on_open(&mut self, cx: &mut Context<'_>) {
-        let mut room = self.room.borrow_mut();
-        if room.is_full() {
-            cx.send(b"* error: room is full\n");
-            self.phase = Phase::Refused;
-            return cx.close();
-        }
         // An unnamed Unix peer has no address to go by; the room makes the
         // nick unique.
         let nick = match cx.peer_addr() {
-            Some(Addr::Unix(None)) | None => "unix".to_string(),
+            Some(Addr::Unix(None)) | None => "unix".to_owned(),
             Some(addr) => addr.to_string(),
         };
-        room.join(cx, MemberId::Stream(cx.key()), nick);
-        self.phase = Phase::Active {
-            idle: cx.set_timer(room.config.idle_timeout),
+        let mut out = Outbox::new();
+        let (joined, idle_timeout) = {
+            let mut room = self.room.borrow_mut();
+            let joined = room.join(MemberId::Stream(cx.key()), nick, &mut out);
+            (joined, room.config().idle_timeout)
         };
+        match joined {
+            Ok(()) => {
+                self.phase = Phase::Active {
+                    idle: cx.set_timer(idle_timeout),
+                };
+                deliver(cx, &mut out);
+            }
+            Err(RoomFull) => {
+                self.phase = Phase::Refused;
+                cx.send(ROOM_FULL);
+                cx.close();
+            }
+        }
     }
 
     fn on_data(&mut self, cx: &mut Context<'_>, data: &[u8]) -> usize {
@@ -212,60 +255,79 @@ impl StreamHandler for ChatMember {
         };
         let (max_line, idle_timeout) = {
             let room = self.room.borrow();
-            (room.config.max_line, room.config.idle_timeout)
+            (room.config().max_line, room.config().idle_timeout)
         };
         if let Some(timer) = idle {
             cx.reset_timer(timer, idle_timeout);
         }
         let id = MemberId::Stream(cx.key());
+        let mut out = Outbox::new();
         let mut used = 0;
         loop {
-            match decode_line(&data[used..], max_line) {
-                Ok(LineStatus::Complete { line, consumed }) => {
-                    used += consumed;
-                    let outcome = self.room.borrow_mut().handle_line(cx, &id, line);
-                    if outcome == Outcome::Quit {
-                        self.phase = Phase::Left;
-                        cx.close();
-                        return data.len();
+            // Cut meanwhile (its own output over the cap): its on_close
+            // comes next and takes it out of the room; say nothing more.
+            if !cx.is_open(cx.key()) {
+                return data.len();
+            }
+            let outcome = {
+                let mut room = self.room.borrow_mut();
+                match decode_line(&data[used..], max_line) {
+                    Ok(LineStatus::Complete { line, consumed }) => {
+                        used += consumed;
+                        room.handle_line(&id, line, &mut out)
                     }
+                    Ok(LineStatus::Partial) => return used,
+                    Err(_) => room.line_too_long(&id, &mut out),
                 }
-                Ok(LineStatus::Partial) => return used,
-                Err(_) => {
-                    self.room.borrow().notice(cx, &id, "error: line too long");
-                    self.leave(cx);
-                    return data.len();
-                }
+            };
+            // One line at a time: a chunk of many lines for many members
+            // never holds more than one line's deliveries.
+            deliver(cx, &mut out);
+            if outcome == Outcome::Left {
+                self.phase = Phase::Left;
+                cx.close();
+                return data.len();
             }
         }
     }
 
-    fn on_shutdown(&mut self, cx: &mut Context<'_>) {
-        // Everyone goes now: no more notices. Queued output is flushed
-        // before the close; on_close then takes the member out of the room.
-        self.room.borrow_mut().close();
-        cx.close();
+    fn on_read_closed(&mut self, cx: &mut Context<'_>) {
+        // The peer will say nothing more: it leaves now, not after the flush.
+        self.leave(cx);
     }
 
-    fn on_timer(&mut self, cx: &mut Context<'_>, _timer: TimerId) {
-        if let Phase::Active { .. } = self.phase {
+    fn on_timer(&mut self, cx: &mut Context<'_>, timer: TimerId) {
+        if self.phase == (Phase::Active { idle: Some(timer) }) {
             self.phase = Phase::Active { idle: None };
             self.leave(cx);
         }
     }
 
+    fn on_shutdown(&mut self, cx: &mut Context<'_>) {
+        self.room.borrow_mut().close();
+        self.phase = Phase::Left;
+        cx.close();
+    }
+
     fn on_close(&mut self, cx: &mut Context<'_>, _reason: &CloseReason) {
         if let Phase::Active { .. } = self.phase {
-            self.room.borrow_mut().leave(cx, &MemberId::Stream(cx.key()));
+            let mut out = Outbox::new();
+            self.room
+                .borrow_mut()
+                .leave(&MemberId::Stream(cx.key()), &mut out);
+            deliver(cx, &mut out);
         }
         self.phase = Phase::Left;
     }
 }
 
-/// The datagram side of a [`Chat`] room: each peer address of the socket is
-/// a member, each datagram one line.
+/// The datagram side of a [`Chat`] room: each peer address of the socket
+/// is a member, each datagram one line.
 ///
-/// A peer's life, as `PeerPhase` (a peer not in `peers` is a stranger):
+/// A trailing `\n` or `\r\n` is optional; any other `\n` inside is taken
+/// as a space. Lines for a datagram member go out one datagram each,
+/// without the newline. A peer's life (a peer not in `peers` is a
+/// stranger):
 ///
 /// ```text
 ///  Stranger --datagram, room full----------> Stranger (sent "* error: room is full")
@@ -273,6 +335,7 @@ impl StreamHandler for ChatMember {
 ///  Member   --datagram---------------------> Member   (idle timer pushed back)
 ///  Member   --/quit, line too long, idle---> Stranger (others told "left")
 ///  Member   --socket closed----------------> Stranger (others told "left")
+///  any      --reactor shutdown-------------> Stranger (room closed, nobody told)
 /// ```
 #[derive(Debug)]
 pub struct ChatDatagram {
@@ -301,7 +364,17 @@ impl ChatDatagram {
         }
     }
 
-    /// Forgets a peer that left the room, and its timer.
+    /// `Stranger -> Member`: starts the idle timer of a peer that joined.
+    fn admit(&mut self, cx: &mut Context<'_>, addr: &Addr, idle_timeout: Duration) {
+        let idle = cx.set_timer(idle_timeout);
+        if let Some(timer) = idle {
+            self.timers.insert(timer, addr.clone());
+        }
+        self.peers.insert(addr.clone(), idle);
+    }
+
+    /// `Member -> Stranger`: forgets a peer that left the room, and its
+    /// timer.
     fn forget(&mut self, cx: &mut Context<'_>, addr: &Addr) {
         if let Some(Some(timer)) = self.peers.remove(addr) {
             self.timers.remove(&timer);
@@ -316,24 +389,25 @@ impl DatagramHandler for ChatDatagram {
             socket: cx.key(),
             addr: from.clone(),
         };
-        // One datagram is one line; its newline, if sent, is not part of it.
-        let line = data.strip_suffix(b"\n").unwrap_or(data);
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        let idle_timeout = self.room.borrow().config.idle_timeout;
+        let mut out = Outbox::new();
+        let (max_line, idle_timeout) = {
+            let room = self.room.borrow();
+            (room.config().max_line, room.config().idle_timeout)
+        };
         match self.phase(from) {
-            // A stranger with no room: told so, and stays a stranger.
-            PeerPhase::Stranger if self.room.borrow().is_full() => {
-                cx.send_datagram(from, b"* error: room is full");
-                return;
-            }
             // A stranger joins; its first datagram is then its first line.
             PeerPhase::Stranger => {
-                self.room.borrow_mut().join(cx, id.clone(), from.to_string());
-                let idle = cx.set_timer(idle_timeout);
-                if let Some(timer) = idle {
-                    self.timers.insert(timer, from.clone());
+                let joined = self
+                    .room
+                    .borrow_mut()
+                    .join(id.clone(), from.to_string(), &mut out);
+                if joined.is_err() {
+                    // Told so, and stays a stranger.
+                    let refusal = ROOM_FULL.strip_suffix(b"\n").unwrap_or(ROOM_FULL);
+                    cx.send_datagram(from, refusal);
+                    return;
                 }
-                self.peers.insert(from.clone(), idle);
+                self.admit(cx, from, idle_timeout);
             }
             // A member spoke: it is not idle.
             PeerPhase::Member { idle } => {
@@ -344,15 +418,13 @@ impl DatagramHandler for ChatDatagram {
         }
         let outcome = {
             let mut room = self.room.borrow_mut();
-            if line.len() > room.config.max_line {
-                room.notice(cx, &id, "error: line too long");
-                room.leave(cx, &id);
-                Outcome::Quit
-            } else {
-                room.handle_line(cx, &id, line)
+            match datagram_line(data, max_line) {
+                Some(line) => room.handle_line(&id, line, &mut out),
+                None => room.line_too_long(&id, &mut out),
             }
         };
-        if outcome == Outcome::Quit {
+        deliver(cx, &mut out);
+        if outcome == Outcome::Left {
             self.forget(cx, from);
         }
     }
@@ -367,7 +439,9 @@ impl DatagramHandler for ChatDatagram {
             socket: cx.key(),
             addr,
         };
-        self.room.borrow_mut().leave(cx, &id);
+        let mut out = Outbox::new();
+        self.room.borrow_mut().leave(&id, &mut out);
+        deliver(cx, &mut out);
     }
 
     fn on_shutdown(&mut self, cx: &mut Context<'_>) {
@@ -376,9 +450,75 @@ impl DatagramHandler for ChatDatagram {
     }
 
     fn on_close(&mut self, cx: &mut Context<'_>, _reason: &CloseReason) {
-        self.room.borrow_mut().leave_socket(cx, cx.key());
-        // The socket's timers went with it.
-        self.peers.clear();
+        // The socket's timers went with it; its members leave.
         self.timers.clear();
+        let mut out = Outbox::new();
+        for (addr, _) in self.peers.drain() {
+            let id = MemberId::Datagram {
+                socket: cx.key(),
+                addr,
+            };
+            self.room.borrow_mut().leave(&id, &mut out);
+            deliver(cx, &mut out);
+        }
+    }
+}
+
+/// The line a datagram carries: without one trailing `\n` or `\r\n`, or
+/// `None` if it is longer than `max_line`.
+fn datagram_line(data: &[u8], max_line: usize) -> Option<&[u8]> {
+    let line = data.strip_suffix(b"\n").unwrap_or(data);
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    (line.len() <= max_line).then_some(line)
+}
+
+/// Sends what the room asked for, emptying `out`: a stream member's queue
+/// takes a reference to the shared line; a datagram member gets it as one
+/// datagram without the newline. A member that is gone, or whose queue is
+/// over its cap, just misses it (the reactor cuts the latter).
+fn deliver(cx: &mut Context<'_>, out: &mut Outbox) {
+    for Delivery { to, line } in out.drain(..) {
+        match to {
+            MemberId::Stream(key) => {
+                cx.send_shared_to(key, &line);
+            }
+            MemberId::Datagram { socket, addr } => {
+                let bare = line.strip_suffix(b"\n").unwrap_or(&line);
+                cx.send_datagram_via(socket, &addr, bare);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn datagram_line_drops_one_line_end_and_checks_the_limit() {
+        assert_eq!(datagram_line(b"hi", 4), Some(&b"hi"[..]));
+        assert_eq!(datagram_line(b"hi\n", 4), Some(&b"hi"[..]));
+        assert_eq!(datagram_line(b"hi\r\n", 4), Some(&b"hi"[..]));
+        assert_eq!(datagram_line(b"hi\n\n", 4), Some(&b"hi\n"[..]));
+        assert_eq!(datagram_line(b"four\r\n", 4), Some(&b"four"[..]));
+        assert_eq!(datagram_line(b"fives", 4), None);
+        assert_eq!(datagram_line(b"", 0), Some(&b""[..]));
+    }
+
+    #[test]
+    fn listener_options_carry_the_output_cap_and_line_room() {
+        let chat = Chat::new(ChatConfig {
+            max_line: 64,
+            max_outbuf: 65536,
+            max_clients: 3,
+            idle_timeout: Duration::from_secs(1),
+        });
+        let options = chat.listener_options();
+        assert_eq!(options.connection.max_queued, 65536);
+        assert_eq!(options.connection.overflow, OverflowPolicy::Close);
+        assert!(options.connection.high_water <= 65536);
+        assert!(options.connection.low_water <= options.connection.high_water);
+        assert_eq!(options.connection.max_pending_input, 66);
+        assert!(options.max_connections >= 3);
     }
 }
