@@ -97,6 +97,7 @@ pub enum OverflowPolicy {
 /// Connecting  --socket error-------------------> Closed (ConnectFailed)
 /// Connecting  --handler close, nothing queued--> Closed
 /// Connecting  --handler close, output queued---> (connected) Draining, no on_open
+/// Connecting  --handler shutdown_write---------> (connected) WriteClosing, then on_open
 /// Open        --peer FIN (read of 0)-----------> ReadClosed
 /// Open        --handler shutdown_write---------> WriteClosing
 /// Open        --handler close------------------> Draining
@@ -312,6 +313,17 @@ impl Sink for Stream {
     }
 }
 
+/// What a handler asked for while its outbound connect was in progress,
+/// done (after flushing what is queued) as soon as the connect completes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum WhenOpen {
+    Nothing,
+    /// Shut the write half; the handler still gets `on_open`.
+    ShutdownWrite,
+    /// Close; the handler gets no `on_open`.
+    Close,
+}
+
 /// One stream connection: the socket, its handler, its queues and its state.
 pub(crate) struct Connection {
     pub(crate) stream: Stream,
@@ -329,9 +341,9 @@ pub(crate) struct Connection {
     pub(crate) timers: Vec<TimerId>,
     /// The drain or linger deadline while closing.
     pub(crate) close_timer: Option<TimerId>,
-    /// The handler closed while `Connecting`, with output queued: close
-    /// (after flushing) as soon as the connect completes.
-    pub(crate) close_when_open: bool,
+    /// A close (with output queued) or a write-half shutdown the handler
+    /// asked for while `Connecting`, done once the connect completes.
+    pub(crate) when_open: WhenOpen,
     pub(crate) read_paused: bool,
     pub(crate) above_high_water: bool,
 }
@@ -355,7 +367,7 @@ impl Connection {
             options,
             timers: Vec::new(),
             close_timer: None,
-            close_when_open: false,
+            when_open: WhenOpen::Nothing,
             read_paused: false,
             above_high_water: false,
         }
@@ -467,11 +479,16 @@ impl Core {
             Ok(peer) => {
                 conn.peer = peer;
                 conn.set_state(key, ConnState::Open);
-                if conn.close_when_open {
+                if conn.when_open == WhenOpen::Close {
                     // The handler closed before the connection opened: it
                     // gets no `on_open`, only its queued output goes out.
                     self.close_stream(key);
                 } else {
+                    if conn.when_open == WhenOpen::ShutdownWrite {
+                        // Asked for while connecting: queued output goes
+                        // first, then the FIN; the handler sees it done.
+                        self.shutdown_stream_write(key);
+                    }
                     self.with_stream_handler(key, |h, cx| h.on_open(cx));
                 }
             }
@@ -552,6 +569,12 @@ impl Core {
             }
             ConnState::WriteClosing => {
                 conn.set_state(key, ConnState::Draining { peer_done: true });
+                // Draining like any close: the flush that is still going
+                // on is bounded by the drain timeout (no other path arms it).
+                if !conn.queue.is_empty() {
+                    let drain = conn.options.drain_timeout;
+                    self.set_close_timer(key, drain, TimerTask::Drain(key));
+                }
                 self.with_stream_handler(key, |h, cx| h.on_read_closed(cx));
             }
             ConnState::WriteClosed => {
@@ -606,7 +629,7 @@ impl Core {
         let Some(conn) = self.stream_mut(key) else {
             return false;
         };
-        if !conn.state.may_send() || conn.close_when_open {
+        if !conn.state.may_send() || conn.when_open != WhenOpen::Nothing {
             trace!("{key}: send refused in state {}", conn.state);
             return false;
         }
@@ -734,8 +757,8 @@ impl Core {
             ConnState::Connecting => {
                 // Output was queued for after the connect: send it first.
                 // The drain deadline covers the connect too.
-                if !conn.close_when_open {
-                    conn.close_when_open = true;
+                if conn.when_open != WhenOpen::Close {
+                    conn.when_open = WhenOpen::Close;
                     let drain = conn.options.drain_timeout;
                     self.set_close_timer(key, drain, TimerTask::Drain(key));
                 }
@@ -761,8 +784,13 @@ impl Core {
         match conn.state {
             ConnState::Open => conn.set_state(key, ConnState::WriteClosing),
             ConnState::ReadClosed => return self.close_stream(key),
-            ConnState::Connecting
-            | ConnState::WriteClosing
+            ConnState::Connecting => {
+                if conn.when_open == WhenOpen::Nothing {
+                    conn.when_open = WhenOpen::ShutdownWrite;
+                }
+                return;
+            }
+            ConnState::WriteClosing
             | ConnState::WriteClosed
             | ConnState::Draining { .. }
             | ConnState::Lingering

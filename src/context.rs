@@ -175,7 +175,9 @@ impl<'a> Context<'a> {
     }
 
     /// Shuts this connection's write half once queued output is flushed
-    /// (the peer reads end-of-file); input goes on being delivered.
+    /// (the peer reads end-of-file); input goes on being delivered. Asked
+    /// while an outbound connect is in progress, it takes effect once
+    /// connected, before `on_open`; sends are refused from the request on.
     pub fn shutdown_write(&mut self) {
         self.core.shutdown_stream_write(self.key);
     }

@@ -36,7 +36,7 @@ use log::{debug, info, warn};
 use mio::net::{TcpListener, TcpStream, UdpSocket, UnixDatagram, UnixListener, UnixStream};
 use mio::{Events, Interest, Poll, Waker};
 
-use crate::connection::{ConnState, Connection, ConnectionOptions, Stream};
+use crate::connection::{ConnState, Connection, ConnectionOptions, Stream, WhenOpen};
 use crate::datagram::{Datagram, DgramSocket};
 use crate::handle::{Command, Handle};
 use crate::listener::{ListenSocket, Listener, ListenerOptions};
@@ -820,7 +820,7 @@ impl Core {
                 if let Some(conn) = self.stream_mut(key) {
                     conn.close_timer = None;
                     let closing = matches!(conn.state, ConnState::Draining { .. })
-                        || (conn.state == ConnState::Connecting && conn.close_when_open);
+                        || (conn.state == ConnState::Connecting && conn.when_open == WhenOpen::Close);
                     if closing {
                         self.abort_stream_with(key, CloseReason::DrainTimeout);
                     }

@@ -154,3 +154,55 @@ fn outbound_connect_to_a_closed_port_reports_the_error_to_the_handler() {
     assert_eq!(server.shutdown(STEP), 0);
     assert_eq!(rx.try_recv().ok(), None, "one report only");
 }
+
+/// For each accepted client, connects out, sends the client's first message
+/// and shuts the outbound write half at once, while still connecting.
+struct HalfCloseRelay {
+    upstream: SocketAddr,
+    events: mpsc::Sender<String>,
+}
+
+impl StreamHandler for HalfCloseRelay {
+    fn on_data(&mut self, cx: &mut Context<'_>, data: &[u8]) -> usize {
+        let out = cx
+            .connect(self.upstream, Outbound(self.events.clone()))
+            .expect("connect from a handler");
+        assert!(cx.send_to(out, data));
+        cx.shutdown_source_write(out);
+        data.len()
+    }
+}
+
+/// A write-half shutdown asked for while the connect is in progress is
+/// not lost: once connected, the queued bytes go out, then the FIN.
+#[test]
+fn shutdown_write_while_connecting_sends_eof_once_connected() {
+    let upstream = TcpListener::bind(any_port()).expect("bind");
+    let upstream_addr = upstream.local_addr().expect("addr");
+    let (tx, rx) = mpsc::channel();
+    let server = start(move |reactor| {
+        let relay = move |_: &Addr| HalfCloseRelay {
+            upstream: upstream_addr,
+            events: tx.clone(),
+        };
+        let key = reactor.listen_tcp(any_port(), relay).expect("listen");
+        reactor.local_addr(key).and_then(|a| a.as_inet()).expect("addr")
+    });
+    let mut client = connect(server.info);
+    write_all(&mut client, b"request");
+    let (mut stream, _) = upstream.accept().expect("the relay connected");
+    stream.set_read_timeout(Some(STEP)).expect("timeout");
+    // The queued request is still flushing when the handler hears of the
+    // open; its own greeting is refused, the write half being shut.
+    assert_eq!(
+        next(&rx),
+        "open Some(WriteClosing)",
+        "opened, write half shutting"
+    );
+    assert_eq!(read_to_end(&mut stream), b"request", "queued bytes, then EOF");
+    // The read half stays open: the reply still reaches the handler.
+    write_all(&mut stream, b"reply");
+    assert_eq!(next(&rx), "reply");
+    drop((client, stream));
+    assert_eq!(server.shutdown(STEP), 0);
+}

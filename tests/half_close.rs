@@ -488,3 +488,21 @@ fn input_while_closing_is_discarded_not_delivered() {
     assert_eq!(rig.log.borrow().received, b"");
     assert_eq!(rig.log.borrow().read_closed, 0);
 }
+
+/// After our `shutdown_write`, the peer's FIN turns a connection whose
+/// queue is still flushing into `Draining`: like every close, that flush
+/// is bounded by the drain timeout, so a peer that never reads cannot keep
+/// the connection forever.
+#[test]
+fn peer_fin_while_our_write_half_closes_is_bounded_by_the_drain_timeout() {
+    run_row(
+        false,
+        (
+            &[Fill, ShutdownWrite, PeerFin],
+            Draining { peer_done: true },
+            &[Idle],
+            Then::Gone("DrainTimeout"),
+            false,
+        ),
+    );
+}
