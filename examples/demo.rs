@@ -11,6 +11,7 @@
 //! | echo, TCP and UDP | 127.0.0.1:7000 |
 //! | chat, TCP | 127.0.0.1:7100 |
 //! | files, plain TCP, from `--root` (default `.`) | 127.0.0.1:7200 |
+//! | files, HTTP/1.1, from the same root | 127.0.0.1:8080 |
 //!
 //! The address flags exist so that tests (and people running two demos)
 //! can move the services, for instance to port 0.
@@ -26,6 +27,7 @@ use clap::Parser;
 use evloop::protocols::chat::{Chat, ChatConfig};
 use evloop::protocols::echo::{Echo, EchoDatagram};
 use evloop::protocols::file::FileServer;
+use evloop::protocols::http::HttpServer;
 use evloop::{Addr, Reactor};
 
 /// Echo, chat and file downloads, all on one thread.
@@ -50,6 +52,9 @@ struct Flags {
     /// Files over the plain TCP protocol
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7200")]
     files: SocketAddr,
+    /// Files over HTTP/1.1
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
+    http: SocketAddr,
 }
 
 fn main() -> ExitCode {
@@ -57,6 +62,7 @@ fn main() -> ExitCode {
     common::init_logging();
     let files = FileServer::new(&flags.root)
         .unwrap_or_else(|err| common::usage_error(&format!("--root {}: {err}", flags.root.display())));
+    let http = HttpServer::with_root(files.root().clone());
     let chat = Chat::new(ChatConfig::default());
     let mut reactor = Reactor::new().unwrap_or_else(|err| common::fail(&err));
 
@@ -68,6 +74,8 @@ fn main() -> ExitCode {
     common::bind_or_exit(&mut reactor, "tcp", bound);
     let bound = reactor.listen_tcp(flags.files, files);
     common::bind_or_exit(&mut reactor, "tcp", bound);
+    let bound = reactor.listen_tcp(flags.http, http);
+    common::bind_or_exit(&mut reactor, "http", bound);
 
     common::serve(reactor, flags.shutdown_timeout)
 }

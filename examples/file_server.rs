@@ -1,16 +1,19 @@
-//! File server: the plain TCP file protocol (a name in, the file out).
+//! File server: the plain TCP file protocol (a name in, the file out) and
+//! HTTP/1.1, from one root.
 //!
 //! ```text
 //! file_server [--tcp ADDR]... [--http ADDR]... [--root DIR] [--max-clients N]
 //!             [--idle-timeout SECS] [--shutdown-timeout SECS]
 //! ```
-//! With no listener flag: `--tcp 127.0.0.1:7200`. `--http` is accepted by
-//! the parser but not served yet: it is a usage error (exit 2).
+//! With no listener flag: `--tcp 127.0.0.1:7200`; with any, exactly those
+//! named.
 //!
 //! `--idle-timeout` is the one patience knob: how long a client may wait
-//! before sending its name, how long a download may go without draining a
-//! region, and (as the listener's `drain_timeout`) how long a closing
-//! download may go without the peer taking a single byte before it is reset.
+//! before sending its name (plain) or its next request (HTTP keep-alive),
+//! how long a download may go without draining a region, and (as the
+//! listener's `drain_timeout`) how long a closing download may go without
+//! the peer taking a single byte before it is reset. An HTTP request head
+//! must arrive within the shorter of it and 10 seconds.
 
 mod common;
 
@@ -21,6 +24,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use evloop::protocols::file::FileServer;
+use evloop::protocols::http::{HttpServer, DEFAULT_HEADER_TIMEOUT};
 use evloop::{ListenerOptions, Reactor};
 
 /// File server: sends the files under --root to clients that name them.
@@ -50,26 +54,30 @@ struct Flags {
 fn main() -> ExitCode {
     let mut flags: Flags = common::parse();
     common::init_logging();
-    if !flags.http.is_empty() {
-        common::usage_error("HTTP is not available yet");
-    }
     let files = match FileServer::new(&flags.root) {
         Ok(files) => files.with_idle_timeout(flags.idle_timeout),
         Err(err) => common::usage_error(&format!("--root {}: {err}", flags.root.display())),
     };
-    if flags.tcp.is_empty() {
+    let http = HttpServer::with_root(files.root().clone())
+        .with_idle_timeout(flags.idle_timeout)
+        .with_header_timeout(flags.idle_timeout.min(DEFAULT_HEADER_TIMEOUT));
+    if flags.tcp.is_empty() && flags.http.is_empty() {
         flags.tcp.push("127.0.0.1:7200".parse().expect("valid default"));
     }
     let mut reactor = Reactor::new().unwrap_or_else(|err| common::fail(&err));
+    let mut options = ListenerOptions {
+        max_connections: flags.max_clients,
+        ..ListenerOptions::default()
+    };
+    // A stalled reader is cut after the same patience as a silent one.
+    options.connection.drain_timeout = flags.idle_timeout;
     for addr in flags.tcp {
-        let mut options = ListenerOptions {
-            max_connections: flags.max_clients,
-            ..ListenerOptions::default()
-        };
-        // A stalled reader is cut after the same patience as a silent one.
-        options.connection.drain_timeout = flags.idle_timeout;
-        let bound = reactor.listen_tcp_with(addr, options, files.clone());
+        let bound = reactor.listen_tcp_with(addr, options.clone(), files.clone());
         common::bind_or_exit(&mut reactor, "tcp", bound);
+    }
+    for addr in flags.http {
+        let bound = reactor.listen_tcp_with(addr, options.clone(), http.clone());
+        common::bind_or_exit(&mut reactor, "http", bound);
     }
     common::serve(reactor, flags.shutdown_timeout)
 }

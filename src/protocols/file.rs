@@ -16,27 +16,22 @@
 //! - names go through [`Root::resolve_file`], the confinement HTTP shares;
 //!   only regular files inside the root are served, anything else (and a
 //!   name over [`MAX_NAME`] bytes) gets exactly [`NO_FILE`], then a close;
-//! - memory per download is constant, whatever the file's size: the write
-//!   queue holds file *regions* (a handle, an offset, a length) that
-//!   `sendfile(2)` sends from the page cache, never the file's bytes. A
-//!   region is at most [`REGION`] bytes; regions are queued until the queue
-//!   is above its high watermark, and the next one when it drains;
+//! - memory per download is constant, whatever the file's size: the file
+//!   goes out as a [`FileBody`], regions that `sendfile(2)` sends from the
+//!   page cache, the same code HTTP uses;
 //! - the file's size is read once, from the open descriptor; if the file
 //!   shrinks meanwhile, the connection fails rather than pad (the core then
 //!   closes the socket with a FIN, which this protocol cannot tell from the
 //!   end of a whole file; HTTP's `Content-Length` can);
 //! - a slow reader holds back only its own queue, and a stalled one is cut:
 //!   a connection that sends no name is closed after the idle timeout; a
-//!   download whose queue does not drain for the idle timeout hands the rest
-//!   of the file to the core and closes, so the core's
-//!   [`crate::ConnectionOptions::drain_timeout`] (which counts every byte of
-//!   progress) resets it if the peer takes nothing for that long, while a
-//!   reader that is slow but moving still finishes;
+//!   download that drains nothing for the idle timeout is closed by the
+//!   body's stall watchdog (see [`crate::protocols::body`]), while a reader
+//!   that is slow but moving still finishes;
 //! - a graceful shutdown lets a download finish within the shutdown
 //!   timeout (the rest of the file is queued at once); past the deadline the
 //!   core resets it, so the client cannot mistake a cut file for a whole one.
 
-use std::fs::File;
 use std::io;
 use std::path::Path;
 use std::rc::Rc;
@@ -44,6 +39,7 @@ use std::time::{Duration, Instant};
 
 use log::{debug, info};
 
+use crate::protocols::body::{FileBody, Progress};
 use crate::protocols::path::Root;
 use crate::{Addr, CloseReason, Context, StreamFactory, StreamHandler, TimerId};
 
@@ -52,11 +48,6 @@ pub const NO_FILE: &[u8] = b"no_file";
 
 /// Longest name accepted, in bytes; a longer one gets [`NO_FILE`].
 pub const MAX_NAME: usize = 1024;
-
-/// Most bytes of the file in one queued region. The size costs no memory
-/// (a region is sent by `sendfile`); it sets how often the handler hears
-/// from a download (once per region drained).
-pub const REGION: u64 = 4 * 1024 * 1024;
 
 /// How long a connection may stay silent before sending its name, unless
 /// set with [`FileServer::with_idle_timeout`].
@@ -120,12 +111,12 @@ impl StreamFactory for FileServer {
 /// Where one download stands.
 ///
 /// ```text
-/// AwaitingName --name, regular file in the root--> Streaming  (regions queued up to the high watermark)
+/// AwaitingName --name, regular file in the root--> Streaming  (body pumped up to the high watermark)
 /// AwaitingName --name refused or too long--------> Finishing  (sent "no_file", closing)
 /// AwaitingName --idle timeout, FIN, shutdown-----> Finishing  (closing, nothing sent)
-/// Streaming    --drain, more to queue------------> Streaming  (next regions queued, watchdog pushed back)
+/// Streaming    --drain, more to queue------------> Streaming  (body pumped again)
 /// Streaming    --last region queued--------------> Finishing  (close after flush)
-/// Streaming    --watchdog, shutdown--------------> Finishing  (rest queued as one region, closing)
+/// Streaming    --stall watchdog, shutdown--------> Finishing  (rest queued as one region, closing)
 /// Finishing    --flushed / drain_timeout / error-> (core closes; on_close logs the outcome)
 /// ```
 #[derive(Debug)]
@@ -133,15 +124,8 @@ enum Download {
     /// Connected; waiting for the name. In: `on_open`. Out: the first
     /// input, the `idle` timer, the peer's FIN or a shutdown.
     AwaitingName { idle: Option<TimerId> },
-    /// Queuing the file one region at a time. `offset` is where the next
-    /// region starts; `remaining` how much is not queued yet. `watchdog`
-    /// fires when no region has drained for the idle timeout.
-    Streaming {
-        file: Rc<File>,
-        offset: u64,
-        remaining: u64,
-        watchdog: Option<TimerId>,
-    },
+    /// Queuing the file one region at a time.
+    Streaming(FileBody),
     /// Everything is queued (the file, `no_file`, or nothing) and the
     /// connection is closing once flushed. Input is ignored.
     Finishing,
@@ -217,13 +201,9 @@ impl FileStream {
                 );
                 request.answer = Answer::File { size };
                 self.request = Some(request);
-                self.state = Download::Streaming {
-                    file: Rc::new(resolved.file),
-                    offset: 0,
-                    remaining: size,
-                    watchdog: cx.set_timer(self.idle_timeout),
-                };
-                self.queue_regions(cx);
+                let body = FileBody::new(Rc::new(resolved.file), 0, size, self.idle_timeout);
+                self.state = Download::Streaming(body);
+                self.pump(cx);
             }
             Err(why) => {
                 info!("{} {} {:?}: no_file ({why})", cx.key(), self.peer, request.name);
@@ -234,37 +214,14 @@ impl FileStream {
         }
     }
 
-    /// Streaming: queues regions until the queue is above its high
-    /// watermark (its drain brings us back) or the file is all queued
-    /// (-> Finishing). Looping on the watermark, rather than queuing one
-    /// region per drain, keeps the download moving even when the socket
-    /// takes a whole region at once and no drain would ever come.
-    fn queue_regions(&mut self, cx: &mut Context<'_>) {
-        loop {
-            let Download::Streaming {
-                file,
-                offset,
-                remaining,
-                watchdog,
-            } = &mut self.state
-            else {
-                return;
-            };
-            if *remaining == 0 {
-                if let Some(watchdog) = watchdog.take() {
-                    cx.cancel_timer(watchdog);
-                }
-                return self.finish(cx);
+    /// Streaming: queues regions up to the high watermark (a drain brings
+    /// us back); once the file is all queued -> Finishing.
+    fn pump(&mut self, cx: &mut Context<'_>) {
+        if let Download::Streaming(body) = &mut self.state {
+            match body.pump(cx) {
+                Progress::Queued => self.finish(cx),
+                Progress::Waiting | Progress::Failed => {} // on_close says why if failed
             }
-            if cx.is_above_high_water() {
-                return;
-            }
-            let len = (*remaining).min(REGION);
-            if !cx.send_file(file, *offset, len) {
-                return; // the connection failed; on_close says why
-            }
-            *offset += len;
-            *remaining -= len;
         }
     }
 
@@ -272,21 +229,10 @@ impl FileStream {
     /// queue as one region (no memory), and the core's close takes over,
     /// with its drain timeout counting every byte of progress.
     fn queue_rest_and_close(&mut self, cx: &mut Context<'_>) {
-        if let Download::Streaming {
-            file,
-            offset,
-            remaining,
-            watchdog,
-        } = &mut self.state
-        {
-            if let Some(watchdog) = watchdog.take() {
-                cx.cancel_timer(watchdog);
-            }
-            if *remaining > 0 && !cx.send_file(file, *offset, *remaining) {
+        if let Download::Streaming(body) = &mut self.state {
+            if body.queue_rest(cx) == Progress::Failed {
                 return;
             }
-            *offset += *remaining;
-            *remaining = 0;
         }
         self.finish(cx);
     }
@@ -310,27 +256,17 @@ impl StreamHandler for FileStream {
         match self.state {
             Download::AwaitingName { .. } => self.start(cx, name_in(data)),
             // Bytes after the name mean nothing in this protocol.
-            Download::Streaming { .. } | Download::Finishing => {}
+            Download::Streaming(_) | Download::Finishing => {}
         }
         data.len()
     }
 
     fn on_drain(&mut self, cx: &mut Context<'_>) {
-        if let Download::Streaming {
-            watchdog: Some(watchdog),
-            ..
-        } = &mut self.state
-        {
-            // A region drained: the reader is alive.
-            if !cx.reset_timer(*watchdog, self.idle_timeout) {
-                *watchdog = cx.set_timer(self.idle_timeout).unwrap_or(*watchdog);
-            }
-        }
-        self.queue_regions(cx);
+        self.pump(cx);
     }
 
     fn on_timer(&mut self, cx: &mut Context<'_>, timer: TimerId) {
-        match &self.state {
+        match &mut self.state {
             Download::AwaitingName { idle } if *idle == Some(timer) => {
                 debug!(
                     "{} {}: no name within {:?}, closing",
@@ -340,23 +276,25 @@ impl StreamHandler for FileStream {
                 );
                 self.finish(cx);
             }
-            Download::Streaming { watchdog, .. } if *watchdog == Some(timer) => {
-                debug!(
-                    "{} {}: nothing drained for {:?}; the rest goes to the close's drain timeout",
-                    cx.key(),
-                    self.peer,
-                    self.idle_timeout
-                );
-                self.queue_rest_and_close(cx);
+            Download::Streaming(body) => {
+                if body.on_timer(cx, timer) {
+                    debug!(
+                        "{} {}: nothing drained for {:?}; the rest goes to the close's drain timeout",
+                        cx.key(),
+                        self.peer,
+                        self.idle_timeout
+                    );
+                    self.finish(cx);
+                }
             }
-            Download::AwaitingName { .. } | Download::Streaming { .. } | Download::Finishing => {}
+            Download::AwaitingName { .. } | Download::Finishing => {}
         }
     }
 
     fn on_read_closed(&mut self, cx: &mut Context<'_>) {
         match self.state {
             // A client that half-closes after its name still gets the file.
-            Download::Streaming { .. } | Download::Finishing => {}
+            Download::Streaming(_) | Download::Finishing => {}
             Download::AwaitingName { .. } => self.finish(cx),
         }
     }
@@ -365,7 +303,7 @@ impl StreamHandler for FileStream {
         match self.state {
             // Closing now would end the file early with a clean FIN, which
             // the plain protocol cannot tell from the end of the file.
-            Download::Streaming { .. } => self.queue_rest_and_close(cx),
+            Download::Streaming(_) => self.queue_rest_and_close(cx),
             Download::AwaitingName { .. } => self.finish(cx),
             Download::Finishing => {}
         }
@@ -412,7 +350,7 @@ fn name_in(chunk: &[u8]) -> &[u8] {
 }
 
 /// A name as it may appear in a log line: lossy UTF-8, cut short.
-fn loggable(name: &[u8]) -> String {
+pub(crate) fn loggable(name: &[u8]) -> String {
     let mut text = String::from_utf8_lossy(name).into_owned();
     if text.len() > LOGGED_NAME {
         let mut cut = LOGGED_NAME;

@@ -3,12 +3,14 @@
 //!
 //! | module | protocol |
 //! |---|---|
+//! | [`body`] | a span of a file sent region by region in constant memory, shared by both file protocols |
 //! | [`chat`] | one chat room over streams and datagrams, lines broadcast once-encoded |
 //! | [`echo`] | every byte (stream) or datagram back to its sender |
 //! | [`file`](mod@file) | file streaming over plain TCP: a name in, the file's bytes out |
 //! | [`http`] | HTTP/1.1 building blocks: request heads, ranges, dates, content types, listings |
 //! | [`path`] | confining requested names to a served directory |
 
+pub mod body;
 pub mod chat;
 pub mod echo;
 pub mod file;

@@ -1,4 +1,5 @@
-//! The IO-free building blocks of HTTP/1.1 file serving: request heads
+//! HTTP/1.1 file serving: [`HttpServer`] and its connections ([`server`]),
+//! built from IO-free building blocks: request heads
 //! (parsed with `httparse`), byte ranges (RFC 9110 §14), HTTP dates
 //! (RFC 9110 §5.6.7), content types, and HTML directory listings.
 //!
@@ -11,3 +12,6 @@ pub mod listing;
 pub mod mime;
 pub mod range;
 pub mod request;
+pub mod server;
+
+pub use server::{HttpServer, HttpStream, DEFAULT_HEADER_TIMEOUT, DEFAULT_IDLE_TIMEOUT};

@@ -1,0 +1,842 @@
+//! The HTTP/1.1 file server: [`HttpServer`] is the factory a listener takes,
+//! [`HttpStream`] serves one connection, built from the IO-free pieces
+//! beside it ([`super::request`], [`super::range`], [`super::date`],
+//! [`super::mime`], [`super::listing`]).
+//!
+//! What it answers:
+//!
+//! | request | answer |
+//! |---|---|
+//! | `GET`/`HEAD` of a regular file | 200, `Content-Length`, `Content-Type`, `Last-Modified`, `Accept-Ranges` |
+//! | with a single satisfiable `Range: bytes=` | 206 and `Content-Range` |
+//! | with an unsatisfiable one | 416 and `Content-Range: bytes */LEN` |
+//! | with `If-Modified-Since` not older than the file | 304, no body |
+//! | a directory, path ending in `/` | 200, an HTML listing |
+//! | a directory without the `/` | 301 to the path with it |
+//! | a missing name | 404 |
+//! | a name outside the root, unreadable, or not a file or directory | 403 |
+//! | another method | 405 with `Allow: GET, HEAD` |
+//! | a malformed head or request-target | 400, then close |
+//! | a head over 8 KiB or 64 fields | 431, then close |
+//! | a head that does not arrive within the header timeout | 408, then close |
+//!
+//! Always true:
+//! - paths are percent-decoded ([`super::request::decode_path`]), then go
+//!   through [`Root::resolve`], the confinement the plain file protocol
+//!   uses: no byte from outside the root is ever sent;
+//! - a file body goes out as a [`FileBody`], regions sent with `sendfile(2)`,
+//!   the same code as the plain protocol: constant memory per connection
+//!   whatever the file's size, and a stalled reader is cut by the body's
+//!   stall watchdog (the idle timeout) and the core's drain timeout;
+//! - requests on one connection are answered in order: while a body is being
+//!   queued, or the queue is above its high watermark, the connection stops
+//!   reading, so pipelined requests wait in the socket and TCP flow control
+//!   holds back a peer that sends faster than it reads;
+//! - a connection is kept alive after an answer unless the request said
+//!   `Connection: close`, was HTTP/1.0 without `keep-alive`, announced a
+//!   body (never read), or the answer was 400, 408 or 431;
+//! - timeouts: a fresh connection, or one that has begun a request head, must
+//!   complete the head within the header timeout (slowloris: 408, close); a
+//!   kept-alive connection with no request started is closed after the idle
+//!   timeout;
+//! - every answer is logged at info level in an access-log shape: key, peer,
+//!   the request line, status, body bytes, milliseconds (from the request
+//!   head to the last byte queued; an answer cut short says so).
+
+use std::fmt::Write as _;
+use std::fs::File;
+use std::io;
+use std::path::Path;
+use std::rc::Rc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use log::{debug, info};
+
+use super::date::{format_http_date, parse_http_date};
+use super::listing::{percent_encode_segment, render_listing, Entry};
+use super::mime::content_type;
+use super::range::{parse_range, RangeOutcome};
+use super::request::{decode_path, parse_request, HeadError, Method, Parse, Request, Version};
+use crate::protocols::body::{FileBody, Progress};
+use crate::protocols::file::loggable;
+use crate::protocols::path::{Kind, Refusal, Resolved, Root};
+use crate::{Addr, CloseReason, Context, StreamFactory, StreamHandler, TimerId};
+
+/// How long a kept-alive connection may wait for its next request, unless
+/// set with [`HttpServer::with_idle_timeout`].
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long a request head may take to arrive, from the connection's start
+/// or the head's first byte, unless set with
+/// [`HttpServer::with_header_timeout`].
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The `Allow` value of a 405.
+const ALLOW: &str = "GET, HEAD";
+
+/// Serves the files and directories under a root over HTTP/1.1: one
+/// [`HttpStream`] per connection.
+///
+/// ```no_run
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use evloop::{Reactor, protocols::http::HttpServer};
+/// let mut reactor = Reactor::new()?;
+/// reactor.listen_tcp("127.0.0.1:8080".parse()?, HttpServer::new(".")?)?;
+/// reactor.run()?;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct HttpServer {
+    config: Rc<Config>,
+}
+
+/// What every connection of one server shares.
+#[derive(Debug, Clone)]
+struct Config {
+    root: Root,
+    idle_timeout: Duration,
+    header_timeout: Duration,
+}
+
+impl HttpServer {
+    /// Serves the directory `root` (resolved to its real path now, once),
+    /// with [`DEFAULT_IDLE_TIMEOUT`] and [`DEFAULT_HEADER_TIMEOUT`].
+    ///
+    /// # Errors
+    ///
+    /// `root` does not exist or is not a directory.
+    pub fn new(root: impl AsRef<Path>) -> io::Result<HttpServer> {
+        Ok(HttpServer::with_root(Root::new(root)?))
+    }
+
+    /// Serves an already resolved root.
+    pub fn with_root(root: Root) -> HttpServer {
+        HttpServer {
+            config: Rc::new(Config {
+                root,
+                idle_timeout: DEFAULT_IDLE_TIMEOUT,
+                header_timeout: DEFAULT_HEADER_TIMEOUT,
+            }),
+        }
+    }
+
+    /// How long a kept-alive connection may wait for its next request, and
+    /// how long a body may go without draining before the rest is handed to
+    /// the core's drain timeout.
+    pub fn with_idle_timeout(mut self, idle_timeout: Duration) -> HttpServer {
+        Rc::make_mut(&mut self.config).idle_timeout = idle_timeout;
+        self
+    }
+
+    /// How long a request head may take, from the connection's start or
+    /// from the head's first byte; past it the peer gets 408 and a close.
+    pub fn with_header_timeout(mut self, header_timeout: Duration) -> HttpServer {
+        Rc::make_mut(&mut self.config).header_timeout = header_timeout;
+        self
+    }
+
+    /// The served directory.
+    pub fn root(&self) -> &Root {
+        &self.config.root
+    }
+}
+
+impl StreamFactory for HttpServer {
+    fn new_handler(&mut self, _peer: &Addr) -> Box<dyn StreamHandler> {
+        Box::new(HttpStream::new(Rc::clone(&self.config)))
+    }
+
+    fn farewell(&mut self, _peer: &Addr) -> Option<Vec<u8>> {
+        let body = "503 Service Unavailable: too many connections\n";
+        Some(
+            format!(
+                "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n\
+                 Content-Length: {}\r\nRetry-After: 1\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            )
+            .into_bytes(),
+        )
+    }
+}
+
+/// What a connection waits for while reading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wait {
+    /// The start of the next request (idle timeout).
+    Request,
+    /// The rest of a request head, or the first one (header timeout).
+    Head,
+}
+
+/// Where one connection stands.
+///
+/// ```text
+/// Reading  --head complete, answer queued-----------> Reading   (keep-alive; idle timer)
+/// Reading  --head complete, body left to queue------> Sending   (reading paused)
+/// Reading  --answer queued above the high watermark-> Blocked   (reading paused)
+/// Reading  --not keep-alive / 400 / 431 / 408-------> Closing
+/// Reading  --idle timeout, FIN, shutdown------------> Closing   (nothing sent)
+/// Sending  --drain, body all queued-----------------> Reading / Blocked / Closing
+/// Sending  --stall watchdog, shutdown---------------> Closing   (rest queued as one region)
+/// Blocked  --drain----------------------------------> Reading   (reading resumed: pipelined requests)
+/// Closing  --flushed / drain_timeout / error--------> (core closes; on_close logs a cut answer)
+/// ```
+#[derive(Debug)]
+enum Phase {
+    /// Waiting for a request head; `timer` enforces `wait`'s timeout.
+    Reading { wait: Wait, timer: Option<TimerId> },
+    /// Queuing a file body; requests behind it wait.
+    Sending(FileBody),
+    /// Answers queued past the high watermark; requests behind them wait
+    /// for the drain.
+    Blocked,
+    /// The last answer is queued and the connection closes once it is
+    /// flushed. Input is ignored.
+    Closing,
+}
+
+/// One answer, kept for its access-log line until its body is queued.
+#[derive(Debug)]
+struct Exchange {
+    line: String,
+    status: u16,
+    bytes: u64,
+    started: Instant,
+    keep_alive: bool,
+}
+
+/// One HTTP/1.1 connection.
+#[derive(Debug)]
+pub struct HttpStream {
+    config: Rc<Config>,
+    phase: Phase,
+    /// The peer, for log lines (kept: `on_close` can no longer ask).
+    peer: String,
+    /// The answer whose body is still being queued, if any.
+    exchange: Option<Exchange>,
+    /// Whether reading is paused (requests wait behind an answer).
+    paused: bool,
+    /// The peer shut down its write side: no request follows the current.
+    peer_done: bool,
+}
+
+/// A response head about to be queued.
+struct Head {
+    status: u16,
+    /// Content-Length; none for a 304.
+    length: Option<u64>,
+    fields: String,
+}
+
+impl Head {
+    fn new(status: u16, length: Option<u64>) -> Head {
+        Head {
+            status,
+            length,
+            fields: String::new(),
+        }
+    }
+
+    fn field(mut self, name: &str, value: impl std::fmt::Display) -> Head {
+        // Writing to a String cannot fail.
+        let _ = write!(self.fields, "{name}: {value}\r\n");
+        self
+    }
+}
+
+/// What to queue after a head.
+enum Body {
+    /// Nothing (a HEAD, a 304, an empty file).
+    None,
+    /// Bytes made here: a listing or an error text.
+    Bytes(Vec<u8>),
+    /// A span of a file.
+    File { file: File, offset: u64, len: u64 },
+}
+
+impl HttpStream {
+    fn new(config: Rc<Config>) -> HttpStream {
+        HttpStream {
+            config,
+            phase: Phase::Reading {
+                wait: Wait::Head,
+                timer: None,
+            },
+            peer: String::new(),
+            exchange: None,
+            paused: false,
+            peer_done: false,
+        }
+    }
+
+    /// Reading: waits for `wait`, with its timer (kept if already waiting
+    /// for the same thing, so a head's deadline runs from its first byte).
+    fn wait_for(&mut self, cx: &mut Context<'_>, wait: Wait) {
+        if let Phase::Reading { wait: current, timer } = &self.phase {
+            if *current == wait && timer.is_some() {
+                return;
+            }
+            if let Some(timer) = *timer {
+                cx.cancel_timer(timer);
+            }
+        }
+        let after = match wait {
+            Wait::Request => self.config.idle_timeout,
+            Wait::Head => self.config.header_timeout,
+        };
+        self.phase = Phase::Reading {
+            wait,
+            timer: cx.set_timer(after),
+        };
+        if self.paused {
+            self.paused = false;
+            cx.resume_reading();
+        }
+    }
+
+    /// Leaves Reading: stops its timer.
+    fn stop_waiting(&mut self, cx: &mut Context<'_>) {
+        if let Phase::Reading {
+            timer: Some(timer), ..
+        } = self.phase
+        {
+            cx.cancel_timer(timer);
+        }
+    }
+
+    /// -> Closing: close once everything queued is flushed.
+    fn close(&mut self, cx: &mut Context<'_>) {
+        self.stop_waiting(cx);
+        if let Phase::Sending(body) = &mut self.phase {
+            body.cancel(cx);
+        }
+        self.phase = Phase::Closing;
+        cx.close();
+    }
+
+    /// An answer is all queued: on to the next request, or Blocked, or
+    /// Closing.
+    fn next(&mut self, cx: &mut Context<'_>, keep_alive: bool) {
+        if !keep_alive || self.peer_done {
+            self.close(cx);
+        } else if cx.is_above_high_water() {
+            self.stop_waiting(cx);
+            self.phase = Phase::Blocked;
+        } else {
+            self.wait_for(cx, Wait::Request);
+        }
+    }
+
+    /// Answers one request head: queues the head and its body (or the first
+    /// regions of it), logs it, and moves to the next phase.
+    fn answer(&mut self, cx: &mut Context<'_>, req: &Request) {
+        let started = cx.now();
+        let (head, body) = self.decide(req);
+        let keep_alive = req.keep_alive() && !matches!(head.status, 400 | 408 | 431);
+        let body = if req.method == Method::Head {
+            Body::None
+        } else {
+            body
+        };
+        let line = format!(
+            "{} {} {}",
+            method_name(&req.method),
+            loggable(req.target.as_bytes()),
+            version_name(req.version)
+        );
+        let exchange = Exchange {
+            line,
+            status: head.status,
+            bytes: 0,
+            started,
+            keep_alive,
+        };
+        self.queue(cx, head, body, req.version, exchange);
+    }
+
+    /// Queues an answer and moves on: Sending while a file body has regions
+    /// left, else the next phase.
+    fn queue(
+        &mut self,
+        cx: &mut Context<'_>,
+        head: Head,
+        body: Body,
+        version: Version,
+        mut exchange: Exchange,
+    ) {
+        self.stop_waiting(cx);
+        let mut bytes = serialize_head(&head, exchange.keep_alive, version);
+        match body {
+            Body::None => {
+                cx.send_vec(bytes);
+            }
+            Body::Bytes(content) => {
+                exchange.bytes = content.len() as u64;
+                bytes.extend_from_slice(&content);
+                cx.send_vec(bytes);
+            }
+            Body::File { file, offset, len } => {
+                exchange.bytes = len;
+                if !cx.send_vec(bytes) {
+                    self.exchange = Some(exchange);
+                    return self.close(cx);
+                }
+                let mut body = FileBody::new(Rc::new(file), offset, len, self.config.idle_timeout);
+                match body.pump(cx) {
+                    Progress::Queued => {}
+                    Progress::Waiting => {
+                        self.exchange = Some(exchange);
+                        self.phase = Phase::Sending(body);
+                        return;
+                    }
+                    Progress::Failed => {
+                        self.exchange = Some(exchange);
+                        return self.close(cx);
+                    }
+                }
+            }
+        }
+        let keep_alive = exchange.keep_alive;
+        self.log(cx, &exchange, None);
+        self.next(cx, keep_alive);
+    }
+
+    /// The access-log line of an answer; `cut` says why it did not finish.
+    fn log(&self, cx: &Context<'_>, exchange: &Exchange, cut: Option<&CloseReason>) {
+        let millis = cx.now().saturating_duration_since(exchange.started).as_millis();
+        let Exchange {
+            line, status, bytes, ..
+        } = exchange;
+        match cut {
+            None => info!(
+                "{} {} \"{line}\" {status} {bytes} {millis}ms",
+                cx.key(),
+                self.peer
+            ),
+            Some(reason) => info!(
+                "{} {} \"{line}\" {status} {bytes} {millis}ms cut: {reason}",
+                cx.key(),
+                self.peer
+            ),
+        }
+    }
+
+    /// The answer to a request head: its status, fields and body.
+    fn decide(&self, req: &Request) -> (Head, Body) {
+        if let Method::Other(_) = req.method {
+            return error(405, Some(("Allow", ALLOW)));
+        }
+        let Ok(path) = decode_path(&req.target) else {
+            return error(400, None);
+        };
+        let wants_dir = path.ends_with('/');
+        let name = match path.strip_prefix('/').unwrap_or(&path) {
+            "" => ".",
+            name => name,
+        };
+        let resolved = match self.config.root.resolve(name.as_bytes()) {
+            Ok(resolved) => resolved,
+            Err(refusal) => {
+                debug!("{:?}: {refusal}", loggable(name.as_bytes()));
+                return error(refusal_status(&refusal), None);
+            }
+        };
+        match resolved.kind {
+            Kind::Dir if !wants_dir => {
+                let location = encode_path(&path) + "/";
+                let (head, body) = error(301, None);
+                (head.field("Location", location), body)
+            }
+            Kind::Dir => listing(&path, &resolved),
+            Kind::File if wants_dir => error(404, None),
+            Kind::File => file_answer(req, name, resolved),
+        }
+    }
+
+    /// A head that can never become a request: 400 or 431, then close.
+    fn refuse(&mut self, cx: &mut Context<'_>, err: HeadError) {
+        let status = match err {
+            HeadError::TooLarge => 431,
+            HeadError::Malformed => 400,
+        };
+        self.answer_and_close(cx, status, format!("- ({err})"));
+    }
+
+    /// An error answer outside any request (400, 431, 408), then close.
+    fn answer_and_close(&mut self, cx: &mut Context<'_>, status: u16, line: String) {
+        let (head, body) = error(status, None);
+        let exchange = Exchange {
+            line,
+            status,
+            bytes: 0,
+            started: cx.now(),
+            keep_alive: false,
+        };
+        self.queue(cx, head, body, Version::Http11, exchange);
+    }
+}
+
+impl StreamHandler for HttpStream {
+    fn on_open(&mut self, cx: &mut Context<'_>) {
+        self.peer = cx.peer_addr().map(ToString::to_string).unwrap_or_default();
+        self.wait_for(cx, Wait::Head);
+    }
+
+    fn on_data(&mut self, cx: &mut Context<'_>, data: &[u8]) -> usize {
+        let mut used = 0;
+        loop {
+            match self.phase {
+                Phase::Closing => return data.len(),
+                Phase::Sending(_) | Phase::Blocked => {
+                    // Requests behind the current answer wait in the socket.
+                    if !self.paused {
+                        self.paused = true;
+                        cx.pause_reading();
+                    }
+                    return used;
+                }
+                Phase::Reading { .. } => {}
+            }
+            let rest = data.get(used..).unwrap_or_default();
+            if rest.is_empty() {
+                return used;
+            }
+            match parse_request(rest) {
+                Ok(Parse::Partial) => {
+                    self.wait_for(cx, Wait::Head);
+                    return used;
+                }
+                Ok(Parse::Complete(req)) => {
+                    used += req.head_len;
+                    self.answer(cx, &req);
+                }
+                Err(err) => {
+                    self.refuse(cx, err);
+                    return data.len();
+                }
+            }
+        }
+    }
+
+    fn on_read_closed(&mut self, cx: &mut Context<'_>) {
+        self.peer_done = true;
+        match self.phase {
+            // The peer finished sending: close once the answer is out.
+            Phase::Sending(_) | Phase::Blocked | Phase::Closing => {}
+            Phase::Reading { .. } => self.close(cx),
+        }
+    }
+
+    fn on_drain(&mut self, cx: &mut Context<'_>) {
+        match &mut self.phase {
+            Phase::Sending(body) => match body.pump(cx) {
+                Progress::Queued => {
+                    if let Some(exchange) = self.exchange.take() {
+                        self.log(cx, &exchange, None);
+                        self.next(cx, exchange.keep_alive);
+                    }
+                }
+                Progress::Waiting | Progress::Failed => {}
+            },
+            Phase::Blocked => self.next(cx, true),
+            Phase::Reading { .. } | Phase::Closing => {}
+        }
+    }
+
+    fn on_timer(&mut self, cx: &mut Context<'_>, timer: TimerId) {
+        match &mut self.phase {
+            Phase::Reading { wait, timer: Some(t) } if *t == timer => {
+                let wait = *wait;
+                self.phase = Phase::Reading { wait, timer: None };
+                match wait {
+                    Wait::Request => {
+                        debug!(
+                            "{} {}: idle for {:?}, closing",
+                            cx.key(),
+                            self.peer,
+                            self.config.idle_timeout
+                        );
+                        self.close(cx);
+                    }
+                    Wait::Head => {
+                        let line = "- (request head timed out)".to_owned();
+                        self.answer_and_close(cx, 408, line);
+                    }
+                }
+            }
+            Phase::Sending(body) => {
+                if body.on_timer(cx, timer) {
+                    debug!(
+                        "{} {}: nothing drained for {:?}; the rest goes to the close's drain timeout",
+                        cx.key(),
+                        self.peer,
+                        self.config.idle_timeout
+                    );
+                    self.phase = Phase::Closing;
+                    cx.close();
+                }
+            }
+            Phase::Reading { .. } | Phase::Blocked | Phase::Closing => {}
+        }
+    }
+
+    fn on_shutdown(&mut self, cx: &mut Context<'_>) {
+        match &mut self.phase {
+            // Let the body finish within the shutdown timeout.
+            Phase::Sending(body) => {
+                if body.queue_rest(cx) != Progress::Failed {
+                    self.phase = Phase::Closing;
+                    cx.close();
+                }
+            }
+            Phase::Reading { .. } | Phase::Blocked => self.close(cx),
+            Phase::Closing => {}
+        }
+    }
+
+    fn on_close(&mut self, cx: &mut Context<'_>, reason: &CloseReason) {
+        if let Some(exchange) = self.exchange.take() {
+            // A body handed to the core whole (shutdown, stall) ends well
+            // only if the core flushed it.
+            let complete = matches!(self.phase, Phase::Closing)
+                && matches!(reason, CloseReason::Closed | CloseReason::PeerClosed);
+            self.log(cx, &exchange, if complete { None } else { Some(reason) });
+        } else {
+            debug!("{} {}: closed: {reason}", cx.key(), self.peer);
+        }
+    }
+}
+
+/// The answer for a regular file: 200, 206, 304 or 416.
+fn file_answer(req: &Request, name: &str, resolved: Resolved) -> (Head, Body) {
+    let len = resolved.metadata.len();
+    let modified = resolved.metadata.modified().ok();
+    let mut outcome = RangeOutcome::Full;
+    if let Some(modified) = modified {
+        if let Some(since) = req.if_modified_since().and_then(parse_http_date) {
+            if whole_seconds(modified) <= whole_seconds(since) {
+                let head = Head::new(304, None).field("Last-Modified", format_http_date(modified));
+                return (head, Body::None);
+            }
+        }
+    }
+    if let Some(range) = req.range() {
+        if if_range_holds(req, modified) {
+            outcome = parse_range(range, len);
+        }
+    }
+    let (status, offset, span) = match outcome {
+        RangeOutcome::Full => (200, 0, len),
+        RangeOutcome::Partial { start, end_inclusive } => (206, start, end_inclusive - start + 1),
+        RangeOutcome::Unsatisfiable => {
+            let (head, body) = error(416, None);
+            let head = head.field("Content-Range", super::range::content_range_unsatisfied(len));
+            return (head, body);
+        }
+    };
+    let mut head = Head::new(status, Some(span))
+        .field("Content-Type", content_type(Path::new(name)))
+        .field("Accept-Ranges", "bytes");
+    if let Some(modified) = modified {
+        head = head.field("Last-Modified", format_http_date(modified));
+    }
+    if let Some(content_range) = outcome.content_range(len) {
+        head = head.field("Content-Range", content_range);
+    }
+    let body = if span == 0 {
+        Body::None
+    } else {
+        Body::File {
+            file: resolved.file,
+            offset,
+            len: span,
+        }
+    };
+    (head, body)
+}
+
+/// Whether a `Range` may be honoured (RFC 9110 §13.1.5): no `If-Range`, or
+/// one holding exactly the file's `Last-Modified` date. An entity tag (this
+/// server sends none) never matches.
+fn if_range_holds(req: &Request, modified: Option<SystemTime>) -> bool {
+    let Some(if_range) = req.header("if-range") else {
+        return true;
+    };
+    match (parse_http_date(if_range), modified) {
+        (Some(date), Some(modified)) => whole_seconds(date) == whole_seconds(modified),
+        _ => false,
+    }
+}
+
+/// The listing of a directory: 200 with an HTML page, or 403 if it cannot
+/// be read.
+fn listing(path: &str, resolved: &Resolved) -> (Head, Body) {
+    let entries = match read_entries(&resolved.path) {
+        Ok(entries) => entries,
+        Err(err) => {
+            debug!("cannot list {}: {err}", resolved.path.display());
+            return error(403, None);
+        }
+    };
+    let page = render_listing(path, &entries).into_bytes();
+    let head = Head::new(200, Some(page.len() as u64)).field("Content-Type", "text/html; charset=utf-8");
+    (head, Body::Bytes(page))
+}
+
+/// The entries of a directory whose names are UTF-8 (no other name can be
+/// asked for), with what the listing shows. A symlink is shown as what it
+/// points to; one that dangles, as itself.
+fn read_entries(dir: &Path) -> io::Result<Vec<Entry>> {
+    let mut entries = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let Ok(name) = entry.file_name().into_string() else {
+            continue;
+        };
+        let Ok(metadata) = std::fs::metadata(entry.path()).or_else(|_| entry.metadata()) else {
+            continue;
+        };
+        entries.push(Entry {
+            name,
+            is_dir: metadata.is_dir(),
+            size: metadata.len(),
+            modified: metadata.modified().ok(),
+        });
+    }
+    Ok(entries)
+}
+
+/// The status for a name that is not served.
+fn refusal_status(refusal: &Refusal) -> u16 {
+    match refusal {
+        Refusal::NotFound(err) if err.kind() == io::ErrorKind::PermissionDenied => 403,
+        Refusal::NotFound(_) | Refusal::Empty => 404,
+        Refusal::NotUtf8
+        | Refusal::Nul
+        | Refusal::Absolute
+        | Refusal::Parent
+        | Refusal::OutsideRoot
+        | Refusal::IsDirectory
+        | Refusal::NotServable => 403,
+    }
+}
+
+/// An error (or redirect) answer with a short text body.
+fn error(status: u16, field: Option<(&str, &str)>) -> (Head, Body) {
+    let text = format!("{status} {}\n", reason(status)).into_bytes();
+    let mut head =
+        Head::new(status, Some(text.len() as u64)).field("Content-Type", "text/plain; charset=utf-8");
+    if let Some((name, value)) = field {
+        head = head.field(name, value);
+    }
+    (head, Body::Bytes(text))
+}
+
+/// The bytes of a response head.
+fn serialize_head(head: &Head, keep_alive: bool, version: Version) -> Vec<u8> {
+    let mut out = String::with_capacity(192 + head.fields.len());
+    let _ = write!(
+        out,
+        "HTTP/1.1 {} {}\r\nServer: evloop\r\nDate: {}\r\n",
+        head.status,
+        reason(head.status),
+        format_http_date(SystemTime::now())
+    );
+    if let Some(length) = head.length {
+        let _ = write!(out, "Content-Length: {length}\r\n");
+    }
+    out.push_str(&head.fields);
+    if !keep_alive {
+        out.push_str("Connection: close\r\n");
+    } else if version == Version::Http10 {
+        out.push_str("Connection: keep-alive\r\n");
+    }
+    out.push_str("\r\n");
+    out.into_bytes()
+}
+
+/// The reason phrase of a status this server sends.
+fn reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        206 => "Partial Content",
+        301 => "Moved Permanently",
+        304 => "Not Modified",
+        400 => "Bad Request",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        416 => "Range Not Satisfiable",
+        431 => "Request Header Fields Too Large",
+        503 => "Service Unavailable",
+        _ => "",
+    }
+}
+
+/// A decoded path written back as a URL path: each segment percent-encoded.
+fn encode_path(path: &str) -> String {
+    path.split('/')
+        .map(percent_encode_segment)
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+/// A time as whole seconds since the epoch (HTTP dates have no fractions);
+/// times before 1970 count as 0.
+fn whole_seconds(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+fn method_name(method: &Method) -> &str {
+    match method {
+        Method::Get => "GET",
+        Method::Head => "HEAD",
+        Method::Other(name) => name,
+    }
+}
+
+fn version_name(version: Version) -> &'static str {
+    match version {
+        Version::Http10 => "HTTP/1.0",
+        Version::Http11 => "HTTP/1.1",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn heads_end_with_an_empty_line_and_say_how_the_connection_goes() {
+        let head = Head::new(200, Some(5)).field("Content-Type", "text/plain");
+        let kept = String::from_utf8(serialize_head(&head, true, Version::Http11)).unwrap();
+        assert!(kept.starts_with("HTTP/1.1 200 OK\r\n"), "{kept}");
+        assert!(kept.contains("\r\nContent-Length: 5\r\n"), "{kept}");
+        assert!(kept.ends_with("Content-Type: text/plain\r\n\r\n"), "{kept}");
+        let old = String::from_utf8(serialize_head(&head, true, Version::Http10)).unwrap();
+        assert!(old.ends_with("Connection: keep-alive\r\n\r\n"), "{old}");
+        let closing = String::from_utf8(serialize_head(&head, false, Version::Http11)).unwrap();
+        assert!(closing.ends_with("Connection: close\r\n\r\n"), "{closing}");
+        let not_modified =
+            String::from_utf8(serialize_head(&Head::new(304, None), true, Version::Http11)).unwrap();
+        assert!(!not_modified.contains("Content-Length"), "{not_modified}");
+    }
+
+    #[test]
+    fn redirects_encode_every_segment() {
+        assert_eq!(encode_path("/a b/<c>"), "/a%20b/%3Cc%3E");
+        assert_eq!(encode_path("/"), "/");
+    }
+
+    #[test]
+    fn refusals_are_403_or_404() {
+        let missing = Refusal::NotFound(io::Error::from(io::ErrorKind::NotFound));
+        assert_eq!(refusal_status(&missing), 404);
+        let denied = Refusal::NotFound(io::Error::from(io::ErrorKind::PermissionDenied));
+        assert_eq!(refusal_status(&denied), 403);
+        assert_eq!(refusal_status(&Refusal::Parent), 403);
+        assert_eq!(refusal_status(&Refusal::OutsideRoot), 403);
+    }
+}
