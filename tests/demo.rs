@@ -1,4 +1,4 @@
-//! The demo example: echo, chat and files served at once by one reactor
+//! The demo example: echo, chat and files (plain and HTTP) served at once by one reactor
 //! on one thread (contract: demo).
 mod common;
 
@@ -23,8 +23,10 @@ fn one_thread_serves_echo_chat_and_files_at_once() {
         "127.0.0.1:0",
         "--files",
         "127.0.0.1:0",
+        "--http",
+        "127.0.0.1:0",
     ];
-    let mut demo = ServerProcess::start("demo", &args, 4);
+    let mut demo = ServerProcess::start("demo", &args, 5);
     let tcp: Vec<String> = demo
         .listening
         .iter()
@@ -46,6 +48,15 @@ fn one_thread_serves_echo_chat_and_files_at_once() {
     assert!(welcome.starts_with("* welcome "), "{welcome}");
     assert_eq!(read_exact(&mut echo, 4), b"ping");
     assert_eq!(read_to_end(&mut files), b"from the demo\n");
+
+    let mut http = connect(demo.socket_addr("http"));
+    write_all(
+        &mut http,
+        b"GET /note.txt HTTP/1.1\r\nHost: demo\r\nConnection: close\r\n\r\n",
+    );
+    let answer = String::from_utf8(read_to_end(&mut http)).expect("utf-8");
+    assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
+    assert!(answer.ends_with("\r\n\r\nfrom the demo\n"), "{answer}");
 
     let udp = UdpSocket::bind("127.0.0.1:0").expect("bind");
     udp.set_read_timeout(Some(STEP)).expect("timeout");

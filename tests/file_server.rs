@@ -278,10 +278,10 @@ fn silent_connection_is_closed_after_the_idle_timeout() {
 }
 
 #[test]
-fn bad_root_and_http_for_now_are_usage_errors() {
+fn bad_roots_and_addresses_are_usage_errors() {
     for args in [
         &["--root", "/nonexistent/evloop"][..],
-        &["--http", "127.0.0.1:0"][..],
+        &["--http", "localhost:http"][..],
     ] {
         let out = std::process::Command::new(example_path("file_server"))
             .args(args)

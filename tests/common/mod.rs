@@ -199,12 +199,23 @@ impl ServerProcess {
     /// Like [`ServerProcess::start`] with a prepared command (env, cwd).
     #[track_caller]
     pub fn start_with(command: &mut std::process::Command, announces: usize) -> ServerProcess {
+        Self::start_logging_to(command, announces, std::process::Stdio::inherit())
+    }
+
+    /// Like [`ServerProcess::start_with`], with the server's stderr (its
+    /// log) going to `stderr`.
+    #[track_caller]
+    pub fn start_logging_to(
+        command: &mut std::process::Command,
+        announces: usize,
+        stderr: std::process::Stdio,
+    ) -> ServerProcess {
         use std::io::BufRead;
         use std::process::Stdio;
         let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .expect("spawn example");
         let stdout = child.stdout.take().expect("piped stdout");

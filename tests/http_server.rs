@@ -1,0 +1,704 @@
+//! The HTTP/1.1 file server from the outside, with a raw socket client
+//! (contract: file_server, HTTP): every status it sends, keep-alive and
+//! pipelining, the timeouts, and path confinement.
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use common::*;
+use evloop::protocols::http::HttpServer;
+use evloop::{ListenerOptions, Reactor};
+
+/// Bytes of the big file: several regions' worth of queue, so it streams.
+const BIG: usize = 3 * 1024 * 1024 + 17;
+
+/// A root with a few files, and a secret beside it that must never leak.
+struct Site {
+    dir: TempDir,
+}
+
+impl Site {
+    fn new(tag: &str) -> Site {
+        let dir = TempDir::new(&format!("http-{tag}"));
+        let root = dir.0.join("root");
+        std::fs::create_dir_all(root.join("sub/deeper")).expect("root");
+        std::fs::write(root.join("hello.txt"), b"hello, http\n").expect("file");
+        std::fs::write(root.join("empty"), b"").expect("file");
+        std::fs::write(root.join("page.html"), b"<p>hi</p>").expect("file");
+        std::fs::write(root.join("sub/big.bin"), pattern(BIG, 9)).expect("file");
+        std::fs::write(root.join("sub/a b.txt"), b"spaced").expect("file");
+        std::fs::write(dir.0.join("secret.txt"), SECRET).expect("secret");
+        std::os::unix::fs::symlink(dir.0.join("secret.txt"), root.join("escape")).expect("symlink");
+        std::os::unix::fs::symlink(&dir.0, root.join("updir")).expect("symlink");
+        Site { dir }
+    }
+
+    fn root(&self) -> std::path::PathBuf {
+        self.dir.0.join("root")
+    }
+
+    /// Serves the root in-process with the given timeouts.
+    fn serve(&self, idle: Duration, header: Duration) -> Running<SocketAddr> {
+        let root = self.root();
+        start(move |reactor: &mut Reactor| {
+            let http = HttpServer::new(&root)
+                .expect("root")
+                .with_idle_timeout(idle)
+                .with_header_timeout(header);
+            let key = reactor
+                .listen_tcp_with(any_port(), ListenerOptions::default(), http)
+                .expect("listen");
+            reactor.local_addr(key).and_then(|a| a.as_inet()).expect("inet")
+        })
+    }
+
+    fn serve_default(&self) -> Running<SocketAddr> {
+        self.serve(Duration::from_secs(60), Duration::from_secs(10))
+    }
+}
+
+const SECRET: &[u8] = b"TOP-SECRET-4d1f0c";
+
+/// One response read off the wire.
+#[derive(Debug)]
+struct Response {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Response {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// A client on one connection that reads responses in order.
+struct Client {
+    reader: BufReader<TcpStream>,
+}
+
+impl Client {
+    fn new(addr: SocketAddr) -> Client {
+        Client {
+            reader: BufReader::new(connect(addr)),
+        }
+    }
+
+    fn send(&mut self, raw: &[u8]) {
+        write_all(self.reader.get_mut(), raw);
+    }
+
+    /// GETs `target` over HTTP/1.1 with any extra header lines.
+    fn get(&mut self, target: &str, extra: &str) -> Response {
+        self.send(format!("GET {target} HTTP/1.1\r\nHost: test\r\n{extra}\r\n").as_bytes());
+        self.read(false)
+    }
+
+    /// Reads one response; `head_only` for the answer to a HEAD, which has
+    /// a Content-Length but no body.
+    #[track_caller]
+    fn read(&mut self, head_only: bool) -> Response {
+        let mut line = String::new();
+        self.reader.read_line(&mut line).expect("status line");
+        let mut words = line.split(' ');
+        assert_eq!(words.next(), Some("HTTP/1.1"), "status line {line:?}");
+        let status = words.next().and_then(|s| s.parse().ok()).expect("status code");
+        let mut headers = Vec::new();
+        loop {
+            line.clear();
+            self.reader.read_line(&mut line).expect("header line");
+            let field = line.strip_suffix("\r\n").expect("CRLF");
+            if field.is_empty() {
+                break;
+            }
+            let (name, value) = field.split_once(": ").expect("name: value");
+            headers.push((name.to_owned(), value.to_owned()));
+        }
+        let mut response = Response {
+            status,
+            headers,
+            body: Vec::new(),
+        };
+        let length: usize = response
+            .header("Content-Length")
+            .map_or(0, |v| v.parse().expect("length"));
+        if !head_only && status != 304 {
+            response.body = read_exact(&mut self.reader, length);
+        }
+        response
+    }
+
+    /// Whether the server has closed: the next read sees end-of-file.
+    #[track_caller]
+    fn assert_closed(&mut self) {
+        let mut rest = Vec::new();
+        self.reader.read_to_end(&mut rest).expect("read to the end");
+        assert!(
+            rest.is_empty(),
+            "bytes after the last answer: {:?}",
+            String::from_utf8_lossy(&rest)
+        );
+    }
+}
+
+/// One request on a fresh connection, answered, and the connection then
+/// closed by the server (for the 400s and 431s).
+fn once(addr: SocketAddr, raw: &[u8]) -> Response {
+    let mut client = Client::new(addr);
+    client.send(raw);
+    client.read(false)
+}
+
+#[test]
+fn a_file_comes_with_length_type_and_date() {
+    let site = Site::new("file");
+    let server = site.serve_default();
+    let mut client = Client::new(server.info);
+    let got = client.get("/hello.txt", "");
+    assert_eq!(got.status, 200);
+    assert_eq!(got.body, b"hello, http\n");
+    assert_eq!(got.header("Content-Length"), Some("12"));
+    assert_eq!(got.header("Content-Type"), Some("text/plain; charset=utf-8"));
+    assert_eq!(got.header("Accept-Ranges"), Some("bytes"));
+    let modified = got.header("Last-Modified").expect("Last-Modified");
+    assert!(modified.ends_with(" GMT") && modified.len() == 29, "{modified}");
+    assert!(got.header("Date").is_some());
+
+    let page = client.get("/page.html", "");
+    assert_eq!(page.header("Content-Type"), Some("text/html; charset=utf-8"));
+    let empty = client.get("/empty", "");
+    assert_eq!((empty.status, empty.body.len()), (200, 0));
+    assert_eq!(empty.header("Content-Length"), Some("0"));
+
+    let big = client.get("/sub/big.bin", "");
+    assert_eq!(big.status, 200);
+    assert!(big.body == pattern(BIG, 9), "the big file, byte for byte");
+    // Gone first, so the shutdown need not wait out their lingering.
+    drop(client);
+    assert_eq!(server.shutdown(STEP), 0);
+}
+
+#[test]
+fn head_sends_the_fields_without_the_body() {
+    let site = Site::new("head");
+    let server = site.serve_default();
+    let mut client = Client::new(server.info);
+    client.send(b"HEAD /sub/big.bin HTTP/1.1\r\nHost: t\r\n\r\n");
+    let head = client.read(true);
+    assert_eq!(head.status, 200);
+    assert_eq!(head.header("Content-Length"), Some(BIG.to_string().as_str()));
+    // Had a body followed, this would read its bytes as a status line.
+    let next = client.get("/hello.txt", "");
+    assert_eq!((next.status, next.body.as_slice()), (200, &b"hello, http\n"[..]));
+    // Gone first, so the shutdown need not wait out their lingering.
+    drop(client);
+    assert_eq!(server.shutdown(STEP), 0);
+}
+
+#[test]
+fn single_ranges_get_206_and_unsatisfiable_ones_416() {
+    let site = Site::new("range");
+    let server = site.serve_default();
+    let mut client = Client::new(server.info);
+    let whole = pattern(BIG, 9);
+
+    let mid = client.get("/sub/big.bin", "Range: bytes=1000-1999\r\n");
+    assert_eq!(mid.status, 206);
+    assert_eq!(
+        mid.header("Content-Range"),
+        Some(format!("bytes 1000-1999/{BIG}").as_str())
+    );
+    assert!(mid.body == whole[1000..2000]);
+
+    let tail = client.get("/sub/big.bin", "Range: bytes=-10\r\n");
+    assert_eq!(tail.status, 206);
+    assert!(tail.body == whole[BIG - 10..]);
+
+    let from = client.get("/sub/big.bin", &format!("Range: bytes={}-\r\n", BIG - 5));
+    assert_eq!(from.status, 206);
+    assert_eq!(
+        from.header("Content-Range"),
+        Some(format!("bytes {}-{}/{BIG}", BIG - 5, BIG - 1).as_str())
+    );
+    assert!(from.body == whole[BIG - 5..]);
+
+    let past = client.get("/hello.txt", "Range: bytes=12-\r\n");
+    assert_eq!(past.status, 416);
+    assert_eq!(past.header("Content-Range"), Some("bytes */12"));
+
+    // Several ranges at once are not served as such: the whole file.
+    let multi = client.get("/hello.txt", "Range: bytes=0-1,4-5\r\n");
+    assert_eq!(
+        (multi.status, multi.body.as_slice()),
+        (200, &b"hello, http\n"[..])
+    );
+    // Gone first, so the shutdown need not wait out their lingering.
+    drop(client);
+    assert_eq!(server.shutdown(STEP), 0);
+}
+
+#[test]
+fn if_range_with_another_date_gets_the_whole_file() {
+    let site = Site::new("ifrange");
+    let server = site.serve_default();
+    let mut client = Client::new(server.info);
+    let first = client.get("/hello.txt", "");
+    let modified = first.header("Last-Modified").expect("date").to_owned();
+    let same = client.get(
+        "/hello.txt",
+        &format!("Range: bytes=0-4\r\nIf-Range: {modified}\r\n"),
+    );
+    assert_eq!((same.status, same.body.as_slice()), (206, &b"hello"[..]));
+    let other = client.get(
+        "/hello.txt",
+        "Range: bytes=0-4\r\nIf-Range: Sun, 06 Nov 1994 08:49:37 GMT\r\n",
+    );
+    assert_eq!(other.status, 200);
+    let etag = client.get("/hello.txt", "Range: bytes=0-4\r\nIf-Range: \"abc\"\r\n");
+    assert_eq!(etag.status, 200);
+    // Gone first, so the shutdown need not wait out their lingering.
+    drop(client);
+    assert_eq!(server.shutdown(STEP), 0);
+}
+
+#[test]
+fn if_modified_since_gets_304_when_nothing_changed() {
+    let site = Site::new("ims");
+    let server = site.serve_default();
+    let mut client = Client::new(server.info);
+    let first = client.get("/hello.txt", "");
+    let modified = first.header("Last-Modified").expect("date").to_owned();
+    let same = client.get("/hello.txt", &format!("If-Modified-Since: {modified}\r\n"));
+    assert_eq!(same.status, 304);
+    assert_eq!(same.header("Content-Length"), None);
+    let old = client.get(
+        "/hello.txt",
+        "If-Modified-Since: Sun, 06 Nov 1994 08:49:37 GMT\r\n",
+    );
+    assert_eq!((old.status, old.body.len()), (200, 12));
+    let junk = client.get("/hello.txt", "If-Modified-Since: yesterday\r\n");
+    assert_eq!(junk.status, 200);
+    // The connection is still in step after a body-less 304.
+    assert_eq!(client.get("/empty", "").status, 200);
+    // Gone first, so the shutdown need not wait out their lingering.
+    drop(client);
+    assert_eq!(server.shutdown(STEP), 0);
+}
+
+#[test]
+fn missing_names_get_404_and_other_methods_405() {
+    let site = Site::new("status");
+    let server = site.serve_default();
+    let mut client = Client::new(server.info);
+    assert_eq!(client.get("/nope.txt", "").status, 404);
+    assert_eq!(client.get("/sub/nope/", "").status, 404);
+    // A file named as a directory.
+    assert_eq!(client.get("/hello.txt/", "").status, 404);
+
+    for method in ["POST", "PUT", "DELETE", "OPTIONS", "get"] {
+        client.send(format!("{method} /hello.txt HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes());
+        let got = client.read(false);
+        assert_eq!(got.status, 405, "{method}");
+        assert_eq!(got.header("Allow"), Some("GET, HEAD"), "{method}");
+    }
+    // Still kept alive after all of them.
+    assert_eq!(client.get("/hello.txt", "").status, 200);
+
+    // A body that is never read: answered, then the connection closes.
+    client.send(b"POST /x HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nGET /");
+    assert_eq!(client.read(false).status, 405);
+    client.assert_closed();
+    // Gone first, so the shutdown need not wait out their lingering.
+    drop(client);
+    assert_eq!(server.shutdown(STEP), 0);
+}
+
+#[test]
+fn malformed_requests_get_400_and_a_close() {
+    let site = Site::new("bad");
+    let server = site.serve_default();
+    let cases: [&[u8]; 7] = [
+        b"HELLO\r\n\r\n",
+        b"GET /hello.txt HTTP/1.1\r\n\r\n", // no Host
+        b"GET /hello.txt HTTP/2.0\r\nHost: t\r\n\r\n",
+        b"GET /%zz HTTP/1.1\r\nHost: t\r\n\r\n",
+        b"GET /%ff%fe HTTP/1.1\r\nHost: t\r\n\r\n",
+        b"GET * HTTP/1.1\r\nHost: t\r\n\r\n",
+        b"GET /hello.txt HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\r\nabc",
+    ];
+    for raw in cases {
+        let mut client = Client::new(server.info);
+        client.send(raw);
+        let got = client.read(false);
+        assert_eq!(got.status, 400, "{:?}", String::from_utf8_lossy(raw));
+        assert_eq!(got.header("Connection"), Some("close"));
+        client.assert_closed();
+    }
+    // A head that cannot be parsed closes the connection.
+    let mut client = Client::new(server.info);
+    client.send(b"\x00\x01\x02 garbage\r\n\r\n");
+    assert_eq!(client.read(false).status, 400);
+    client.assert_closed();
+    // Gone first, so the shutdown need not wait out their lingering.
+    drop(client);
+    assert_eq!(server.shutdown(STEP), 0);
+}
+
+#[test]
+fn heads_over_8_kib_or_64_fields_get_431() {
+    let site = Site::new("large");
+    let server = site.serve_default();
+
+    let long = format!(
+        "GET /hello.txt HTTP/1.1\r\nHost: t\r\nX-Filler: {}\r\n\r\n",
+        "a".repeat(9000)
+    );
+    let mut client = Client::new(server.info);
+    client.send(long.as_bytes());
+    assert_eq!(client.read(false).status, 431);
+    client.assert_closed();
+
+    // Over 8 KiB with no end of head in sight: refused without waiting.
+    let mut client = Client::new(server.info);
+    client.send(format!("GET /{} HTTP/1.1\r\nHost: t\r\n", "b".repeat(8300)).as_bytes());
+    assert_eq!(client.read(false).status, 431);
+    client.assert_closed();
+
+    let fields: String = (0..100).map(|i| format!("X-F{i}: v\r\n")).collect();
+    let got = once(
+        server.info,
+        format!("GET / HTTP/1.1\r\nHost: t\r\n{fields}\r\n").as_bytes(),
+    );
+    assert_eq!(got.status, 431);
+
+    // Just under the limit is fine.
+    let near = format!(
+        "GET /hello.txt HTTP/1.1\r\nHost: t\r\nX-Filler: {}\r\n\r\n",
+        "a".repeat(8000)
+    );
+    assert_eq!(once(server.info, near.as_bytes()).status, 200);
+    // Gone first, so the shutdown need not wait out their lingering.
+    drop(client);
+    assert_eq!(server.shutdown(STEP), 0);
+}
+
+#[test]
+fn nothing_outside_the_root_is_ever_sent() {
+    let site = Site::new("confine");
+    let server = site.serve_default();
+    let attacks = [
+        "/../secret.txt",
+        "/..%2fsecret.txt",
+        "/%2e%2e/secret.txt",
+        "/%2E%2E%2Fsecret.txt",
+        "/sub/../../secret.txt",
+        "/sub/%2e%2e/%2e%2e/secret.txt",
+        "//etc/passwd",
+        "/%2fetc%2fpasswd",
+        "/hello.txt%00.png",
+        "/escape",
+        "/updir/secret.txt",
+        "/updir/",
+        "http://test/../secret.txt",
+    ];
+    for target in attacks {
+        let mut client = Client::new(server.info);
+        client.send(format!("GET {target} HTTP/1.1\r\nHost: test\r\n\r\n").as_bytes());
+        let got = client.read(false);
+        assert!(
+            got.status == 403 || got.status == 404,
+            "{target}: {} {}",
+            got.status,
+            got.text()
+        );
+        let leaked = got.body.windows(SECRET.len()).any(|w| w == SECRET);
+        assert!(!leaked, "{target} leaked the secret");
+        assert!(!got.text().contains("root:"), "{target} leaked /etc/passwd");
+    }
+    // Decoding alone is not refusal: an encoded name inside the root works.
+    let mut client = Client::new(server.info);
+    let spaced = client.get("/sub/a%20b.txt", "");
+    assert_eq!((spaced.status, spaced.body.as_slice()), (200, &b"spaced"[..]));
+    assert_eq!(client.get("/sub/./deeper/../a%20b.txt", "").status, 403);
+    // Gone first, so the shutdown need not wait out their lingering.
+    drop(client);
+    assert_eq!(server.shutdown(STEP), 0);
+}
+
+#[test]
+fn directories_are_listed_and_redirected_to_their_slash() {
+    let site = Site::new("dirs");
+    let server = site.serve_default();
+    let mut client = Client::new(server.info);
+
+    let moved = client.get("/sub", "");
+    assert_eq!(moved.status, 301);
+    assert_eq!(moved.header("Location"), Some("/sub/"));
+    let listing = client.get("/sub/", "");
+    assert_eq!(listing.status, 200);
+    assert_eq!(listing.header("Content-Type"), Some("text/html; charset=utf-8"));
+    let page = listing.text();
+    assert!(page.contains("<title>Index of /sub/</title>"), "{page}");
+    assert!(page.contains("<a href=\"../\">"), "{page}");
+    assert!(page.contains("<a href=\"deeper/\">deeper/</a>"), "{page}");
+    assert!(page.contains("<a href=\"a%20b.txt\">a b.txt</a>"), "{page}");
+    assert!(page.contains("<a href=\"big.bin\">big.bin</a>"), "{page}");
+    assert!(
+        page.find("deeper/").unwrap() < page.find("big.bin").unwrap(),
+        "directories first"
+    );
+
+    let root = client.get("/", "");
+    assert_eq!(root.status, 200);
+    assert!(root.text().contains("<a href=\"hello.txt\">"));
+    assert!(!root.text().contains("href=\"../\""), "no parent at the root");
+
+    let spaced = client.get("/sub/deeper", "");
+    assert_eq!(spaced.header("Location"), Some("/sub/deeper/"));
+    client.send(b"HEAD /sub/ HTTP/1.1\r\nHost: t\r\n\r\n");
+    let head = client.read(true);
+    assert_eq!(
+        head.header("Content-Length"),
+        Some(listing.body.len().to_string().as_str())
+    );
+    assert_eq!(
+        client.get("/hello.txt", "").status,
+        200,
+        "in step after HEAD of a listing"
+    );
+    // Gone first, so the shutdown need not wait out their lingering.
+    drop(client);
+    assert_eq!(server.shutdown(STEP), 0);
+}
+
+#[test]
+fn one_connection_carries_many_requests_until_close() {
+    let site = Site::new("keepalive");
+    let server = site.serve_default();
+    let mut client = Client::new(server.info);
+    for _ in 0..5 {
+        let got = client.get("/hello.txt", "");
+        assert_eq!(got.status, 200);
+        assert_eq!(got.header("Connection"), None);
+    }
+    let last = client.get("/hello.txt", "Connection: close\r\n");
+    assert_eq!(last.header("Connection"), Some("close"));
+    assert_eq!(last.body, b"hello, http\n");
+    client.assert_closed();
+
+    // HTTP/1.0 closes unless it asks for keep-alive.
+    let mut old = Client::new(server.info);
+    old.send(b"GET /hello.txt HTTP/1.0\r\n\r\n");
+    assert_eq!(old.read(false).header("Connection"), Some("close"));
+    old.assert_closed();
+    let mut kept = Client::new(server.info);
+    for _ in 0..2 {
+        kept.send(b"GET /hello.txt HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
+        let got = kept.read(false);
+        assert_eq!(got.header("Connection"), Some("keep-alive"));
+        assert_eq!(got.body, b"hello, http\n");
+    }
+    // Gone first, so the shutdown need not wait out their lingering.
+    drop((client, old, kept));
+    assert_eq!(server.shutdown(STEP), 0);
+}
+
+#[test]
+fn pipelined_requests_are_answered_in_order() {
+    let site = Site::new("pipeline");
+    let server = site.serve_default();
+    let mut client = Client::new(server.info);
+    // All in one write: a big body first, so the others wait behind it.
+    let mut burst = Vec::new();
+    let targets = [
+        "/sub/big.bin",
+        "/hello.txt",
+        "/nope",
+        "/sub",
+        "/sub/big.bin",
+        "/empty",
+    ];
+    for target in targets {
+        burst.extend_from_slice(format!("GET {target} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes());
+    }
+    burst.extend_from_slice(b"HEAD /hello.txt HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+    client.send(&burst);
+    let whole = pattern(BIG, 9);
+    let statuses: Vec<u16> = targets
+        .iter()
+        .map(|target| {
+            let got = client.read(false);
+            if *target == "/sub/big.bin" {
+                assert!(got.body == whole, "big body intact");
+            }
+            if *target == "/hello.txt" {
+                assert_eq!(got.body, b"hello, http\n");
+            }
+            got.status
+        })
+        .collect();
+    assert_eq!(statuses, [200, 200, 404, 301, 200, 200]);
+    let head = client.read(true);
+    assert_eq!(head.header("Content-Length"), Some("12"));
+    client.assert_closed();
+    // Gone first, so the shutdown need not wait out their lingering.
+    drop(client);
+    assert_eq!(server.shutdown(STEP), 0);
+}
+
+#[test]
+fn many_pipelined_small_requests_in_one_burst() {
+    let site = Site::new("burst");
+    let server = site.serve_default();
+    let mut client = Client::new(server.info);
+    let n = 2000;
+    let one = b"GET /hello.txt HTTP/1.1\r\nHost: t\r\n\r\n";
+    let writer = {
+        let mut stream = client.reader.get_ref().try_clone().expect("clone");
+        std::thread::spawn(move || {
+            for _ in 0..n {
+                stream.write_all(one).expect("write");
+            }
+        })
+    };
+    for i in 0..n {
+        let got = client.read(false);
+        assert_eq!((got.status, got.body.len()), (200, 12), "answer {i}");
+    }
+    writer.join().expect("writer");
+    // Gone first, so the shutdown need not wait out their lingering.
+    drop(client);
+    assert_eq!(server.shutdown(STEP), 0);
+}
+
+#[test]
+fn an_idle_kept_alive_connection_is_closed() {
+    let site = Site::new("idle");
+    let server = site.serve(Duration::from_millis(200), Duration::from_secs(10));
+    let mut client = Client::new(server.info);
+    assert_eq!(client.get("/hello.txt", "").status, 200);
+    // Nothing more is sent: the server closes after the idle timeout.
+    client.assert_closed();
+    // Gone first, so the shutdown need not wait out their lingering.
+    drop(client);
+    assert_eq!(server.shutdown(STEP), 0);
+}
+
+#[test]
+fn a_slow_request_head_is_cut_with_408_while_others_are_served() {
+    let site = Site::new("slowloris");
+    let server = site.serve(Duration::from_secs(60), Duration::from_millis(300));
+    let mut slow: Vec<Client> = (0..20).map(|_| Client::new(server.info)).collect();
+    for (i, client) in slow.iter_mut().enumerate() {
+        client.send(format!("GET /hello.txt HTTP/1.1\r\nHost: t\r\nX-Slow-{i}: ").as_bytes());
+    }
+    // A normal client is served while the slow ones hang on.
+    let mut normal = Client::new(server.info);
+    assert_eq!(normal.get("/hello.txt", "").status, 200);
+    for client in &mut slow {
+        let got = client.read(false);
+        assert_eq!(got.status, 408);
+        client.assert_closed();
+    }
+    // A connection that never sends a byte is cut by the same deadline.
+    let mut silent = Client::new(server.info);
+    assert_eq!(silent.read(false).status, 408);
+    silent.assert_closed();
+    // Gone first, so the shutdown need not wait out their lingering.
+    drop((slow, normal, silent));
+    assert_eq!(server.shutdown(STEP), 0);
+}
+
+#[test]
+fn a_half_closed_client_gets_its_answer() {
+    let site = Site::new("halfclose");
+    let server = site.serve_default();
+    let mut client = Client::new(server.info);
+    client.send(b"GET /sub/big.bin HTTP/1.1\r\nHost: t\r\n\r\nGET /hello.txt HTTP/1.1\r\nHost: t\r\n\r\n");
+    client
+        .reader
+        .get_ref()
+        .shutdown(std::net::Shutdown::Write)
+        .expect("shutdown");
+    assert!(client.read(false).body == pattern(BIG, 9));
+    assert_eq!(client.read(false).body, b"hello, http\n");
+    client.assert_closed();
+    // Gone first, so the shutdown need not wait out their lingering.
+    drop(client);
+    assert_eq!(server.shutdown(STEP), 0);
+}
+
+#[test]
+fn a_shutdown_lets_a_download_finish() {
+    let site = Site::new("shutdown");
+    let server = site.serve_default();
+    let mut client = Client::new(server.info);
+    client.send(b"GET /sub/big.bin HTTP/1.1\r\nHost: t\r\n\r\n");
+    // Read the head only, so the body is in flight when the shutdown starts.
+    let mut line = String::new();
+    client.reader.read_line(&mut line).expect("status");
+    assert!(line.starts_with("HTTP/1.1 200"), "{line}");
+    assert!(server.handle.shutdown(STEP));
+    let mut rest = Vec::new();
+    client.reader.read_to_end(&mut rest).expect("the rest");
+    let body_at = rest
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("end of head")
+        + 4;
+    assert!(rest[body_at..] == pattern(BIG, 9), "whole body before the close");
+    let mut server = server;
+    assert_eq!(server.join(), 0);
+}
+
+#[test]
+fn the_file_server_logs_every_request() {
+    let site = Site::new("log");
+    let log = site.dir.0.join("server.log");
+    let root = site.root();
+    let mut command = std::process::Command::new(example_path("file_server"));
+    command
+        .args(["--http", "127.0.0.1:0", "--root", root.to_str().expect("utf-8")])
+        .env("RUST_LOG", "info");
+    let stderr = std::fs::File::create(&log).expect("log file");
+    let mut server = ServerProcess::start_logging_to(&mut command, 1, stderr.into());
+    let mut client = Client::new(server.socket_addr("http"));
+    assert_eq!(client.get("/hello.txt", "").status, 200);
+    assert_eq!(client.get("/nope", "Connection: close\r\n").status, 404);
+    client.assert_closed();
+    assert!(server.terminate().success());
+    let text = std::fs::read_to_string(&log).expect("log");
+    assert!(text.contains("\"GET /hello.txt HTTP/1.1\" 200 12 "), "{text}");
+    assert!(text.contains("\"GET /nope HTTP/1.1\" 404 "), "{text}");
+}
+
+#[test]
+fn the_file_server_serves_http_and_the_plain_protocol_from_one_root() {
+    let site = Site::new("both");
+    let root = site.root();
+    let args = [
+        "--tcp",
+        "127.0.0.1:0",
+        "--http",
+        "127.0.0.1:0",
+        "--root",
+        root.to_str().expect("utf-8"),
+    ];
+    let mut server = ServerProcess::start("file_server", &args, 2);
+    let mut plain = connect(server.socket_addr("tcp"));
+    write_all(&mut plain, b"hello.txt\n");
+    assert_eq!(read_to_end(&mut plain), b"hello, http\n");
+    let mut client = Client::new(server.socket_addr("http"));
+    assert_eq!(client.get("/hello.txt", "").body, b"hello, http\n");
+    assert!(server.terminate().success());
+}
