@@ -311,6 +311,27 @@ impl Sink for Stream {
     fn send_file(&mut self, file: &File, offset: u64, len: usize) -> io::Result<usize> {
         copy_file_region(self, file, offset, len)
     }
+
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    fn write_vectored_more(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        let Stream::Tcp(tcp) = self else {
+            return self.write_vectored(bufs);
+        };
+        // SAFETY: an all-zero msghdr is valid (no name, no control data);
+        // the iovec array points at `bufs`, which `IoSlice` lays out as
+        // `iovec` and which outlives the call; the socket fd is owned by
+        // `tcp`.
+        let sent = unsafe {
+            let mut msg: libc::msghdr = std::mem::zeroed();
+            msg.msg_iov = bufs.as_ptr() as *mut libc::iovec;
+            msg.msg_iovlen = bufs.len() as _;
+            libc::sendmsg(tcp.as_raw_fd(), &msg, libc::MSG_MORE | libc::MSG_NOSIGNAL)
+        };
+        if sent < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(sent as usize)
+    }
 }
 
 /// What a handler asked for while its outbound connect was in progress,
@@ -626,6 +647,13 @@ impl Core {
     /// Queues or writes output for a connection. Returns whether it was
     /// taken (written or queued).
     pub(crate) fn send_chunk(&mut self, key: Key, chunk: Chunk) -> bool {
+        self.send_chunks(key, [chunk])
+    }
+
+    /// Queues chunks as one unit (all or none), then writes if they are
+    /// first in line: a memory chunk followed by a file region goes out
+    /// with the region in the same segment where the socket allows.
+    pub(crate) fn send_chunks<const N: usize>(&mut self, key: Key, chunks: [Chunk; N]) -> bool {
         let Some(conn) = self.stream_mut(key) else {
             return false;
         };
@@ -633,21 +661,24 @@ impl Core {
             trace!("{key}: send refused in state {}", conn.state);
             return false;
         }
-        let adds = match &chunk {
-            Chunk::Owned(v) => v.len(),
-            Chunk::Shared(v) => v.len(),
-            Chunk::File { .. } => 0,
-        };
+        let adds: usize = chunks
+            .iter()
+            .map(|chunk| match chunk {
+                Chunk::Owned(v) => v.len(),
+                Chunk::Shared(v) => v.len(),
+                Chunk::File { .. } => 0,
+            })
+            .sum();
         let over_cap = conn.queue.buffered() + adds > conn.options.max_queued;
         if over_cap && !conn.queue.is_empty() && conn.options.overflow == OverflowPolicy::Drop {
             debug!("{key} {}: output over the cap, send dropped", conn.peer);
             return false;
         }
         let result = if conn.state == ConnState::Connecting {
-            conn.queue.push(chunk);
+            chunks.into_iter().for_each(|chunk| conn.queue.push(chunk));
             Ok(Flush::Blocked)
         } else {
-            conn.queue.write_chunk(&mut conn.stream, chunk)
+            conn.queue.write_chunks(&mut conn.stream, chunks)
         };
         match result {
             Ok(Flush::Yielded) => self.ready.push_back(key),

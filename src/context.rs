@@ -116,6 +116,19 @@ impl<'a> Context<'a> {
         self.core.send_chunk(self.key, chunk)
     }
 
+    /// Sends an owned buffer and then `len` bytes of `file` from `offset`,
+    /// queued together: a response head and its body. On TCP the buffer is
+    /// written with `MSG_MORE`, so a head and a small body leave in one
+    /// segment rather than two. Returns `false` as [`Context::send`] does.
+    pub fn send_vec_then_file(&mut self, data: Vec<u8>, file: &Rc<File>, offset: u64, len: u64) -> bool {
+        let region = Chunk::File {
+            file: Rc::clone(file),
+            offset,
+            len,
+        };
+        self.core.send_chunks(self.key, [Chunk::Owned(data), region])
+    }
+
     /// Sends bytes to another connection.
     pub fn send_to(&mut self, key: Key, data: &[u8]) -> bool {
         self.core.send_slice(key, data)

@@ -46,6 +46,14 @@ pub(crate) trait Sink: Write {
     /// through user space where the platform allows. Returns the bytes
     /// sent; 0 means the file ended before `offset`.
     fn send_file(&mut self, file: &File, offset: u64, len: usize) -> io::Result<usize>;
+
+    /// Like `write_vectored`, for bytes a file region follows at once: a
+    /// TCP socket holds a partial segment back (`MSG_MORE`) so that a
+    /// response head and a small body leave in one segment, not two. The
+    /// default is a plain vectored write.
+    fn write_vectored_more(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        self.write_vectored(bufs)
+    }
 }
 
 /// One piece of queued output.
@@ -164,9 +172,23 @@ impl WriteQueue {
     /// Queues `chunk` and, if it is first in line, starts writing it.
     /// Returns how the write ended ([`Flush::Blocked`] when it waits behind
     /// other chunks).
+    #[cfg(test)]
     pub(crate) fn write_chunk(&mut self, sink: &mut impl Sink, chunk: Chunk) -> io::Result<Flush> {
+        self.write_chunks(sink, [chunk])
+    }
+
+    /// Queues `chunks` in order and, if they are first in line, starts
+    /// writing them. Returns how the write ended ([`Flush::Blocked`] when
+    /// they wait behind other chunks).
+    pub(crate) fn write_chunks(
+        &mut self,
+        sink: &mut impl Sink,
+        chunks: impl IntoIterator<Item = Chunk>,
+    ) -> io::Result<Flush> {
         let was_empty = self.is_empty();
-        self.push(chunk);
+        for chunk in chunks {
+            self.push(chunk);
+        }
         if was_empty {
             return self.flush(sink);
         }
@@ -212,15 +234,21 @@ impl WriteQueue {
         let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
         let mut count = 0;
         let mut offered = 0;
+        let mut file_follows = false;
         for queued in self.chunks.iter().take(MAX_IOVECS) {
             if matches!(queued.chunk, Chunk::File { .. }) {
+                file_follows = true;
                 break;
             }
             slices[count] = IoSlice::new(queued.remaining());
             offered += queued.remaining().len();
             count += 1;
         }
-        let written = sink.write_vectored(&slices[..count])?;
+        let written = if file_follows {
+            sink.write_vectored_more(&slices[..count])?
+        } else {
+            sink.write_vectored(&slices[..count])?
+        };
         if written == 0 {
             return Err(io::ErrorKind::WriteZero.into());
         }
@@ -348,6 +376,8 @@ mod tests {
         out: Vec<u8>,
         room: usize,
         calls: usize,
+        /// Bytes that were written flagged as followed by a file region.
+        more: Vec<u8>,
     }
 
     impl Throttled {
@@ -356,6 +386,7 @@ mod tests {
                 out: Vec::new(),
                 room,
                 calls: 0,
+                more: Vec::new(),
             }
         }
     }
@@ -400,6 +431,13 @@ mod tests {
                 return Err(io::ErrorKind::WouldBlock.into());
             }
             copy_file_region(self, file, offset, len)
+        }
+
+        fn write_vectored_more(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+            let before = self.out.len();
+            let written = self.write_vectored(bufs)?;
+            self.more.extend_from_slice(&self.out[before..]);
+            Ok(written)
         }
     }
 
@@ -490,6 +528,30 @@ mod tests {
             queue.flush(&mut sink).unwrap();
         }
         assert_eq!(sink.out, b"<23456>");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn bytes_queued_with_a_region_are_written_as_followed_by_it() {
+        let dir = std::env::temp_dir().join(format!("evloop-wq-more-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("body");
+        std::fs::write(&path, b"body").unwrap();
+        let file = Rc::new(File::open(&path).unwrap());
+        let mut queue = WriteQueue::default();
+        let mut sink = Throttled::new(usize::MAX);
+        let chunks = [
+            Chunk::Owned(b"head|".to_vec()),
+            Chunk::File {
+                file,
+                offset: 0,
+                len: 4,
+            },
+            Chunk::Owned(b"|tail".to_vec()),
+        ];
+        assert_eq!(queue.write_chunks(&mut sink, chunks).unwrap(), Flush::Empty);
+        assert_eq!(sink.out, b"head|body|tail");
+        assert_eq!(sink.more, b"head|", "only bytes a region follows are flagged");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -54,6 +54,8 @@ pub struct FileBody {
     remaining: u64,
     stall: Duration,
     watchdog: Option<TimerId>,
+    /// Bytes to send just before the first region (a response head).
+    head: Option<Vec<u8>>,
 }
 
 impl FileBody {
@@ -66,7 +68,16 @@ impl FileBody {
             remaining: len,
             stall,
             watchdog: None,
+            head: None,
         }
+    }
+
+    /// Sends `head` (a response head) just before the first region, queued
+    /// together with it, so that a head and a small body can leave in one
+    /// TCP segment ([`Context::send_vec_then_file`]).
+    pub fn with_head(mut self, head: Vec<u8>) -> FileBody {
+        self.head = Some(head);
+        self
     }
 
     /// Bytes not queued yet.
@@ -81,13 +92,24 @@ impl FileBody {
     /// drain, keeps the body moving when the socket takes a whole region at
     /// once and no drain would ever come.
     pub fn pump(&mut self, cx: &mut Context<'_>) -> Progress {
+        if self.remaining == 0 {
+            if let Some(head) = self.head.take() {
+                if !cx.send_vec(head) {
+                    return Progress::Failed;
+                }
+            }
+        }
         while self.remaining > 0 {
             if cx.is_above_high_water() {
                 self.arm_watchdog(cx);
                 return Progress::Waiting;
             }
             let len = self.remaining.min(REGION);
-            if !cx.send_file(&self.file, self.offset, len) {
+            let sent = match self.head.take() {
+                Some(head) => cx.send_vec_then_file(head, &self.file, self.offset, len),
+                None => cx.send_file(&self.file, self.offset, len),
+            };
+            if !sent {
                 self.cancel(cx);
                 return Progress::Failed;
             }

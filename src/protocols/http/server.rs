@@ -378,11 +378,8 @@ impl HttpStream {
             }
             Body::File { file, offset, len } => {
                 exchange.bytes = len;
-                if !cx.send_vec(bytes) {
-                    self.exchange = Some(exchange);
-                    return self.close(cx);
-                }
-                let mut body = FileBody::new(Rc::new(file), offset, len, self.config.idle_timeout);
+                let mut body =
+                    FileBody::new(Rc::new(file), offset, len, self.config.idle_timeout).with_head(bytes);
                 match body.pump(cx) {
                     Progress::Queued => {}
                     Progress::Waiting => {
