@@ -2,7 +2,8 @@
 //! file_server, HTTP): the `curl` binary downloads a large file byte-exact,
 //! sees `Content-Length` and `Accept-Ranges: bytes` in a HEAD, gets exactly
 //! the bytes of a range and of a suffix range, resumes a cut download with
-//! `curl -C -`, and fetches names that need percent-encoding. A headless
+//! `curl -C -`, and fetches names that need percent-encoding; `wget`
+//! downloads a file and continues a partial one with `-c`. A headless
 //! Chromium (ignored by default; `.ci/run` runs it) renders a directory
 //! listing of odd names with no markup injected by a name, and every link on
 //! the rendered page leads to the right file or directory.
@@ -19,6 +20,8 @@ use common::*;
 
 /// The real curl binary.
 const CURL: &str = "/usr/bin/curl";
+/// The real wget binary.
+const WGET: &str = "/usr/bin/wget";
 /// Debian's Chromium launcher (it `exec`s the browser).
 const CHROMIUM: &str = "/usr/bin/chromium";
 /// How long Chromium may take to start, load one page and dump it.
@@ -219,6 +222,38 @@ fn curl_resumes_a_cut_download_with_continue_at() {
         "status of the resumed part"
     );
     assert_same_bytes(&read(&out), &data, "the resumed download");
+}
+
+#[test]
+fn wget_downloads_a_file_and_continues_a_partial_one() {
+    let data = pattern(2 * 1024 * 1024 + 99, 44);
+    let root = TempDir::new("http-clients-wget");
+    write(&root.0.join("w.bin"), &data);
+    let served = Served::start(root);
+    let out_dir = TempDir::new("http-clients-wget-out");
+    let out = out_dir.0.join("w.bin");
+    let wget = |extra: &[&str]| {
+        let status = Command::new(WGET)
+            .args(["--quiet", "--tries=1", "--timeout=20"])
+            .args(extra)
+            .arg("-O")
+            .arg(&out)
+            .arg(served.url("w.bin"))
+            .stdin(Stdio::null())
+            .status()
+            .expect("run /usr/bin/wget");
+        assert!(status.success(), "wget {extra:?}: {status}");
+    };
+    wget(&[]);
+    assert_same_bytes(&read(&out), &data, "wget of a 2 MiB file");
+    // `wget -c` asks for the rest of a partial file with a Range. The part
+    // already there is zeros, not the file's bytes, so the result shows
+    // that only the rest was fetched (a fresh download would mend it).
+    let mut partial = vec![0u8; 777_777];
+    write(&out, &partial);
+    wget(&["-c"]);
+    partial.extend_from_slice(&data[777_777..]);
+    assert_same_bytes(&read(&out), &partial, "wget -c appends only the rest");
 }
 
 #[test]
