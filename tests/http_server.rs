@@ -702,3 +702,30 @@ fn the_file_server_serves_http_and_the_plain_protocol_from_one_root() {
     assert_eq!(client.get("/hello.txt", "").body, b"hello, http\n");
     assert!(server.terminate().success());
 }
+
+#[test]
+fn a_connection_past_the_limit_gets_503() {
+    let site = Site::new("limit");
+    let root = site.root();
+    let server = start(move |reactor: &mut Reactor| {
+        let options = ListenerOptions {
+            max_connections: 1,
+            ..ListenerOptions::default()
+        };
+        let key = reactor
+            .listen_tcp_with(any_port(), options, HttpServer::new(&root).expect("root"))
+            .expect("listen");
+        reactor.local_addr(key).and_then(|a| a.as_inet()).expect("inet")
+    });
+    let mut first = Client::new(server.info);
+    assert_eq!(first.get("/hello.txt", "").status, 200);
+    let mut second = Client::new(server.info);
+    let refused = second.read(false);
+    assert_eq!(refused.status, 503);
+    assert_eq!(refused.header("Retry-After"), Some("1"));
+    second.assert_closed();
+    // The first connection is still served.
+    assert_eq!(first.get("/hello.txt", "").status, 200);
+    drop((first, second));
+    assert_eq!(server.shutdown(STEP), 0);
+}
