@@ -22,7 +22,7 @@
 //! ```text
 //!  Connecting --open, room has space-------------> Active { idle }  welcomed; others: "* NICK joined"
 //!  Connecting --open, room full-------------------> Refused         sent "* error: room is full"; closing
-//!  Active     --bytes in--------------------------> Active          idle timer pushed back; each line handled
+//!  Active     --bytes in--------------------------> Active          each line handled; a whole line pushes the idle timer back
 //!  Active     --/quit-----------------------------> Left            sent "* bye"; others: "* NICK left"; closing
 //!  Active     --line over max_line----------------> Left            sent "* error: line too long"; others told; closing
 //!  Active     --idle timer fired------------------> Left            others told; closing
@@ -36,7 +36,11 @@
 //! - a member's leave is announced to the others exactly once, whatever the
 //!   reason, because only the `Active -> Left` transition leaves the room
 //!   and the room ignores a second leave;
-//! - every member has one idle timer, pushed back in O(1) on each input;
+//! - every member has one idle timer, pushed back in O(1) by each whole
+//!   line it sends: bytes of an unfinished line are not activity, so a
+//!   client that trickles a line a byte at a time (slowloris) is cut after
+//!   the idle timeout like a silent one, and holds at most `max_line` bytes
+//!   meanwhile;
 //! - a member whose unsent output passes `max_outbuf` is cut by the
 //!   reactor ([`OverflowPolicy::Close`]); the room goes on without it;
 //! - at shutdown the room empties at once, without `left` notices to
@@ -257,9 +261,6 @@ impl StreamHandler for ChatMember {
             let room = self.room.borrow();
             (room.config().max_line, room.config().idle_timeout)
         };
-        if let Some(timer) = idle {
-            cx.reset_timer(timer, idle_timeout);
-        }
         let id = MemberId::Stream(cx.key());
         let mut out = Outbox::new();
         let mut used = 0;
@@ -274,6 +275,9 @@ impl StreamHandler for ChatMember {
                 match decode_line(&data[used..], max_line) {
                     Ok(LineStatus::Complete { line, consumed }) => {
                         used += consumed;
+                        if let Some(timer) = idle {
+                            cx.reset_timer(timer, idle_timeout);
+                        }
                         room.handle_line(&id, line, &mut out)
                     }
                     Ok(LineStatus::Partial) => return used,
