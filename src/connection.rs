@@ -18,7 +18,9 @@
 //!   reads or writes it (read half closed or paused, queue empty): an
 //!   error event checks the socket's pending error last;
 //! - input the handler did not consume is kept in `pending`, which is freed
-//!   as soon as it is empty: an idle connection holds no read buffer.
+//!   as soon as it is empty: an idle connection holds no read buffer;
+//! - every handler call is guarded: a handler that panics is dropped and its
+//!   connection reset, without `on_close` (see `handler.rs`).
 
 use std::fmt;
 use std::fs::File;
@@ -31,6 +33,7 @@ use std::time::Duration;
 use log::{debug, trace};
 use mio::net::{TcpStream, UnixStream};
 
+use crate::handler::guarded;
 use crate::reactor::{Core, Deferred, Notice, TimerTask};
 use crate::registry::Registry;
 use crate::source::Source;
@@ -230,7 +233,7 @@ impl Stream {
     }
 
     /// Makes the close send a reset (`SO_LINGER` with a zero timeout).
-    fn set_reset_on_close(&self) {
+    pub(crate) fn set_reset_on_close(&self) {
         let linger = libc::linger {
             l_onoff: 1,
             l_linger: 0,
@@ -403,6 +406,9 @@ impl Connection {
     }
 }
 
+/// What the log says happens to a connection whose handler panicked.
+const RESET_AFTER_PANIC: &str = "resetting the connection";
+
 /// How far a read pass may trust a short read.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) enum ReadHint {
@@ -436,18 +442,32 @@ impl Core {
 
     /// Runs `f` with the connection's handler taken out and a context for
     /// it, then puts the handler back. Does nothing if the connection is gone
-    /// or its handler is already out (a callback is running).
+    /// or its handler is already out (a callback is running, or it panicked).
+    /// `callback` names the call for the log if it panics; the connection is
+    /// then reset.
     pub(crate) fn with_stream_handler(
         &mut self,
         key: Key,
+        callback: &'static str,
         f: impl FnOnce(&mut dyn StreamHandler, &mut Context<'_>),
     ) {
-        let Some(mut handler) = self.stream_mut(key).and_then(|c| c.handler.take()) else {
+        let Some(handler) = self.stream_mut(key).and_then(|c| c.handler.take()) else {
             return;
         };
-        f(handler.as_mut(), &mut Context::new(self, key));
-        if let Some(conn) = self.stream_mut(key) {
-            conn.handler = Some(handler);
+        // The handler moves into the guarded call and comes back out of it,
+        // so a panic drops it as it unwinds.
+        let back = guarded(key, callback, RESET_AFTER_PANIC, || {
+            let mut handler = handler;
+            f(handler.as_mut(), &mut Context::new(self, key));
+            handler
+        });
+        match back {
+            Some(handler) => {
+                if let Some(conn) = self.stream_mut(key) {
+                    conn.handler = Some(handler);
+                }
+            }
+            None => self.handler_panicked(key),
         }
     }
 
@@ -510,7 +530,7 @@ impl Core {
                         // first, then the FIN; the handler sees it done.
                         self.shutdown_stream_write(key);
                     }
-                    self.with_stream_handler(key, |h, cx| h.on_open(cx));
+                    self.with_stream_handler(key, "on_open", |h, cx| h.on_open(cx));
                 }
             }
             // Not connected yet: a spurious wakeup.
@@ -558,19 +578,28 @@ impl Core {
     /// Keeps what the handler did not consume.
     pub(crate) fn deliver(&mut self, key: Key, fresh: &[u8]) {
         let Some(conn) = self.stream_mut(key) else { return };
-        let Some(mut handler) = conn.handler.take() else {
+        let Some(handler) = conn.handler.take() else {
             return;
         };
-        let mut pending = std::mem::take(&mut conn.pending);
-        let mut cx = Context::new(self, key);
-        if pending.is_empty() {
-            let used = handler.on_data(&mut cx, fresh).min(fresh.len());
-            pending.extend_from_slice(&fresh[used..]);
-        } else {
-            pending.extend_from_slice(fresh);
-            let used = handler.on_data(&mut cx, &pending).min(pending.len());
-            pending.drain(..used);
-        }
+        let pending = std::mem::take(&mut conn.pending);
+        // The handler and the input it was given move into the guarded call
+        // and come back out: a panic drops both as it unwinds.
+        let back = guarded(key, "on_data", RESET_AFTER_PANIC, || {
+            let (mut handler, mut pending) = (handler, pending);
+            let mut cx = Context::new(self, key);
+            if pending.is_empty() {
+                let used = handler.on_data(&mut cx, fresh).min(fresh.len());
+                pending.extend_from_slice(&fresh[used..]);
+            } else {
+                pending.extend_from_slice(fresh);
+                let used = handler.on_data(&mut cx, &pending).min(pending.len());
+                pending.drain(..used);
+            }
+            (handler, pending)
+        });
+        let Some((handler, pending)) = back else {
+            return self.handler_panicked(key);
+        };
         let Some(conn) = self.stream_mut(key) else { return };
         conn.handler = Some(handler);
         if pending.len() > conn.options.max_pending_input {
@@ -586,7 +615,7 @@ impl Core {
         match conn.state {
             ConnState::Open => {
                 conn.set_state(key, ConnState::ReadClosed);
-                self.with_stream_handler(key, |h, cx| h.on_read_closed(cx));
+                self.with_stream_handler(key, "on_read_closed", |h, cx| h.on_read_closed(cx));
             }
             ConnState::WriteClosing => {
                 conn.set_state(key, ConnState::Draining { peer_done: true });
@@ -596,14 +625,14 @@ impl Core {
                     let drain = conn.options.drain_timeout;
                     self.set_close_timer(key, drain, TimerTask::Drain(key));
                 }
-                self.with_stream_handler(key, |h, cx| h.on_read_closed(cx));
+                self.with_stream_handler(key, "on_read_closed", |h, cx| h.on_read_closed(cx));
             }
             ConnState::WriteClosed => {
                 // Both halves are done whatever the handler does now: mark
                 // it first, so a close from `on_read_closed` (the default)
                 // cannot turn the reason into `Closed`.
                 self.finish_stream(key, CloseReason::PeerClosed);
-                self.with_stream_handler(key, |h, cx| h.on_read_closed(cx));
+                self.with_stream_handler(key, "on_read_closed", |h, cx| h.on_read_closed(cx));
             }
             ConnState::Draining { .. } => conn.set_state(key, ConnState::Draining { peer_done: true }),
             ConnState::Lingering => self.finish_stream(key, CloseReason::Closed),

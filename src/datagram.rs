@@ -13,7 +13,9 @@
 //!   socket goes on: datagrams are allowed to be lost, the socket is not;
 //! - datagrams the socket refuses with `WouldBlock` wait in a queue of at
 //!   most [`MAX_QUEUED`] bytes, sent on the next WRITABLE edge; past that,
-//!   new datagrams are dropped.
+//!   new datagrams are dropped;
+//! - a handler that panics is dropped and its socket removed, without
+//!   `on_close` (see `handler.rs`).
 
 use std::collections::VecDeque;
 use std::io;
@@ -22,6 +24,7 @@ use std::path::PathBuf;
 use log::{debug, trace};
 use mio::net::{UdpSocket, UnixDatagram};
 
+use crate::handler::guarded;
 use crate::reactor::Core;
 use crate::source::Source;
 use crate::{Addr, Context, DatagramHandler, Key, TimerId};
@@ -210,10 +213,19 @@ impl Core {
                     continue;
                 }
             };
-            let Some(mut handler) = dgram.handler.take() else {
+            let Some(handler) = dgram.handler.take() else {
                 return;
             };
-            handler.on_datagram(&mut Context::new(self, key), &buf[..n], &from);
+            // The handler moves into the guarded call and back out: a panic
+            // drops it as it unwinds, and the socket goes.
+            let back = guarded(key, "on_datagram", "removing the socket", || {
+                let mut handler = handler;
+                handler.on_datagram(&mut Context::new(self, key), &buf[..n], &from);
+                handler
+            });
+            let Some(handler) = back else {
+                return self.handler_panicked(key);
+            };
             match self.datagram_mut(key) {
                 Some(dgram) => dgram.handler = Some(handler),
                 None => return,

@@ -6,9 +6,66 @@
 //! - every callback runs on the reactor's thread, one at a time, and must not
 //!   block: a handler that sleeps or does blocking IO stalls every source;
 //! - a handler is called only while its source is registered, and
-//!   `on_close` is its last call, exactly once;
+//!   `on_close` is its last call, exactly once (unless the handler panicked:
+//!   see below);
 //! - what a handler asks of its [`Context`] during a callback (send, close,
-//!   timers) takes effect before its next callback.
+//!   timers) takes effect before its next callback;
+//! - a handler that panics takes down its own source and nothing else.
+//!
+//! ## A panicking handler
+//!
+//! Every call the reactor makes into handler code runs under
+//! [`std::panic::catch_unwind`]: each [`StreamHandler`], [`DatagramHandler`]
+//! and [`SourceHandler`] callback, [`SourceHandler::source`] at removal,
+//! [`StreamFactory::new_handler`] and [`StreamFactory::farewell`]. When one
+//! panics, the reactor logs the source's key, the callback and the panic
+//! message at error level, then:
+//!
+//! - a connection's handler: the connection is reset, as by
+//!   [`Context::abort`]; its queued output and unconsumed input are dropped;
+//! - a datagram socket's handler: the socket is removed and closed;
+//! - a custom source's handler: the source is removed. The mio source the
+//!   handler owned is dropped with it: one that owns its descriptor closes
+//!   it, which takes it out of the epoll set; one that does not (an
+//!   [`crate::FdSource`]) stays in the set until its owner closes it, and
+//!   its events are dropped as stale;
+//! - a factory: the connection just accepted is reset; the listener and
+//!   its factory go on accepting;
+//! - `on_close`: the source is already gone; nothing more happens.
+//!
+//! The handler that panicked is dropped as the panic unwinds and is never
+//! called again: in particular it gets no `on_close`. Its source is removed
+//! by the deferred work that follows the call, like any close: its timers
+//! are cancelled and its slot freed. Every other source goes on being
+//! served, and [`crate::Reactor::run`] never sees the panic. When nothing
+//! panics, the guard costs no allocation and one branch on the result.
+//!
+//! Why this is sound (the reactor asserts unwind safety): a panic may leave
+//! the handler's own state half-updated, which is why it is dropped rather
+//! than called again. The reactor's state is whole, because handler code
+//! runs only at call boundaries: the handler is taken out of its slot
+//! before the call, and each [`Context`] method it calls has finished
+//! before control returns to it, without calling any other handler.
+//! Deferred work already queued for its source is harmless: a watermark
+//! notice finds the slot without a handler and is skipped, a removal frees
+//! the slot without an `on_close`, a second removal finds nothing. A
+//! factory is the exception: it is kept, so a factory that panics must
+//! leave itself fit to make the next handler.
+//!
+//! The limits:
+//!
+//! - a binary built with `panic = "abort"` aborts on any panic: there is
+//!   nothing to catch;
+//! - a panic in the reactor's own code is a bug in evloop and is not
+//!   caught. One raised inside a [`Context`] method is caught with the
+//!   handler that called it, but the reactor's state may then be
+//!   inconsistent;
+//! - a handler whose `Drop` panics while the handler is dropped by an
+//!   unwind aborts the process, as Rust does for any panic during a panic;
+//! - the closures given to [`crate::Handle::run`] are not handlers: they
+//!   get the whole reactor, and a panic in one ends `run`;
+//! - the panic hook still runs first: by default it prints the panic and
+//!   where it happened to stderr.
 //!
 //! A minimal protocol, one that answers every chunk with its length, driven
 //! one turn at a time from a client on the same thread:
@@ -54,12 +111,60 @@
 //! # }
 //! ```
 
+use std::any::Any;
 use std::fmt;
 use std::io;
+use std::panic::{self, AssertUnwindSafe};
 
+use log::error;
 use mio::event::Event;
 
-use crate::{Addr, Context, TimerId};
+use crate::{Addr, Context, Key, TimerId};
+
+/// Runs one call into handler code, catching a panic: `Some` with what the
+/// call returned, or `None` once the panic has been logged (with `key`, the
+/// name of the `callback`, and what the reactor does about it, `then`).
+///
+/// `AssertUnwindSafe` is sound here because the caller upholds what the
+/// module docs say: anything the call may have left half-updated (the
+/// handler, its pending input) is moved into `call` and dropped by the
+/// unwind, never used again; the reactor's state is consistent at the call
+/// boundary; and on `None` the caller resets or removes the source (a
+/// factory, which is kept, is the documented exception).
+#[inline]
+pub(crate) fn guarded<R>(
+    key: Key,
+    callback: &'static str,
+    then: &'static str,
+    call: impl FnOnce() -> R,
+) -> Option<R> {
+    match panic::catch_unwind(AssertUnwindSafe(call)) {
+        Ok(value) => Some(value),
+        Err(payload) => {
+            report_panic(key, callback, then, payload);
+            None
+        }
+    }
+}
+
+/// Logs a caught panic and drops its payload.
+#[cold]
+#[inline(never)]
+fn report_panic(key: Key, callback: &'static str, then: &'static str, payload: Box<dyn Any + Send>) {
+    let message = match payload.downcast_ref::<&'static str>() {
+        Some(text) => text,
+        None => match payload.downcast_ref::<String>() {
+            Some(text) => text.as_str(),
+            None => "(the panic's payload is not a string)",
+        },
+    };
+    error!("{key}: handler panicked in {callback}: {message}; {then}");
+    // A payload from `panic_any` may itself panic when dropped: that second
+    // panic must not escape either. Its own payload is leaked, not dropped.
+    if let Err(again) = panic::catch_unwind(AssertUnwindSafe(move || drop(payload))) {
+        std::mem::forget(again);
+    }
+}
 
 /// Why a connection or source ended; given to `on_close`.
 #[derive(Debug)]
@@ -126,6 +231,10 @@ impl fmt::Display for CloseReason {
 ///
 /// Only [`StreamHandler::on_data`] must be written; every other callback has
 /// a default that suits most protocols.
+///
+/// A callback that panics costs its own connection only: the panic is
+/// caught and logged, the connection is reset, and the handler is dropped
+/// without `on_close` (see the crate docs).
 pub trait StreamHandler {
     /// The connection is open: accepted, or an outbound connect completed.
     fn on_open(&mut self, cx: &mut Context<'_>) {

@@ -26,6 +26,15 @@
 //! # }
 //! ```
 //!
+//! ## A handler that panics
+//!
+//! A panic in a handler's callback (or a factory's) is caught: it is logged
+//! at error level with the source's key, and that source alone is reset or
+//! removed; its handler is dropped without `on_close`. The reactor goes on
+//! serving everything else. This does not hold with `panic = "abort"`, and
+//! a handler whose `Drop` panics during that unwind aborts the process.
+//! The details are in `src/handler.rs` and `docs/architecture.md`.
+//!
 //! ## Module map
 //!
 //! | module | owns |
@@ -34,13 +43,13 @@
 //! | `token` | [`Key`]: slot index + generation, packed into a mio token |
 //! | `registry` | the slab of sources, generation bumped on every removal |
 //! | `source` | what a slot holds; [`FdSource`] for raw descriptors |
-//! | `listener` | accept loop, per-listener limit, `EMFILE` back-off |
+//! | `listener` | accept loop, per-listener limit, `EMFILE` back-off and spare descriptor |
 //! | `connection` | [`ConnState`], the per-connection state machine; read and write paths |
 //! | `datagram` | UDP and Unix datagram sockets |
 //! | `write_queue` | output chunks, vectored writes, `sendfile`, watermarks' level |
 //! | `timer` | [`TimerId`], the deadline heap |
 //! | `handle` | [`Handle`]: wake, stop, shut down, run closures from other threads |
-//! | `handler` | the traits protocols implement |
+//! | `handler` | the traits protocols implement; the guard that contains a handler's panic |
 //! | `context` | [`Context`]: what a handler may do |
 //! | [`codec`] | line and length-prefixed framers |
 //! | [`protocols`] | the shipped handlers |

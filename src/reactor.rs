@@ -23,6 +23,10 @@
 //! connection's watermark notice, a removal and its `on_close`. Running it
 //! after the callback returns means no handler is ever re-entered, and an
 //! `on_close` never runs in the middle of another callback.
+//!
+//! Every call into a handler goes through [`guarded`]: a panic resets or
+//! removes that handler's source ([`Core::handler_panicked`]) and the loop
+//! goes on (the guarantee and its limits are in `handler.rs`).
 
 use std::collections::VecDeque;
 use std::io;
@@ -39,6 +43,7 @@ use mio::{Events, Interest, Poll, Waker};
 use crate::connection::{ConnState, Connection, ConnectionOptions, Stream, WhenOpen};
 use crate::datagram::{Datagram, DgramSocket};
 use crate::handle::{Command, Handle};
+use crate::handler::guarded;
 use crate::listener::{ListenSocket, Listener, ListenerOptions};
 use crate::registry::Registry;
 use crate::source::{Custom, Source};
@@ -102,6 +107,11 @@ pub(crate) struct Core {
     pub(crate) shutdown: Shutdown,
     /// Events dropped because their source was gone (see step 4).
     pub(crate) stale_events: u64,
+    /// A descriptor held in reserve while listeners exist: when accepting
+    /// fails for want of descriptors, it is closed to make room to accept
+    /// and turn away a connection that would otherwise wait in the backlog
+    /// (see `listener.rs`).
+    pub(crate) spare_fd: Option<std::fs::File>,
 }
 
 /// Where a graceful shutdown stands.
@@ -162,6 +172,7 @@ impl Reactor {
                 stop_requested: false,
                 shutdown: Shutdown::No,
                 stale_events: 0,
+                spare_fd: None,
             },
             events: Events::with_capacity(EVENTS_CAPACITY),
             scratch: vec![0; SCRATCH_LEN].into_boxed_slice(),
@@ -189,6 +200,12 @@ impl Reactor {
 
     /// Binds a TCP listener; each accepted connection gets a handler from
     /// `factory`. Default [`ListenerOptions`].
+    ///
+    /// The first listener of a reactor (TCP or Unix) also makes it hold one
+    /// spare descriptor (`/dev/null`). When the process runs out of
+    /// descriptors, and the shortage outlasts a 100 ms pause, the spare is
+    /// used to accept and reset each waiting connection rather than leave
+    /// it hanging in the backlog.
     ///
     /// # Errors
     ///
@@ -273,6 +290,7 @@ impl Reactor {
     ) -> Result<Key, Error> {
         let key = self.core.sources.next_key();
         socket.raise_backlog();
+        self.core.reserve_spare_fd();
         let mut listener = Listener::new(socket, local, options, factory);
         self.core
             .poll
@@ -648,6 +666,18 @@ enum AnyHandler {
     Custom(Box<dyn SourceHandler>),
 }
 
+impl AnyHandler {
+    /// What [`Core::handler_panicked`] does to this handler's source, for
+    /// the log line.
+    fn after_panic(&self) -> &'static str {
+        match self {
+            AnyHandler::Stream(_) => "resetting the connection",
+            AnyHandler::Datagram(_) => "removing the socket",
+            AnyHandler::Custom(_) => "removing the source",
+        }
+    }
+}
+
 impl Core {
     /// Step 4 for one event.
     fn dispatch(&mut self, event: &mio::event::Event, scratch: &mut [u8]) {
@@ -663,12 +693,55 @@ impl Core {
             Some(Source::Stream(_)) => self.stream_event(key, event, scratch),
             Some(Source::Datagram(_)) => self.datagram_event(key, event, scratch),
             Some(Source::Custom(custom)) => {
-                let Some(mut handler) = custom.handler.take() else {
+                let Some(handler) = custom.handler.take() else {
                     return;
                 };
-                handler.on_ready(&mut Context::new(self, key), event);
-                self.put_handler(key, AnyHandler::Custom(handler));
+                self.call_handler(key, AnyHandler::Custom(handler), "on_ready", |handler, cx| {
+                    if let AnyHandler::Custom(h) = handler {
+                        h.on_ready(cx, event);
+                    }
+                });
             }
+        }
+    }
+
+    /// Calls a handler taken out of its slot, under [`guarded`], then puts
+    /// it back; if it panics, it is dropped by the unwind and its source is
+    /// reset or removed.
+    fn call_handler(
+        &mut self,
+        key: Key,
+        handler: AnyHandler,
+        callback: &'static str,
+        f: impl FnOnce(&mut AnyHandler, &mut Context<'_>),
+    ) {
+        let then = handler.after_panic();
+        let back = guarded(key, callback, then, || {
+            let mut handler = handler;
+            f(&mut handler, &mut Context::new(self, key));
+            handler
+        });
+        match back {
+            Some(handler) => self.put_handler(key, handler),
+            None => self.handler_panicked(key),
+        }
+    }
+
+    /// A handler of `key` panicked and is gone: reset its connection, or
+    /// remove its socket or source. Its slot is then freed by deferred work
+    /// like any removal, but without `on_close`, since the handler is not
+    /// there to get it. Deferred work already queued for the key finds no
+    /// handler either: a notice is skipped, a second removal does nothing.
+    pub(crate) fn handler_panicked(&mut self, key: Key) {
+        match self.sources.get(key) {
+            // A connection already closed has its removal queued.
+            Some(Source::Stream(_)) => self.abort_stream_with(key, CloseReason::Aborted),
+            Some(Source::Datagram(_) | Source::Custom(_)) => {
+                self.deferred
+                    .push_back(Deferred::Remove(key, CloseReason::Aborted));
+            }
+            // A factory panicked: the listener goes on.
+            Some(Source::Listener(_)) | None => {}
         }
     }
 
@@ -695,10 +768,12 @@ impl Core {
     pub(crate) fn run_deferred(&mut self) {
         while let Some(work) = self.deferred.pop_front() {
             match work {
-                Deferred::Notify(key, notice) => self.with_stream_handler(key, |h, cx| match notice {
-                    Notice::HighWater => h.on_high_water(cx),
-                    Notice::Drain => h.on_drain(cx),
-                }),
+                Deferred::Notify(key, Notice::HighWater) => {
+                    self.with_stream_handler(key, "on_high_water", |h, cx| h.on_high_water(cx));
+                }
+                Deferred::Notify(key, Notice::Drain) => {
+                    self.with_stream_handler(key, "on_drain", |h, cx| h.on_drain(cx));
+                }
                 Deferred::Remove(key, reason) => self.remove_source(key, reason),
             }
         }
@@ -726,13 +801,8 @@ impl Core {
                 conn.handler.take().map(AnyHandler::Stream)
             }
             Source::Datagram(dgram) => dgram.handler.take().map(AnyHandler::Datagram),
-            Source::Custom(custom) => {
-                let mut handler = custom.handler.take();
-                if let Some(handler) = &mut handler {
-                    let _ = self.poll.registry().deregister(handler.source());
-                }
-                handler.map(AnyHandler::Custom)
-            }
+            // Deregistered below: `source()` is handler code.
+            Source::Custom(custom) => custom.handler.take().map(AnyHandler::Custom),
             Source::Listener(listener) => {
                 if let Some(id) = listener.backoff {
                     self.timers.cancel(id);
@@ -741,13 +811,24 @@ impl Core {
                 None
             }
         };
-        if let Some(mut handler) = handler {
-            let mut cx = Context::new(self, key);
-            match &mut handler {
-                AnyHandler::Stream(h) => h.on_close(&mut cx, &reason),
-                AnyHandler::Datagram(h) => h.on_close(&mut cx, &reason),
-                AnyHandler::Custom(h) => h.on_close(&mut cx, &reason),
-            }
+        if let Some(handler) = handler {
+            let reason = &reason;
+            // The source is out of the registry already: a panic here
+            // leaves nothing to clean up. The handler is dropped inside the
+            // guard, so a `Drop` that panics is caught too.
+            guarded(key, "on_close", "the source was already removed", || {
+                let mut handler = handler;
+                if let AnyHandler::Custom(h) = &mut handler {
+                    let _ = self.poll.registry().deregister(h.source());
+                }
+                let mut cx = Context::new(self, key);
+                match &mut handler {
+                    AnyHandler::Stream(h) => h.on_close(&mut cx, reason),
+                    AnyHandler::Datagram(h) => h.on_close(&mut cx, reason),
+                    AnyHandler::Custom(h) => h.on_close(&mut cx, reason),
+                }
+                drop(handler);
+            });
         }
     }
 
@@ -805,16 +886,14 @@ impl Core {
                 if !self.timers.contains(id) {
                     self.forget_timer(owner, id);
                 }
-                let Some(mut handler) = self.take_handler(owner) else {
+                let Some(handler) = self.take_handler(owner) else {
                     return;
                 };
-                let mut cx = Context::new(self, owner);
-                match &mut handler {
-                    AnyHandler::Stream(h) => h.on_timer(&mut cx, id),
-                    AnyHandler::Datagram(h) => h.on_timer(&mut cx, id),
-                    AnyHandler::Custom(h) => h.on_timer(&mut cx, id),
-                }
-                self.put_handler(owner, handler);
+                self.call_handler(owner, handler, "on_timer", |handler, cx| match handler {
+                    AnyHandler::Stream(h) => h.on_timer(cx, id),
+                    AnyHandler::Datagram(h) => h.on_timer(cx, id),
+                    AnyHandler::Custom(h) => h.on_timer(cx, id),
+                });
             }
             TimerTask::Drain(key) => {
                 if let Some(conn) = self.stream_mut(key) {
@@ -852,16 +931,14 @@ impl Core {
                 self.remove_source(key, CloseReason::Shutdown);
                 continue;
             }
-            let Some(mut handler) = self.take_handler(key) else {
+            let Some(handler) = self.take_handler(key) else {
                 continue;
             };
-            let mut cx = Context::new(self, key);
-            match &mut handler {
-                AnyHandler::Stream(h) => h.on_shutdown(&mut cx),
-                AnyHandler::Datagram(h) => h.on_shutdown(&mut cx),
-                AnyHandler::Custom(h) => h.on_shutdown(&mut cx),
-            }
-            self.put_handler(key, handler);
+            self.call_handler(key, handler, "on_shutdown", |handler, cx| match handler {
+                AnyHandler::Stream(h) => h.on_shutdown(cx),
+                AnyHandler::Datagram(h) => h.on_shutdown(cx),
+                AnyHandler::Custom(h) => h.on_shutdown(cx),
+            });
             self.run_deferred();
         }
     }
