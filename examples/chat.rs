@@ -14,7 +14,6 @@ use std::time::Duration;
 
 use clap::Parser;
 use evloop::protocols::chat::{Chat, ChatConfig};
-use evloop::Reactor;
 
 /// Chat server: every line goes to every other member of the room.
 #[derive(Parser)]
@@ -55,7 +54,7 @@ fn main() -> ExitCode {
         max_clients: flags.max_clients,
         idle_timeout: flags.idle_timeout,
     });
-    let mut reactor = Reactor::new().unwrap_or_else(|err| common::fail(&err));
+    let mut reactor = common::server_reactor(flags.shutdown_timeout);
     for addr in flags.tcp {
         let bound = reactor.listen_tcp_with(addr, chat.listener_options(), chat.clone());
         common::bind_or_exit(&mut reactor, "tcp", bound);
@@ -64,5 +63,5 @@ fn main() -> ExitCode {
         let bound = reactor.bind_udp(addr, chat.datagram_handler());
         common::bind_or_exit(&mut reactor, "udp", bound);
     }
-    common::serve(reactor, flags.shutdown_timeout)
+    common::serve(reactor)
 }

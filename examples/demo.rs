@@ -28,7 +28,7 @@ use evloop::protocols::chat::{Chat, ChatConfig};
 use evloop::protocols::echo::{Echo, EchoDatagram};
 use evloop::protocols::file::FileServer;
 use evloop::protocols::http::HttpServer;
-use evloop::{Addr, Reactor};
+use evloop::Addr;
 
 /// Echo, chat and file downloads, all on one thread.
 #[derive(Parser)]
@@ -64,7 +64,7 @@ fn main() -> ExitCode {
         .unwrap_or_else(|err| common::usage_error(&format!("--root {}: {err}", flags.root.display())));
     let http = HttpServer::with_root(files.root().clone());
     let chat = Chat::new(ChatConfig::default());
-    let mut reactor = Reactor::new().unwrap_or_else(|err| common::fail(&err));
+    let mut reactor = common::server_reactor(flags.shutdown_timeout);
 
     let bound = reactor.listen_tcp(flags.echo, |_: &Addr| Echo);
     common::bind_or_exit(&mut reactor, "tcp", bound);
@@ -77,5 +77,5 @@ fn main() -> ExitCode {
     let bound = reactor.listen_tcp(flags.http, http);
     common::bind_or_exit(&mut reactor, "http", bound);
 
-    common::serve(reactor, flags.shutdown_timeout)
+    common::serve(reactor)
 }

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use evloop::protocols::echo::{Echo, EchoDatagram};
-use evloop::{Addr, Reactor};
+use evloop::Addr;
 
 /// Echo server: every byte (TCP, Unix) or datagram (UDP) back to its sender.
 #[derive(Parser)]
@@ -42,7 +42,7 @@ fn main() -> ExitCode {
         flags.tcp.push(default);
         flags.udp.push(default);
     }
-    let mut reactor = Reactor::new().unwrap_or_else(|err| common::fail(&err));
+    let mut reactor = common::server_reactor(flags.shutdown_timeout);
     for addr in flags.tcp {
         let bound = reactor.listen_tcp(addr, |_: &Addr| Echo);
         common::bind_or_exit(&mut reactor, "tcp", bound);
@@ -55,5 +55,5 @@ fn main() -> ExitCode {
         let bound = reactor.listen_unix(&path, |_: &Addr| Echo);
         common::bind_or_exit(&mut reactor, "unix", bound);
     }
-    common::serve(reactor, flags.shutdown_timeout)
+    common::serve(reactor)
 }

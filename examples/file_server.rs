@@ -25,7 +25,7 @@ use std::time::Duration;
 use clap::Parser;
 use evloop::protocols::file::FileServer;
 use evloop::protocols::http::{HttpServer, DEFAULT_HEADER_TIMEOUT};
-use evloop::{ListenerOptions, Reactor};
+use evloop::ListenerOptions;
 
 /// File server: sends the files under --root to clients that name them.
 #[derive(Parser)]
@@ -64,7 +64,7 @@ fn main() -> ExitCode {
     if flags.tcp.is_empty() && flags.http.is_empty() {
         flags.tcp.push("127.0.0.1:7200".parse().expect("valid default"));
     }
-    let mut reactor = Reactor::new().unwrap_or_else(|err| common::fail(&err));
+    let mut reactor = common::server_reactor(flags.shutdown_timeout);
     let mut options = ListenerOptions {
         max_connections: flags.max_clients,
         ..ListenerOptions::default()
@@ -79,5 +79,5 @@ fn main() -> ExitCode {
         let bound = reactor.listen_tcp_with(addr, options.clone(), http.clone());
         common::bind_or_exit(&mut reactor, "http", bound);
     }
-    common::serve(reactor, flags.shutdown_timeout)
+    common::serve(reactor)
 }

@@ -89,11 +89,19 @@ pub fn seconds(text: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(secs))
 }
 
-/// Installs SIGINT/SIGTERM shutdown and runs the reactor until it ends.
-pub fn serve(mut reactor: Reactor, shutdown_timeout: Duration) -> ExitCode {
+/// A reactor with SIGINT/SIGTERM shutdown installed: made before any socket
+/// is bound, so that once a server has announced its sockets, a signal
+/// already finds it ready to shut down gracefully.
+pub fn server_reactor(shutdown_timeout: Duration) -> Reactor {
+    let mut reactor = Reactor::new().unwrap_or_else(|err| fail(&err));
     if let Err(err) = evloop::signals::shutdown_on_signals(&mut reactor, shutdown_timeout) {
         fail(&err);
     }
+    reactor
+}
+
+/// Runs the reactor (made by [`server_reactor`]) until it ends.
+pub fn serve(mut reactor: Reactor) -> ExitCode {
     match reactor.run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => fail(&err),
