@@ -298,3 +298,25 @@ fn sigterm_under_load_finishes_or_cuts_every_transfer_and_exits_zero() {
     let mut chat = chat;
     assert!(chat.terminate().success(), "chat exits 0");
 }
+
+#[test]
+fn a_client_still_naming_its_file_at_shutdown_is_reset_not_given_an_empty_file() {
+    let dir = TempDir::new("disk-unnamed");
+    std::fs::write(dir.0.join("f.txt"), b"content").expect("file");
+    let mut server = serve(&dir.0, &[]);
+    let baseline = server.fd_count();
+    let mut waiting = connect(server.socket_addr("tcp"));
+    // Accepted once the server holds one more descriptor.
+    let deadline = Instant::now() + STEP;
+    while server.fd_count() <= baseline {
+        assert!(Instant::now() < deadline, "never accepted");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    server.signal(libc::SIGTERM);
+    let mut buf = [0u8; 16];
+    match waiting.read(&mut buf) {
+        Err(e) => assert_eq!(e.kind(), ErrorKind::ConnectionReset),
+        Ok(n) => panic!("a clean end after {n} bytes reads as a file"),
+    }
+    assert!(server.wait().success());
+}

@@ -31,6 +31,8 @@
 //! - a graceful shutdown lets a download finish within the shutdown
 //!   timeout (the rest of the file is queued at once); past the deadline the
 //!   core resets it, so the client cannot mistake a cut file for a whole one.
+//!   A connection still waiting for its name is reset at once, since a
+//!   clean close would read as an empty file.
 
 use std::io;
 use std::path::Path;
@@ -113,7 +115,8 @@ impl StreamFactory for FileServer {
 /// ```text
 /// AwaitingName --name, regular file in the root--> Streaming  (body pumped up to the high watermark)
 /// AwaitingName --name refused or too long--------> Finishing  (sent "no_file", closing)
-/// AwaitingName --idle timeout, FIN, shutdown-----> Finishing  (closing, nothing sent)
+/// AwaitingName --idle timeout, FIN---------------> Finishing  (closing, nothing sent)
+/// AwaitingName --shutdown------------------------> Finishing  (reset: a FIN would read as an empty file)
 /// Streaming    --drain, more to queue------------> Streaming  (body pumped again)
 /// Streaming    --last region queued--------------> Finishing  (close after flush)
 /// Streaming    --stall watchdog, shutdown--------> Finishing  (rest queued as one region, closing)
@@ -304,7 +307,15 @@ impl StreamHandler for FileStream {
             // Closing now would end the file early with a clean FIN, which
             // the plain protocol cannot tell from the end of the file.
             Download::Streaming(_) => self.queue_rest_and_close(cx),
-            Download::AwaitingName { .. } => self.finish(cx),
+            // A client whose name is still on its way would read a clean
+            // FIN as an empty file: reset it, so it knows it got nothing.
+            Download::AwaitingName { .. } => {
+                if let Download::AwaitingName { idle: Some(idle) } = self.state {
+                    cx.cancel_timer(idle);
+                }
+                self.state = Download::Finishing;
+                cx.abort();
+            }
             Download::Finishing => {}
         }
     }
