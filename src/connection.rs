@@ -370,6 +370,8 @@ pub(crate) struct Connection {
     pub(crate) when_open: WhenOpen,
     pub(crate) read_paused: bool,
     pub(crate) above_high_water: bool,
+    /// On the core's list of connections to flush at the end of the turn.
+    pub(crate) flush_pending: bool,
 }
 
 impl Connection {
@@ -394,6 +396,7 @@ impl Connection {
             when_open: WhenOpen::Nothing,
             read_paused: false,
             above_high_water: false,
+            flush_pending: false,
         }
     }
 
@@ -679,10 +682,46 @@ impl Core {
         self.send_chunks(key, [chunk])
     }
 
+    /// Queues a chunk for a connection other than the one being served,
+    /// without writing it: every connection given output this way is
+    /// flushed once, at the end of the turn ([`Core::flush_deferred_writes`]).
+    /// A broadcast then costs one `writev` per receiver per turn, whatever
+    /// number of lines reached it in that turn, instead of one per line.
+    pub(crate) fn send_chunk_deferred(&mut self, key: Key, chunk: Chunk) -> bool {
+        self.queue_chunks(key, [chunk], true)
+    }
+
+    /// Flushes the connections given deferred output during this turn.
+    pub(crate) fn flush_deferred_writes(&mut self) {
+        let mut keys = std::mem::take(&mut self.pending_flush);
+        for &key in &keys {
+            let Some(conn) = self.stream_mut(key) else {
+                continue;
+            };
+            conn.flush_pending = false;
+            if conn.state == ConnState::Connecting {
+                // Written once connected; the cap applies now.
+                self.after_output(key);
+            } else {
+                self.flush_stream(key);
+            }
+        }
+        // Keep the allocation for the next turn.
+        keys.clear();
+        if self.pending_flush.is_empty() {
+            self.pending_flush = keys;
+        }
+    }
+
     /// Queues chunks as one unit (all or none), then writes if they are
     /// first in line: a memory chunk followed by a file region goes out
     /// with the region in the same segment where the socket allows.
     pub(crate) fn send_chunks<const N: usize>(&mut self, key: Key, chunks: [Chunk; N]) -> bool {
+        self.queue_chunks(key, chunks, false)
+    }
+
+    /// Queues chunks, then writes now or, if `defer`, at the end of the turn.
+    fn queue_chunks<const N: usize>(&mut self, key: Key, chunks: [Chunk; N], defer: bool) -> bool {
         let Some(conn) = self.stream_mut(key) else {
             return false;
         };
@@ -706,6 +745,16 @@ impl Core {
         let result = if conn.state == ConnState::Connecting {
             chunks.into_iter().for_each(|chunk| conn.queue.push(chunk));
             Ok(Flush::Blocked)
+        } else if defer {
+            chunks.into_iter().for_each(|chunk| conn.queue.push(chunk));
+            if !conn.flush_pending {
+                conn.flush_pending = true;
+                self.pending_flush.push(key);
+            }
+            // The cap and the watermarks are checked after the flush at the
+            // end of the turn, against what the socket did not take, as for
+            // a send written at once.
+            return true;
         } else {
             conn.queue.write_chunks(&mut conn.stream, chunks)
         };

@@ -134,14 +134,23 @@ impl<'a> Context<'a> {
         self.core.send_slice(key, data)
     }
 
-    /// Sends a shared buffer to another connection.
+    /// Sends a shared buffer to another connection. It is queued now and
+    /// written at the end of the current turn of the loop, together with
+    /// everything else sent to that connection in this turn: a fan-out
+    /// costs one `writev` per receiver per turn, not one per message.
     pub fn send_shared_to(&mut self, key: Key, data: &Rc<[u8]>) -> bool {
-        self.core.send_chunk(key, Chunk::Shared(Rc::clone(data)))
+        let chunk = Chunk::Shared(Rc::clone(data));
+        if key == self.key {
+            self.core.send_chunk(key, chunk)
+        } else {
+            self.core.send_chunk_deferred(key, chunk)
+        }
     }
 
     /// Sends one shared payload to every connection of this connection's
     /// listener, except `skip`. Each receiver queues a reference, not a
-    /// copy. Returns how many took it.
+    /// copy, written at the end of the turn like [`Context::send_shared_to`].
+    /// Returns how many took it.
     pub fn broadcast(&mut self, data: &Rc<[u8]>, skip: Option<Key>) -> usize {
         match self.listener() {
             Some(listener) => self.core.broadcast(listener, data, skip),

@@ -99,6 +99,9 @@ pub(crate) struct Core {
     pub(crate) timers: Timers<TimerTask>,
     pub(crate) deferred: VecDeque<Deferred>,
     pub(crate) ready: VecDeque<Key>,
+    /// Connections given output by other sources' handlers this turn, to
+    /// flush once at its end.
+    pub(crate) pending_flush: Vec<Key>,
     pub(crate) now: Instant,
     pub(crate) read_budget: usize,
     /// Options of outbound connections.
@@ -166,6 +169,7 @@ impl Reactor {
                 timers: Timers::new(),
                 deferred: VecDeque::new(),
                 ready: VecDeque::new(),
+                pending_flush: Vec::new(),
                 now: Instant::now(),
                 read_budget: DEFAULT_READ_BUDGET,
                 defaults: Rc::new(ConnectionOptions::default()),
@@ -541,12 +545,20 @@ impl Reactor {
             self.run_commands();
         }
         self.advance_shutdown();
+        // Step 9: output handlers queued for other connections goes out
+        // now, once per connection, however many sends reached it.
+        self.core.flush_deferred_writes();
+        self.core.run_deferred();
         Ok(())
     }
 
     /// Step 1: how long the poll may wait.
     fn poll_timeout(&mut self, cap: Option<Duration>) -> Option<Duration> {
-        if !self.core.ready.is_empty() || !self.core.deferred.is_empty() || self.core.stop_requested {
+        if !self.core.ready.is_empty()
+            || !self.core.deferred.is_empty()
+            || !self.core.pending_flush.is_empty()
+            || self.core.stop_requested
+        {
             return Some(Duration::ZERO);
         }
         let mut deadline = self.core.timers.next_deadline();
@@ -854,7 +866,7 @@ impl Core {
                 break;
             };
             index += 1;
-            if Some(member) != skip && self.send_chunk(member, Chunk::Shared(Rc::clone(data))) {
+            if Some(member) != skip && self.send_chunk_deferred(member, Chunk::Shared(Rc::clone(data))) {
                 sent += 1;
             }
         }
