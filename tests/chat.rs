@@ -389,22 +389,7 @@ fn left_is_announced_exactly_once_whatever_the_reason() {
     long.say(&"x".repeat(65));
     closer.writer.shutdown(std::net::Shutdown::Both).expect("close");
     // A reset: SO_LINGER with a zero timeout makes close send RST.
-    let linger = libc::linger {
-        l_onoff: 1,
-        l_linger: 0,
-    };
-    // SAFETY: setsockopt on a live socket owned by `reset.writer`, with a
-    // properly initialised `linger` of the size passed.
-    let rc = unsafe {
-        libc::setsockopt(
-            std::os::fd::AsRawFd::as_raw_fd(&reset.writer),
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            (&linger as *const libc::linger).cast(),
-            std::mem::size_of::<libc::linger>() as libc::socklen_t,
-        )
-    };
-    assert_eq!(rc, 0, "SO_LINGER");
+    reset_on_close(&reset.writer);
     drop(reset);
     // Each of the four left once: four notices, in any order, then nothing.
     let mut seen: Vec<String> = (0..4).map(|_| watcher.line()).collect();

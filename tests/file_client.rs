@@ -93,20 +93,7 @@ fn connection_reset_mid_download_fails_and_leaves_no_file() {
         let _ = stream.read(&mut name).expect("name");
         stream.write_all(&pattern(100_000, 12)).expect("part of a file");
         // SO_LINGER 0: the close sends a reset, as a crashing server would.
-        let linger = libc::linger {
-            l_onoff: 1,
-            l_linger: 0,
-        };
-        // SAFETY: setsockopt on a live socket with a valid `linger` value.
-        unsafe {
-            libc::setsockopt(
-                std::os::fd::AsRawFd::as_raw_fd(&stream),
-                libc::SOL_SOCKET,
-                libc::SO_LINGER,
-                (&linger as *const libc::linger).cast(),
-                std::mem::size_of::<libc::linger>() as libc::socklen_t,
-            );
-        }
+        reset_on_close(&stream);
     });
     let out_dir = Dir::new("reset");
     let failed = client(&addr, "data.bin", &out_dir.0.join("data.bin"));

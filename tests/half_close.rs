@@ -8,7 +8,6 @@ use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::io::{ErrorKind, Read};
 use std::net::{Shutdown, TcpStream};
-use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -368,7 +367,7 @@ impl Rig {
             PeerData => write_all(self.client(), b"ping"),
             PeerReset => {
                 let client = self.client.take().expect("the client is still open");
-                set_reset_on_close(&client);
+                reset_on_close(&client);
             }
             Close => self.act(|cx| cx.close()),
             ShutdownWrite => self.act(|cx| cx.shutdown_write()),
@@ -395,26 +394,6 @@ impl Rig {
         let answer = *empty.borrow();
         answer.unwrap_or(true)
     }
-}
-
-/// Makes closing `stream` send a reset instead of a FIN.
-fn set_reset_on_close(stream: &TcpStream) {
-    let linger = libc::linger {
-        l_onoff: 1,
-        l_linger: 0,
-    };
-    // SAFETY: the fd is a live socket owned by `stream`; the option value is
-    // an initialised `linger` and its exact size is passed.
-    let rc = unsafe {
-        libc::setsockopt(
-            stream.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            (&linger as *const libc::linger).cast(),
-            std::mem::size_of::<libc::linger>() as libc::socklen_t,
-        )
-    };
-    assert_eq!(rc, 0, "SO_LINGER on the client");
 }
 
 #[track_caller]

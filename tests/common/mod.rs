@@ -140,6 +140,28 @@ pub fn write_all(stream: &mut impl Write, data: &[u8]) {
     stream.write_all(data).expect("write_all");
 }
 
+/// Sets `SO_LINGER` to zero on `stream`: closing it then sends a reset
+/// instead of a FIN, as a crashing or aborting peer would.
+#[track_caller]
+pub fn reset_on_close(stream: &TcpStream) {
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: the fd is a live socket owned by `stream`; the option value is
+    // an initialised `linger` and its exact size is passed.
+    let rc = unsafe {
+        libc::setsockopt(
+            std::os::fd::AsRawFd::as_raw_fd(stream),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&linger as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0, "SO_LINGER");
+}
+
 /// A deterministic pseudo-random byte stream.
 pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
     let mut x = seed | 1;
