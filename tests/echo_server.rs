@@ -91,3 +91,32 @@ fn echo_server_on_a_unix_socket_and_ipv6() {
     assert!(server.terminate().success());
     assert!(!path.exists(), "the socket file is removed at exit");
 }
+
+#[test]
+fn a_bind_without_permission_is_one_line_naming_it() {
+    // Ports below net.ipv4.ip_unprivileged_port_start need privilege. Root
+    // has it, so as root the server runs as nobody.
+    let start: u16 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(1024);
+    if start <= 1 {
+        eprintln!("every port is unprivileged on this machine: nothing to refuse");
+        return;
+    }
+    let addr = format!("127.0.0.1:{}", start - 1);
+    let mut command = Command::new(example_path("echo"));
+    command.args(["--tcp", &addr]);
+    // SAFETY: getuid has no preconditions.
+    if unsafe { libc::getuid() } == 0 {
+        use std::os::unix::process::CommandExt;
+        command.uid(65534).gid(65534);
+    }
+    let out = command.output().expect("run");
+    assert_ne!(out.status.code(), Some(0));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains(&addr), "{stderr}");
+    assert!(stderr.to_lowercase().contains("permission"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
