@@ -168,3 +168,48 @@ fn content_that_only_starts_like_no_file_is_a_file() {
         b"no_file, but more"
     );
 }
+
+#[test]
+fn progress_shows_on_a_terminal_and_not_in_a_pipe() {
+    let root = Dir::new("progress-root");
+    let data = pattern(3 * 1024 * 1024, 13);
+    std::fs::write(root.0.join("data.bin"), &data).expect("file");
+    let server = ServerProcess::start(
+        "file_server",
+        &["--tcp", "127.0.0.1:0", "--root", root.0.to_str().expect("utf-8")],
+        1,
+    );
+    let out_dir = Dir::new("progress-out");
+    let addr = server.addr("tcp");
+
+    // In a pipe: nothing on stderr for a download that succeeds.
+    let piped = client(&addr, "data.bin", &out_dir.0.join("piped.bin"));
+    assert!(piped.status.success());
+    assert!(
+        piped.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&piped.stderr)
+    );
+
+    // On a terminal (a pseudo-terminal from util-linux's `script`): a
+    // progress line with bytes and a rate, then where the file went.
+    let output = out_dir.0.join("tty.bin");
+    let command = format!(
+        "{} {addr} data.bin -o {}",
+        example_path("file_client").display(),
+        output.display()
+    );
+    let tty = Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run script(1)");
+    assert!(tty.status.success(), "{}", String::from_utf8_lossy(&tty.stderr));
+    let screen = String::from_utf8_lossy(&tty.stdout);
+    assert!(
+        screen.contains(" bytes, ") && screen.contains(" MiB/s"),
+        "{screen:?}"
+    );
+    assert!(screen.contains("saved "), "{screen:?}");
+    assert!(std::fs::read(&output).expect("saved") == data);
+}
