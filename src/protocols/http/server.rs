@@ -43,6 +43,7 @@
 //!   the request line, status, body bytes, milliseconds (from the request
 //!   head to the last byte queued; an answer cut short says so).
 
+use std::cell::RefCell;
 use std::fmt::Write as _;
 use std::fs::File;
 use std::io;
@@ -50,7 +51,7 @@ use std::path::Path;
 use std::rc::Rc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use log::{debug, info};
+use log::{debug, info, log_enabled, Level};
 
 use super::date::{format_http_date, parse_http_date};
 use super::listing::{percent_encode_segment, render_listing, Entry};
@@ -270,38 +271,38 @@ impl HttpStream {
         }
     }
 
-    /// Reading: waits for `wait`, with its timer (kept if already waiting
-    /// for the same thing, so a head's deadline runs from its first byte).
+    /// Reading: waits for `wait`. A head's deadline runs from its first
+    /// byte, so waiting for the same head again keeps it; any other wait
+    /// starts now, moving the timer already there (an O(1) reset, not a
+    /// cancel and a new timer per request).
     fn wait_for(&mut self, cx: &mut Context<'_>, wait: Wait) {
-        if let Phase::Reading { wait: current, timer } = &self.phase {
-            if *current == wait && timer.is_some() {
-                return;
-            }
-            if let Some(timer) = *timer {
-                cx.cancel_timer(timer);
-            }
-        }
         let after = match wait {
             Wait::Request => self.config.idle_timeout,
             Wait::Head => self.config.header_timeout,
         };
-        self.phase = Phase::Reading {
-            wait,
-            timer: cx.set_timer(after),
+        let timer = match self.phase {
+            Phase::Reading {
+                wait: Wait::Head,
+                timer: Some(_),
+            } if wait == Wait::Head => return,
+            Phase::Reading {
+                timer: Some(timer), ..
+            } if cx.reset_timer(timer, after) => Some(timer),
+            _ => cx.set_timer(after),
         };
+        self.phase = Phase::Reading { wait, timer };
         if self.paused {
             self.paused = false;
             cx.resume_reading();
         }
     }
 
-    /// Leaves Reading: stops its timer.
+    /// Leaving Reading: stops its timer.
     fn stop_waiting(&mut self, cx: &mut Context<'_>) {
-        if let Phase::Reading {
-            timer: Some(timer), ..
-        } = self.phase
-        {
-            cx.cancel_timer(timer);
+        if let Phase::Reading { timer, .. } = &mut self.phase {
+            if let Some(timer) = timer.take() {
+                cx.cancel_timer(timer);
+            }
         }
     }
 
@@ -339,12 +340,18 @@ impl HttpStream {
         } else {
             body
         };
-        let line = format!(
-            "{} {} {}",
-            method_name(&req.method),
-            loggable(req.target.as_bytes()),
-            version_name(req.version)
-        );
+        // Built only for a log that shows it: no allocation per request
+        // otherwise.
+        let line = if log_enabled!(Level::Info) {
+            format!(
+                "{} {} {}",
+                method_name(&req.method),
+                loggable(req.target.as_bytes()),
+                version_name(req.version)
+            )
+        } else {
+            String::new()
+        };
         let exchange = Exchange {
             line,
             status: head.status,
@@ -365,7 +372,6 @@ impl HttpStream {
         version: Version,
         mut exchange: Exchange,
     ) {
-        self.stop_waiting(cx);
         let mut bytes = serialize_head(&head, exchange.keep_alive, version);
         match body {
             Body::None => {
@@ -384,6 +390,7 @@ impl HttpStream {
                     Progress::Queued => {}
                     Progress::Waiting => {
                         self.exchange = Some(exchange);
+                        self.stop_waiting(cx);
                         self.phase = Phase::Sending(body);
                         return;
                     }
@@ -735,11 +742,12 @@ fn serialize_head(head: &Head, keep_alive: bool, version: Version) -> Vec<u8> {
     let mut out = String::with_capacity(192 + head.fields.len());
     let _ = write!(
         out,
-        "HTTP/1.1 {} {}\r\nServer: evloop\r\nDate: {}\r\n",
+        "HTTP/1.1 {} {}\r\nServer: evloop\r\nDate: ",
         head.status,
-        reason(head.status),
-        format_http_date(SystemTime::now())
+        reason(head.status)
     );
+    push_date_now(&mut out);
+    out.push_str("\r\n");
     if let Some(length) = head.length {
         let _ = write!(out, "Content-Length: {length}\r\n");
     }
@@ -751,6 +759,23 @@ fn serialize_head(head: &Head, keep_alive: bool, version: Version) -> Vec<u8> {
     }
     out.push_str("\r\n");
     out.into_bytes()
+}
+
+/// Appends the `Date` value for now, formatted once per second (the
+/// reactor runs on one thread; so does each cache).
+fn push_date_now(out: &mut String) {
+    thread_local! {
+        static CACHE: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
+    }
+    let now = SystemTime::now();
+    let secs = whole_seconds(now);
+    CACHE.with(|cache| {
+        let mut cache = cache.borrow_mut();
+        if cache.0 != secs {
+            *cache = (secs, format_http_date(now));
+        }
+        out.push_str(&cache.1);
+    });
 }
 
 /// The reason phrase of a status this server sends.
