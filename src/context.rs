@@ -129,7 +129,10 @@ impl<'a> Context<'a> {
         self.core.send_chunks(self.key, [Chunk::Owned(data), region])
     }
 
-    /// Sends bytes to another connection.
+    /// Sends bytes to another connection, written at once like
+    /// [`Context::send`] (only what the socket does not take is copied).
+    /// For one payload to many connections, [`Context::send_shared_to`]
+    /// queues it by reference and writes once per turn.
     pub fn send_to(&mut self, key: Key, data: &[u8]) -> bool {
         self.core.send_slice(key, data)
     }

@@ -732,3 +732,24 @@ fn a_connection_past_the_limit_gets_503() {
     drop((first, second));
     assert_eq!(server.shutdown(STEP), 0);
 }
+
+#[test]
+fn http_works_over_ipv6_as_over_ipv4() {
+    if std::net::TcpListener::bind("[::1]:0").is_err() {
+        eprintln!("no IPv6 loopback on this machine");
+        return;
+    }
+    let site = Site::new("ipv6");
+    let root = site.root();
+    let args = ["--http", "[::1]:0", "--root", root.to_str().expect("utf-8")];
+    let mut server = ServerProcess::start("file_server", &args, 1);
+    let addr = server.socket_addr("http");
+    assert!(addr.is_ipv6(), "{addr}");
+    let mut client = Client::new(addr);
+    let got = client.get("/hello.txt", "");
+    assert_eq!((got.status, got.body.as_slice()), (200, &b"hello, http\n"[..]));
+    let listing = client.get("/sub/", "");
+    assert!(listing.text().contains("<a href=\"big.bin\">"));
+    drop(client);
+    assert!(server.terminate().success());
+}
