@@ -18,6 +18,7 @@
 #![no_main]
 
 use evloop::codec::line::{decode_line, encode_line, lines, LineStatus, LineTooLong};
+use evloop_fuzz::split;
 use libfuzzer_sys::fuzz_target;
 
 type Decoded = Vec<Result<Vec<u8>, LineTooLong>>;
@@ -147,27 +148,6 @@ fn feed(chunks: &[&[u8]], max: usize) -> Decoded {
         pending.drain(..used);
     }
     out
-}
-
-/// Splits `stream` into reads: one byte at a time for seed 0, else reads of
-/// pseudo-random sizes from 1 to 32.
-fn split(stream: &[u8], seed: u8) -> Vec<&[u8]> {
-    if seed == 0 {
-        return stream.chunks(1).collect();
-    }
-    let mut state = u32::from(seed).wrapping_mul(0x9E37_79B9) | 1;
-    let mut chunks = Vec::new();
-    let mut rest = stream;
-    while !rest.is_empty() {
-        state ^= state << 13;
-        state ^= state >> 17;
-        state ^= state << 5;
-        let size = (1 + (state % 32) as usize).min(rest.len());
-        let (chunk, tail) = rest.split_at(size);
-        chunks.push(chunk);
-        rest = tail;
-    }
-    chunks
 }
 
 /// The pieces of `stream` between newlines, encoded as lines, decode to
