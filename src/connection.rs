@@ -372,6 +372,21 @@ pub(crate) struct Connection {
     pub(crate) above_high_water: bool,
     /// On the core's list of connections to flush at the end of the turn.
     pub(crate) flush_pending: bool,
+    /// Why the connection is on the ready list ([`Revisit`] bits); zero
+    /// when it is not on it, so it is never listed twice.
+    pub(crate) revisit: u8,
+}
+
+/// Why a connection is on the core's ready list.
+pub(crate) struct Revisit;
+
+impl Revisit {
+    /// Input may be waiting: a read budget was spent, reading resumed, or
+    /// a FIN may have arrived while lingering.
+    pub(crate) const READ: u8 = 1;
+    /// Output is waiting: the file budget was spent with the socket still
+    /// taking bytes. No event will come for it, and nothing needs reading.
+    pub(crate) const WRITE: u8 = 2;
 }
 
 impl Connection {
@@ -397,6 +412,7 @@ impl Connection {
             read_paused: false,
             above_high_water: false,
             flush_pending: false,
+            revisit: 0,
         }
     }
 
@@ -555,8 +571,7 @@ impl Core {
             }
             if reads == self.read_budget {
                 // Fairness: let the other ready sources run; come back next turn.
-                self.ready.push_back(key);
-                return;
+                return self.revisit_later(key, Revisit::READ);
             }
             reads += 1;
             match conn.stream.read(scratch) {
@@ -653,12 +668,12 @@ impl Core {
             return;
         }
         let before = conn.queue.level();
-        match conn.queue.flush(&mut conn.stream) {
+        match conn.queue.flush(&mut conn.stream, self.turn) {
             Ok(flushed) => {
                 if flushed == Flush::Yielded {
                     // Budget spent, socket not full: no event will come, so
                     // come back next turn after the other sources.
-                    self.ready.push_back(key);
+                    self.revisit_later(key, Revisit::WRITE);
                 }
                 let Some(conn) = stream_in(&mut self.sources, key) else {
                     return;
@@ -722,6 +737,7 @@ impl Core {
 
     /// Queues chunks, then writes now or, if `defer`, at the end of the turn.
     fn queue_chunks<const N: usize>(&mut self, key: Key, chunks: [Chunk; N], defer: bool) -> bool {
+        let turn = self.turn;
         let Some(conn) = self.stream_mut(key) else {
             return false;
         };
@@ -756,10 +772,10 @@ impl Core {
             // a send written at once.
             return true;
         } else {
-            conn.queue.write_chunks(&mut conn.stream, chunks)
+            conn.queue.write_chunks(&mut conn.stream, chunks, turn)
         };
         match result {
-            Ok(Flush::Yielded) => self.ready.push_back(key),
+            Ok(Flush::Yielded) => self.revisit_later(key, Revisit::WRITE),
             Ok(Flush::Empty | Flush::Blocked) => {}
             Err(err) => {
                 self.abort_stream_with(key, CloseReason::Error(err));
@@ -832,7 +848,7 @@ impl Core {
                 let linger = conn.options.linger;
                 self.set_close_timer(key, linger, TimerTask::Linger(key));
                 // Read what is already there: a FIN may be waiting.
-                self.ready.push_back(key);
+                self.revisit_later(key, Revisit::READ);
             }
             ConnState::Connecting
             | ConnState::Open
@@ -950,20 +966,35 @@ impl Core {
             conn.read_paused = paused;
             if !paused {
                 // The edge that announced buffered input may be long gone.
-                self.ready.push_back(key);
+                self.revisit_later(key, Revisit::READ);
             }
         }
     }
 
-    /// A connection on the ready list (a read or write budget spent,
-    /// reading resumed, or lingering): re-offer pending input, read on,
-    /// and flush on.
+    /// Puts a connection on the ready list, once, for `why` (a
+    /// [`Revisit`] bit): it is served next turn, after the other sources.
+    pub(crate) fn revisit_later(&mut self, key: Key, why: u8) {
+        let Some(conn) = stream_in(&mut self.sources, key) else {
+            return;
+        };
+        if conn.revisit == 0 {
+            self.ready.push_back(key);
+        }
+        conn.revisit |= why;
+    }
+
+    /// A connection on the ready list: for [`Revisit::READ`], re-offer
+    /// pending input and read on; in any case, flush on. A connection
+    /// listed only to go on writing costs no read.
     pub(crate) fn revisit_stream(&mut self, key: Key, scratch: &mut [u8]) {
         let Some(conn) = self.stream_mut(key) else { return };
-        if !conn.pending.is_empty() && conn.state.may_receive() && !conn.read_paused {
-            self.deliver(key, &[]);
+        let why = std::mem::take(&mut conn.revisit);
+        if why & Revisit::READ != 0 {
+            if !conn.pending.is_empty() && conn.state.may_receive() && !conn.read_paused {
+                self.deliver(key, &[]);
+            }
+            self.read_stream(key, scratch, ReadHint::UntilWouldBlock);
         }
-        self.read_stream(key, scratch, ReadHint::UntilWouldBlock);
         self.flush_stream(key);
     }
 }

@@ -11,8 +11,9 @@
 //!    finds nothing and the event is dropped. Otherwise: listeners accept,
 //!    connections read then flush, datagram sockets flush then receive,
 //!    custom sources get `on_ready`. After each event, deferred work runs.
-//! 5. **Ready list.** Sources that stopped early (read or accept budget,
-//!    resumed reading, a lingering close) are served again, once each.
+//! 5. **Ready list.** Sources that stopped early (read, file or accept
+//!    budget, resumed reading, a lingering close) are served again, once
+//!    each.
 //! 6. **Timers.** Every timer due at `now` fires, in deadline order; timers
 //!    set meanwhile wait for a later turn.
 //! 7. **Commands** from [`crate::Handle`]s, if the waker fired.
@@ -103,6 +104,9 @@ pub(crate) struct Core {
     /// flush once at its end.
     pub(crate) pending_flush: Vec<Key>,
     pub(crate) now: Instant,
+    /// Turns of the loop so far, from 1: a connection's file budget
+    /// ([`crate::write_queue::FILE_BUDGET`]) is per turn.
+    pub(crate) turn: u64,
     pub(crate) read_budget: usize,
     /// Options of outbound connections.
     pub(crate) defaults: Rc<ConnectionOptions>,
@@ -171,6 +175,7 @@ impl Reactor {
                 ready: VecDeque::new(),
                 pending_flush: Vec::new(),
                 now: Instant::now(),
+                turn: 1,
                 read_budget: DEFAULT_READ_BUDGET,
                 defaults: Rc::new(ConnectionOptions::default()),
                 stop_requested: false,
@@ -530,6 +535,7 @@ impl Reactor {
             Err(err) => return Err(Error::Io(err)),
         }
         self.core.now = Instant::now();
+        self.core.turn += 1;
         let mut woken = false;
         for event in self.events.iter() {
             if event.token() == WAKER_TOKEN {
@@ -568,8 +574,7 @@ impl Reactor {
         if let Shutdown::Draining { deadline: end } = self.core.shutdown {
             deadline = Some(deadline.map_or(end, |d| d.min(end)));
         }
-        let now = Instant::now();
-        let until = deadline.map(|d| d.saturating_duration_since(now));
+        let until = deadline.map(|d| d.saturating_duration_since(Instant::now()));
         match (until, cap) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
