@@ -7,7 +7,7 @@ use std::process::Command;
 
 use common::*;
 
-const PROGRAMS: [&str; 7] = [
+const PROGRAMS: [&str; 8] = [
     "echo",
     "chat",
     "file_server",
@@ -15,6 +15,7 @@ const PROGRAMS: [&str; 7] = [
     "chat_client",
     "udp_chat",
     "demo",
+    "loadgen",
 ];
 
 #[test]

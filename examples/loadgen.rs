@@ -1,0 +1,1458 @@
+//! Load generator for the echo server, built on evloop itself: echo over
+//! TCP, over a Unix stream socket, and over UDP.
+//!
+//! ```text
+//! loadgen echo (--tcp ADDR | --unix PATH | --udp ADDR) --conns N --size BYTES [--depth D]
+//!              (--requests TOTAL | --duration SECS) [--warmup SECS]
+//!              [--timeout SECS] [--loss-timeout SECS] [--pid PID]
+//! ```
+//!
+//! It prints one JSON line on stdout at the end, and exits 1 if any check
+//! failed: a wrong byte, a connection refused or dropped, a run that did not
+//! complete its requests in time. A bad argument exits 2.
+//!
+//! Where the shared tool drives raw mio sockets by hand, this one is an
+//! evloop program like the servers it measures, and a tour of the client
+//! side of the library: outbound connections, datagram sockets and timers.
+//!
+//! # The closed loop
+//!
+//! Each of the `--conns` connections keeps `--depth` requests of `--size`
+//! bytes in flight: when a whole answer is back, the next request goes out.
+//! A request's latency runs from the moment it is issued to the moment its
+//! last byte is back and checked.
+//!
+//! # Streams: TCP and Unix ([`StreamClient`])
+//!
+//! Connection `i` sends the byte stream `(offset + i) % 251`, where `offset`
+//! counts bytes from the start of the connection. Any slice of that stream
+//! is a slice of one table, `k % 251` for `k` below `251 + CHUNK`, so
+//! requests are sent straight from the table and every echoed byte is
+//! compared with it as it arrives: no buffer per request, no copy of what
+//! was sent. Since 251 is prime and the offset keeps counting across
+//! requests, bytes that come back twice, out of order, or from another
+//! connection all fail the comparison. The handler consumes every byte it
+//! is given, so evloop never keeps input for it.
+//!
+//! The connections are opened with [`Context::connect`] (TCP) and
+//! [`Context::connect_unix`]. A TCP connect completes in the background:
+//! the handler gets `on_open` when it has, or `on_close` with
+//! [`CloseReason::ConnectFailed`] when it has not. A Unix connect is
+//! answered at once; when the server's backlog is full it is refused with
+//! `WouldBlock`, and the clock tries that connection again a moment later.
+//!
+//! # Datagrams: UDP ([`DatagramClient`])
+//!
+//! Each "connection" is a UDP socket of its own, bound with
+//! [`Reactor::bind_udp`]. Every datagram is exactly `--size` bytes: a
+//! 16-byte header (connection id, slot, sequence number) and then the
+//! pattern `(seq + id + k) % 251` for byte `k`, so an answer is checked
+//! against the request it claims to answer. A datagram may be lost, so each
+//! of the `--depth` slots has a timer: issuing a request moves the slot's
+//! timer to `--loss-timeout` from now ([`Context::reset_timer`], O(1) when
+//! the deadline moves later, as here); if it fires while the request is
+//! still out, the request is counted in `lost` and a new one (new sequence
+//! number) takes its place. An answer that comes after that is counted in
+//! `late` and otherwise ignored.
+//!
+//! # The clock ([`Clock`])
+//!
+//! evloop's timers belong to a source: the handler that set a timer gets its
+//! `on_timer`. The run's own timers (the hard deadline, and a tick that
+//! notices the end of the measured window while nothing else happens) need
+//! a source to belong to, and the clock is one: a custom source over a pipe.
+//! A fresh pipe's write end is writable, and registering it raises one
+//! WRITABLE edge, so the clock's `on_ready` runs once, in the loop's first
+//! turn; nothing is ever written, so it never runs again. That first call
+//! opens the stream connections and sets the timers.
+//!
+//! A datagram socket's handler has no `on_open`: its first callback is its
+//! first datagram. So the clock starts each UDP socket by sending it an
+//! empty datagram, through the socket itself, to its own port
+//! ([`Context::send_datagram_via`]). The requests never are empty.
+//!
+//! # The run's phases and its end
+//!
+//! Once every connection is open (or has failed), `--warmup` seconds pass
+//! uncounted, then the measured window starts. It ends after `--duration`
+//! seconds, or at the `--requests`-th answer (requests are not issued beyond
+//! that count). Either way there is a hard deadline (`--timeout`, by default
+//! warmup + duration + 10 s, or a generous allowance for `--requests`):
+//! when it passes, the run stops and reports a failure rather than hang.
+//! A run also ends early when every connection has failed.
+//!
+//! # Output
+//!
+//! One JSON object on one line, like the shared TCP-only load generator's:
+//! `mode` (`echo`), `transport` (`tcp`, `unix`, `udp`), `addr`, `conns`,
+//! `size`, `depth`; `requests` answered in the measured window, `seconds`
+//! it lasted (with `--requests`, up to the last answer), `rps`, `mb_s`
+//! (echoed payload, one direction, 10^6 bytes per second), `p50_us`,
+//! `p99_us`, `p999_us`, `max_us`; `errors` (failed connections, or bad
+//! datagrams over UDP), `wrong_bytes` (of those, the ones for bytes that
+//! were not what was sent), `lost` and `late` (UDP, in the measured window),
+//! `timed_out`; and, for windows of half a second or more, `client_cpu`,
+//! `server_cpu` (with `--pid`) and `other_cpu`: shares of one core used by
+//! this program, the server, and everything else on the machine.
+//!
+//! Latencies go into a log-linear histogram (16 buckets per power of two,
+//! about 3 % resolution), written here so that the example needs nothing
+//! beyond evloop's own dependencies.
+
+mod common;
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::fmt::{self, Write as _};
+use std::io::{self, Write as _};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use clap::{ArgGroup, Args, Parser, Subcommand};
+use evloop::{
+    Addr, CloseReason, ConnectionOptions, Context, DatagramHandler, Event, Interest, Key, Reactor,
+    SourceHandler, StreamHandler, TimerId,
+};
+
+/// The period of the byte pattern: a prime, so that no request size lines
+/// up with it.
+const PERIOD: usize = 251;
+
+/// The longest slice sent or checked in one piece; the pattern table is
+/// `PERIOD + CHUNK` bytes long, so a slice of this length can start at any
+/// phase of the pattern.
+const CHUNK: usize = 64 * 1024;
+
+/// Bytes of the UDP header: connection id (u32), slot (u32), sequence (u64),
+/// little-endian.
+const HEADER: usize = 16;
+
+/// The largest UDP payload over IPv4.
+const MAX_DATAGRAM: usize = 65_507;
+
+/// The most connections, and the most requests in flight in all: each
+/// costs a few dozen bytes of bookkeeping, made up front.
+const MAX_CONNS: usize = 1_000_000;
+
+/// How often the clock looks at the time when nothing else happens.
+const TICK: Duration = Duration::from_millis(10);
+
+/// How long a Unix connect refused with `WouldBlock` (full backlog) waits
+/// before it is tried again.
+const RETRY: Duration = Duration::from_millis(1);
+
+/// The shortest measured window whose CPU shares are reported: /proc counts
+/// other processes' time in 10 ms ticks.
+const MIN_CPU_WINDOW: f64 = 0.5;
+
+/// Error lines printed before the rest are only counted.
+const SHOWN_ERRORS: u64 = 5;
+
+/// Load generator built on evloop: echo over TCP, Unix stream sockets and UDP.
+#[derive(Parser)]
+#[command(name = "loadgen", subcommand_required = true, arg_required_else_help = false)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Closed-loop echo: every connection keeps --depth requests in flight
+    /// and checks every byte that comes back
+    Echo(EchoFlags),
+}
+
+#[derive(Args)]
+#[command(group(ArgGroup::new("transport").required(true).args(["tcp", "unix", "udp"])))]
+#[command(group(ArgGroup::new("limit").required(true).args(["requests", "duration"])))]
+struct EchoFlags {
+    /// Echo server's TCP address
+    #[arg(long, value_name = "ADDR")]
+    tcp: Option<SocketAddr>,
+    /// Echo server's Unix stream socket
+    #[arg(long, value_name = "PATH")]
+    unix: Option<PathBuf>,
+    /// Echo server's UDP address
+    #[arg(long, value_name = "ADDR")]
+    udp: Option<SocketAddr>,
+    /// Connections (UDP: sockets)
+    #[arg(long, value_name = "N")]
+    conns: usize,
+    /// Bytes per request (UDP: per datagram, header included, 16 to 65507)
+    #[arg(long, value_name = "BYTES")]
+    size: usize,
+    /// Requests in flight per connection
+    #[arg(long, value_name = "D", default_value_t = 1)]
+    depth: usize,
+    /// Stop after this many answers in the measured window
+    #[arg(long, value_name = "TOTAL")]
+    requests: Option<u64>,
+    /// Stop after this many seconds of measuring
+    #[arg(long, value_name = "SECS", value_parser = common::seconds)]
+    duration: Option<Duration>,
+    /// Seconds of load before measuring starts
+    #[arg(long, value_name = "SECS", default_value = "0", value_parser = common::seconds)]
+    warmup: Duration,
+    /// Hard deadline for the whole run [default: warmup + duration + 10 s,
+    /// or for --requests warmup + 30 s + 50 us and SIZE / 50 MB/s per request]
+    #[arg(long, value_name = "SECS", value_parser = common::seconds)]
+    timeout: Option<Duration>,
+    /// UDP: seconds without an answer before a request counts as lost and
+    /// another takes its place
+    #[arg(long, value_name = "SECS", default_value = "0.25", value_parser = common::seconds)]
+    loss_timeout: Duration,
+    /// The server's process id, to report its CPU use over the window
+    #[arg(long, value_name = "PID")]
+    pid: Option<u32>,
+}
+
+/// Where the load goes.
+#[derive(Clone, Debug)]
+enum Target {
+    Tcp(SocketAddr),
+    Unix(PathBuf),
+    Udp(SocketAddr),
+}
+
+impl Target {
+    fn transport(&self) -> &'static str {
+        match self {
+            Target::Tcp(_) => "tcp",
+            Target::Unix(_) => "unix",
+            Target::Udp(_) => "udp",
+        }
+    }
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Target::Tcp(addr) | Target::Udp(addr) => write!(f, "{addr}"),
+            Target::Unix(path) => write!(f, "{}", path.display()),
+        }
+    }
+}
+
+/// When the measured window ends.
+#[derive(Clone, Copy, Debug)]
+enum Limit {
+    Requests(u64),
+    Duration(Duration),
+}
+
+/// The checked command line.
+#[derive(Clone)]
+struct Plan {
+    target: Target,
+    conns: usize,
+    size: usize,
+    depth: usize,
+    limit: Limit,
+    warmup: Duration,
+    timeout: Duration,
+    loss_timeout: Duration,
+    pid: Option<u32>,
+}
+
+impl Plan {
+    /// Checks what clap cannot; a bad value is a usage error (exit 2).
+    fn from_flags(flags: EchoFlags) -> Plan {
+        let target = match (flags.tcp, flags.unix, flags.udp) {
+            (Some(addr), None, None) => Target::Tcp(addr),
+            (None, Some(path), None) => Target::Unix(path),
+            (None, None, Some(addr)) => Target::Udp(addr),
+            _ => common::usage_error("give exactly one of --tcp, --unix, --udp"),
+        };
+        let limit = match (flags.requests, flags.duration) {
+            (Some(total), None) => Limit::Requests(total),
+            (None, Some(duration)) => Limit::Duration(duration),
+            _ => common::usage_error("give exactly one of --requests, --duration"),
+        };
+        if flags.conns == 0 || flags.size == 0 || flags.depth == 0 {
+            common::usage_error("--conns, --size and --depth must be at least 1");
+        }
+        match limit {
+            Limit::Requests(0) => common::usage_error("--requests must be at least 1"),
+            Limit::Duration(d) if d.is_zero() => common::usage_error("--duration must be above 0"),
+            _ => {}
+        }
+        if let Target::Udp(_) = target {
+            if !(HEADER..=MAX_DATAGRAM).contains(&flags.size) {
+                common::usage_error(&format!(
+                    "--size must be {HEADER} to {MAX_DATAGRAM} over UDP (a datagram with its header)"
+                ));
+            }
+            if flags.loss_timeout.is_zero() {
+                common::usage_error("--loss-timeout must be above 0");
+            }
+        }
+        if flags.conns > MAX_CONNS || flags.conns.saturating_mul(flags.depth) > MAX_CONNS {
+            common::usage_error(&format!(
+                "--conns and --conns x --depth must be at most {MAX_CONNS}"
+            ));
+        }
+        let timeout = flags.timeout.unwrap_or_else(|| match limit {
+            Limit::Duration(d) => flags.warmup + d + Duration::from_secs(10),
+            Limit::Requests(total) => {
+                let per_request = 50e-6 + flags.size as f64 / 50e6;
+                flags.warmup + Duration::from_secs(30) + Duration::from_secs_f64(total as f64 * per_request)
+            }
+        });
+        Plan {
+            target,
+            conns: flags.conns,
+            size: flags.size,
+            depth: flags.depth,
+            limit,
+            warmup: flags.warmup,
+            timeout,
+            loss_timeout: flags.loss_timeout,
+            pid: flags.pid,
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli: Cli = common::parse();
+    common::init_logging();
+    let Command::Echo(flags) = cli.command;
+    let plan = Plan::from_flags(flags);
+    raise_nofile(plan.conns as u64 + 64);
+
+    let mut reactor = Reactor::new().unwrap_or_else(|err| common::fail(&err));
+    // A connection never has more than depth x size bytes of requests out;
+    // let the write queue hold that much whatever the server's pace.
+    let in_flight = plan.depth.saturating_mul(plan.size).saturating_add(CHUNK);
+    let defaults = ConnectionOptions::default();
+    reactor.set_connection_defaults(ConnectionOptions {
+        max_queued: defaults.max_queued.max(in_flight),
+        ..defaults
+    });
+
+    let run = Rc::new(RefCell::new(Run::new(&plan)));
+    let pattern: Rc<[u8]> = (0..PERIOD + CHUNK).map(|k| (k % PERIOD) as u8).collect();
+
+    // UDP: one socket per connection, bound now; the clock starts them.
+    let mut sockets = Vec::new();
+    if let Target::Udp(server) = plan.target {
+        let (any, loopback): (IpAddr, IpAddr) = match server {
+            SocketAddr::V4(_) => (Ipv4Addr::UNSPECIFIED.into(), Ipv4Addr::LOCALHOST.into()),
+            SocketAddr::V6(_) => (Ipv6Addr::UNSPECIFIED.into(), Ipv6Addr::LOCALHOST.into()),
+        };
+        for id in 0..plan.conns {
+            let client = DatagramClient::new(id as u32, &plan, server, &run, &pattern);
+            let key = reactor
+                .bind_udp(SocketAddr::new(any, 0), client)
+                .unwrap_or_else(|err| common::fail(&err));
+            let port = reactor
+                .local_addr(key)
+                .and_then(|a| a.as_inet())
+                .map_or(0, |a| a.port());
+            sockets.push((key, Addr::Inet(SocketAddr::new(loopback, port))));
+        }
+    }
+
+    let clock = Clock::new(&plan, &run, &pattern, sockets).unwrap_or_else(|err| common::fail(&err));
+    if let Err(err) = reactor.register(clock, Interest::WRITABLE) {
+        common::fail(&err);
+    }
+    let looped = reactor.run();
+
+    let run = run.borrow();
+    // A closed stdout loses the line; it is no reason to panic.
+    let _ = writeln!(io::stdout().lock(), "{}", run.json(&plan));
+    if let Err(err) = looped {
+        eprintln!("loadgen: {err}");
+        return ExitCode::FAILURE;
+    }
+    if run.verdict(&plan) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// The state of the whole run, shared by every handler (one thread, so an
+/// `Rc<RefCell>`; no handler holds the borrow across a callback).
+struct Run {
+    limit: Limit,
+    size: u64,
+    warmup: Duration,
+    timeout: Duration,
+    /// Where the load goes, for error lines.
+    target_name: Rc<str>,
+    /// Connections neither open nor failed yet.
+    unsettled: usize,
+    /// Connections not failed or closed.
+    live: usize,
+    /// When counting starts: set once every connection is settled.
+    warm_end: Option<Instant>,
+    /// With `--duration`: when counting stops.
+    measure_end: Option<Instant>,
+    measuring: bool,
+    /// The run is over: nothing more is issued or counted.
+    over: bool,
+    /// When the run ended.
+    ended: Option<Instant>,
+    /// When the last counted answer came.
+    last: Option<Instant>,
+    /// Requests issued and not yet answered, lost or abandoned.
+    outstanding: u64,
+    /// Answers counted in the measured window.
+    requests: u64,
+    hist: Histogram,
+    /// Failed connections (TCP, Unix) or bad datagrams (UDP).
+    errors: u64,
+    /// Of those, failures for bytes that were not what was sent.
+    wrong: u64,
+    lost: u64,
+    late: u64,
+    timed_out: bool,
+    shown: u64,
+    pid: Option<u32>,
+    cpu: Option<CpuMeter>,
+    cpu_shares: Option<CpuShares>,
+}
+
+impl Run {
+    fn new(plan: &Plan) -> Run {
+        Run {
+            limit: plan.limit,
+            size: plan.size as u64,
+            warmup: plan.warmup,
+            timeout: plan.timeout,
+            target_name: plan.target.to_string().into(),
+            unsettled: plan.conns,
+            live: plan.conns,
+            warm_end: None,
+            measure_end: None,
+            measuring: false,
+            over: false,
+            ended: None,
+            last: None,
+            outstanding: 0,
+            requests: 0,
+            hist: Histogram::new(),
+            errors: 0,
+            wrong: 0,
+            lost: 0,
+            late: 0,
+            timed_out: false,
+            shown: 0,
+            pid: plan.pid,
+            cpu: None,
+            cpu_shares: None,
+        }
+    }
+
+    /// Prints one error line on stderr; past [`SHOWN_ERRORS`] they are only
+    /// counted (the totals are printed at the end).
+    fn report(&mut self, what: fmt::Arguments<'_>) {
+        if self.shown < SHOWN_ERRORS {
+            eprintln!("loadgen: {what}");
+        } else if self.shown == SHOWN_ERRORS {
+            eprintln!("loadgen: (further errors are counted, not shown)");
+        }
+        self.shown += 1;
+    }
+
+    /// A failure that counts in `errors` (unless the run is already over:
+    /// what happens to connections after the end is not the server's fault).
+    fn error(&mut self, what: fmt::Arguments<'_>) {
+        if !self.over {
+            self.errors += 1;
+            self.report(what);
+        }
+    }
+
+    /// A failure for bytes that were not what was sent: counted in `errors`
+    /// and in `wrong`.
+    fn wrong_bytes(&mut self, what: fmt::Arguments<'_>) {
+        if !self.over {
+            self.wrong += 1;
+        }
+        self.error(what);
+    }
+
+    /// A connection opened, or failed before it could. Once every one has,
+    /// the warm-up starts.
+    fn settled(&mut self, now: Instant) {
+        self.unsettled = self.unsettled.saturating_sub(1);
+        if self.unsettled == 0 && self.warm_end.is_none() {
+            let warm_end = now + self.warmup;
+            self.warm_end = Some(warm_end);
+            if let Limit::Duration(d) = self.limit {
+                self.measure_end = Some(warm_end + d);
+            }
+            self.observe(now);
+        }
+    }
+
+    /// Moves the run along the clock: starts the measured window, ends it.
+    fn observe(&mut self, now: Instant) {
+        if self.over {
+            return;
+        }
+        if !self.measuring && self.warm_end.is_some_and(|w| now >= w) {
+            self.measuring = true;
+            self.cpu = Some(CpuMeter::start(self.pid));
+        }
+        if let Some(end) = self.measure_end {
+            if now >= end {
+                self.finish(end);
+            }
+        }
+    }
+
+    /// Whether a connection may issue one more request; if so it is counted
+    /// as outstanding. With `--requests`, no more are issued than the count
+    /// still needs.
+    fn may_issue(&mut self) -> bool {
+        if self.over {
+            return false;
+        }
+        if let (Limit::Requests(total), true) = (self.limit, self.measuring) {
+            if self.requests + self.outstanding >= total {
+                return false;
+            }
+        }
+        self.outstanding += 1;
+        true
+    }
+
+    /// An answer came back whole and correct at `now`, `latency` after its
+    /// request was issued.
+    fn complete(&mut self, now: Instant, latency: Duration) {
+        self.outstanding = self.outstanding.saturating_sub(1);
+        self.observe(now);
+        if !self.measuring || self.over {
+            return;
+        }
+        self.requests += 1;
+        self.last = Some(now);
+        self.hist.record(latency.as_nanos().min(u64::MAX as u128) as u64);
+        if let Limit::Requests(total) = self.limit {
+            if self.requests >= total {
+                self.finish(now);
+            }
+        }
+    }
+
+    /// Requests that will never be answered (lost datagrams, a connection
+    /// that went): no longer outstanding.
+    fn abandon(&mut self, requests: u64) {
+        self.outstanding = self.outstanding.saturating_sub(requests);
+    }
+
+    /// A connection is gone with `in_flight` requests unanswered. When the
+    /// last one goes, the run is over.
+    fn connection_gone(&mut self, now: Instant, in_flight: u64) {
+        self.abandon(in_flight);
+        self.live = self.live.saturating_sub(1);
+        if self.live == 0 && !self.over {
+            self.finish(now);
+        }
+    }
+
+    /// The hard deadline passed.
+    fn time_out(&mut self, now: Instant) {
+        if !self.over {
+            self.timed_out = true;
+            self.finish(now);
+        }
+    }
+
+    fn finish(&mut self, at: Instant) {
+        self.over = true;
+        self.ended = Some(at);
+        if let Some(meter) = self.cpu.take() {
+            self.cpu_shares = Some(meter.finish());
+        }
+    }
+
+    /// The length of the measured window.
+    fn seconds(&self) -> f64 {
+        let Some(start) = self.warm_end else { return 0.0 };
+        let end = match self.limit {
+            Limit::Requests(total) if self.requests >= total => self.last,
+            _ => self.ended,
+        };
+        end.map_or(0.0, |end| end.saturating_duration_since(start).as_secs_f64())
+    }
+
+    /// The result line.
+    fn json(&self, plan: &Plan) -> String {
+        let secs = self.seconds();
+        let per_sec = |n: f64| if secs > 0.0 { n / secs } else { 0.0 };
+        let us = |ns: u64| ns as f64 / 1000.0;
+        let mut j = Json::new("echo");
+        j.s("transport", plan.target.transport());
+        j.s("addr", &plan.target.to_string());
+        j.u("conns", plan.conns as u64);
+        j.u("size", plan.size as u64);
+        j.u("depth", plan.depth as u64);
+        j.u("requests", self.requests);
+        j.f("seconds", secs, 3);
+        j.f("rps", per_sec(self.requests as f64), 0);
+        j.f("mb_s", per_sec((self.requests * self.size) as f64) / 1e6, 2);
+        j.f("p50_us", us(self.hist.quantile(0.50)), 1);
+        j.f("p99_us", us(self.hist.quantile(0.99)), 1);
+        j.f("p999_us", us(self.hist.quantile(0.999)), 1);
+        j.f("max_us", us(self.hist.max), 1);
+        j.u("errors", self.errors);
+        j.u("wrong_bytes", self.wrong);
+        j.u("lost", self.lost);
+        j.u("late", self.late);
+        j.b("timed_out", self.timed_out);
+        if let Some(cpu) = self.cpu_shares.as_ref().filter(|_| secs >= MIN_CPU_WINDOW) {
+            j.f("client_cpu", cpu.client, 2);
+            if let Some(server) = cpu.server {
+                j.f("server_cpu", server, 2);
+            }
+            j.f("other_cpu", cpu.other, 2);
+        }
+        j.finish()
+    }
+
+    /// Whether every check passed; says on stderr why not.
+    fn verdict(&self, plan: &Plan) -> bool {
+        let mut ok = true;
+        if self.timed_out {
+            eprintln!(
+                "loadgen: the run did not finish within its hard deadline of {:.1} s",
+                self.timeout.as_secs_f64()
+            );
+            ok = false;
+        }
+        if self.wrong > 0 {
+            eprintln!("loadgen: the server sent back bytes that were not sent to it");
+        }
+        if self.errors > 0 {
+            let what = match plan.target {
+                Target::Udp(_) => "bad datagram(s) came back",
+                _ => "connection(s) failed during the run",
+            };
+            eprintln!("loadgen: {} {what}", self.errors);
+            ok = false;
+        }
+        match self.limit {
+            Limit::Requests(total) if self.requests < total => {
+                eprintln!("loadgen: only {} of {total} requests completed", self.requests);
+                ok = false;
+            }
+            Limit::Duration(_) if self.requests == 0 => {
+                eprintln!("loadgen: no request completed in the measured window");
+                ok = false;
+            }
+            _ => {}
+        }
+        if ok && self.lost > 0 {
+            eprintln!(
+                "loadgen: {} datagram(s) lost ({} answered late)",
+                self.lost, self.late
+            );
+        }
+        ok
+    }
+}
+
+/// One TCP or Unix stream connection of the closed loop.
+struct StreamClient {
+    /// The connection's number: the phase of its byte pattern.
+    id: u64,
+    run: Rc<RefCell<Run>>,
+    /// `k % 251` for `k` below `PERIOD + CHUNK`, shared by every connection.
+    pattern: Rc<[u8]>,
+    size: u64,
+    depth: usize,
+    /// Bytes of requests sent (handed to evloop, which writes them or
+    /// queues what the socket does not take).
+    sent: u64,
+    /// Bytes echoed back and checked.
+    received: u64,
+    /// When each request in flight was issued, oldest first; room for
+    /// `depth` is made once, so issuing allocates nothing.
+    issued: VecDeque<Instant>,
+    opened: bool,
+    /// A failure was counted for this connection.
+    failed: bool,
+    /// The run no longer counts this connection as live.
+    gone: bool,
+}
+
+impl StreamClient {
+    fn new(id: u64, plan: &Plan, run: &Rc<RefCell<Run>>, pattern: &Rc<[u8]>) -> StreamClient {
+        StreamClient {
+            id,
+            run: Rc::clone(run),
+            pattern: Rc::clone(pattern),
+            size: plan.size as u64,
+            depth: plan.depth,
+            sent: 0,
+            received: 0,
+            issued: VecDeque::with_capacity(plan.depth),
+            opened: false,
+            failed: false,
+            gone: false,
+        }
+    }
+
+    /// Issues up to `n` requests at `now` as one send: `n x size` bytes of
+    /// the pattern, from where the stream stands. Returns `false` if the
+    /// connection refused the bytes (it is closing).
+    fn issue(&mut self, cx: &mut Context<'_>, run: &mut Run, n: usize, now: Instant) -> bool {
+        let mut count = 0;
+        while count < n && run.may_issue() {
+            self.issued.push_back(now);
+            count += 1;
+        }
+        let mut left = count as u64 * self.size;
+        while left > 0 {
+            let phase = ((self.sent + self.id) % PERIOD as u64) as usize;
+            let take = left.min(CHUNK as u64) as usize;
+            if !cx.send(&self.pattern[phase..phase + take]) {
+                return false;
+            }
+            self.sent += take as u64;
+            left -= take as u64;
+        }
+        true
+    }
+
+    /// Counts this connection as failed (once), with a reason for stderr.
+    fn fail(&mut self, run: &mut Run, what: fmt::Arguments<'_>) {
+        if !self.failed {
+            self.failed = true;
+            let target = Rc::clone(&run.target_name);
+            run.error(format_args!("connection {} to {target}: {what}", self.id));
+        }
+    }
+
+    /// Counts this connection as failed for a wrong answer.
+    fn fail_wrong(&mut self, run: &mut Run, what: fmt::Arguments<'_>) {
+        if !self.failed {
+            self.failed = true;
+            let target = Rc::clone(&run.target_name);
+            run.wrong_bytes(format_args!("connection {} to {target}: {what}", self.id));
+        }
+    }
+
+    /// Takes this connection out of the run (once).
+    fn leave(&mut self, run: &mut Run, now: Instant) {
+        if !self.opened {
+            self.opened = true;
+            run.settled(now);
+        }
+        if !self.gone {
+            self.gone = true;
+            run.connection_gone(now, self.issued.len() as u64);
+            self.issued.clear();
+        }
+    }
+
+    /// Checks `data`, the next bytes of the echoed stream, against the
+    /// pattern. Returns the offset in the stream of the first wrong byte,
+    /// with the byte and what it should have been.
+    fn check(&self, data: &[u8]) -> Result<(), (u64, u8, u8)> {
+        let mut pos = 0;
+        while pos < data.len() {
+            let offset = self.received + pos as u64;
+            let phase = ((offset + self.id) % PERIOD as u64) as usize;
+            let take = (data.len() - pos).min(CHUNK);
+            let got = &data[pos..pos + take];
+            let want = &self.pattern[phase..phase + take];
+            if got != want {
+                let i = got.iter().zip(want).position(|(a, b)| a != b).unwrap_or(0);
+                return Err((offset + i as u64, got[i], want[i]));
+            }
+            pos += take;
+        }
+        Ok(())
+    }
+}
+
+impl StreamHandler for StreamClient {
+    fn on_open(&mut self, cx: &mut Context<'_>) {
+        let run = Rc::clone(&self.run);
+        let mut run = run.borrow_mut();
+        let now = Instant::now();
+        self.opened = true;
+        run.settled(now);
+        if !self.issue(cx, &mut run, self.depth, now) {
+            self.fail(&mut run, format_args!("the connection refused a request"));
+            cx.abort();
+        }
+        if run.over {
+            cx.stop();
+        }
+    }
+
+    fn on_data(&mut self, cx: &mut Context<'_>, data: &[u8]) -> usize {
+        let run = Rc::clone(&self.run);
+        let mut run = run.borrow_mut();
+        if self.failed {
+            return data.len();
+        }
+        let now = Instant::now();
+        run.observe(now);
+        let end = self.received + data.len() as u64;
+        if end > self.sent {
+            let sent = self.sent;
+            self.fail_wrong(
+                &mut run,
+                format_args!("{end} bytes came back, only {sent} were sent"),
+            );
+            cx.abort();
+            return data.len();
+        }
+        if let Err((offset, got, want)) = self.check(data) {
+            self.fail_wrong(
+                &mut run,
+                format_args!("wrong byte at offset {offset}: {got} instead of {want}"),
+            );
+            cx.abort();
+            return data.len();
+        }
+        // Requests whose last byte is in `data`.
+        let done = (end / self.size - self.received / self.size) as usize;
+        self.received = end;
+        for _ in 0..done {
+            if let Some(issued) = self.issued.pop_front() {
+                run.complete(now, now.saturating_duration_since(issued));
+            }
+        }
+        if done > 0 && !self.issue(cx, &mut run, done, now) {
+            self.fail(&mut run, format_args!("the connection refused a request"));
+            cx.abort();
+        }
+        if run.over {
+            cx.stop();
+        }
+        data.len()
+    }
+
+    fn on_read_closed(&mut self, cx: &mut Context<'_>) {
+        let run = Rc::clone(&self.run);
+        let mut run = run.borrow_mut();
+        self.fail(&mut run, format_args!("the server closed the connection"));
+        cx.close();
+    }
+
+    fn on_close(&mut self, cx: &mut Context<'_>, reason: &CloseReason) {
+        let run = Rc::clone(&self.run);
+        let mut run = run.borrow_mut();
+        match reason {
+            CloseReason::ConnectFailed(err) => self.fail(&mut run, format_args!("cannot connect: {err}")),
+            reason => self.fail(&mut run, format_args!("closed: {reason}")),
+        }
+        self.leave(&mut run, cx.now());
+        if run.over {
+            cx.stop();
+        }
+    }
+}
+
+/// One request slot of a UDP socket.
+struct Slot {
+    /// A request is out and unanswered.
+    busy: bool,
+    /// Its sequence number.
+    seq: u64,
+    issued: Instant,
+    /// The slot's loss timer, moved at every request; `None` once it fired.
+    timer: Option<TimerId>,
+}
+
+/// One UDP socket of the closed loop.
+struct DatagramClient {
+    id: u32,
+    run: Rc<RefCell<Run>>,
+    pattern: Rc<[u8]>,
+    server: Addr,
+    /// Bytes per datagram, header included.
+    size: usize,
+    /// The datagram being built; one buffer, rewritten for every request.
+    out: Vec<u8>,
+    slots: Vec<Slot>,
+    next_seq: u64,
+    started: bool,
+    loss_timeout: Duration,
+}
+
+impl DatagramClient {
+    fn new(
+        id: u32,
+        plan: &Plan,
+        server: SocketAddr,
+        run: &Rc<RefCell<Run>>,
+        pattern: &Rc<[u8]>,
+    ) -> DatagramClient {
+        let now = Instant::now();
+        let slots = (0..plan.depth)
+            .map(|_| Slot {
+                busy: false,
+                seq: 0,
+                issued: now,
+                timer: None,
+            })
+            .collect();
+        DatagramClient {
+            id,
+            run: Rc::clone(run),
+            pattern: Rc::clone(pattern),
+            server: Addr::Inet(server),
+            size: plan.size,
+            out: vec![0; plan.size],
+            slots,
+            next_seq: 0,
+            started: false,
+            loss_timeout: plan.loss_timeout,
+        }
+    }
+
+    /// The pattern bytes of datagram `seq` after its header.
+    fn payload(&self, seq: u64) -> &[u8] {
+        let phase = ((seq + u64::from(self.id) + HEADER as u64) % PERIOD as u64) as usize;
+        &self.pattern[phase..phase + self.size - HEADER]
+    }
+
+    /// Sends a new request from slot `s`, if the run wants one, and moves
+    /// the slot's loss timer to `loss_timeout` from now.
+    fn issue(&mut self, cx: &mut Context<'_>, run: &mut Run, s: usize, now: Instant) {
+        if !run.may_issue() {
+            return;
+        }
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let mut out = std::mem::take(&mut self.out);
+        out[0..4].copy_from_slice(&self.id.to_le_bytes());
+        out[4..8].copy_from_slice(&(s as u32).to_le_bytes());
+        out[8..16].copy_from_slice(&seq.to_le_bytes());
+        out[HEADER..].copy_from_slice(self.payload(seq));
+        let slot = &mut self.slots[s];
+        slot.busy = true;
+        slot.seq = seq;
+        slot.issued = now;
+        // Reset rather than cancel and set: moving a pending timer later
+        // costs O(1). A timer that already fired is set anew.
+        let moved = slot.timer.is_some_and(|t| cx.reset_timer(t, self.loss_timeout));
+        if !moved {
+            slot.timer = cx.set_timer(self.loss_timeout);
+        }
+        // A datagram the socket drops (its send queue is full) is simply
+        // lost: the slot's timer counts it.
+        cx.send_datagram(&self.server, &out);
+        self.out = out;
+    }
+
+    /// Parses and checks an answer: `Ok((slot, seq))` if it is one of ours,
+    /// whole and unchanged.
+    fn check(&self, data: &[u8]) -> Result<(usize, u64), String> {
+        if data.len() != self.size {
+            return Err(format!("{} bytes, not {}", data.len(), self.size));
+        }
+        let word = |at: usize| u32::from_le_bytes([data[at], data[at + 1], data[at + 2], data[at + 3]]);
+        let (id, slot) = (word(0), word(4) as usize);
+        let mut seq = [0u8; 8];
+        seq.copy_from_slice(&data[8..16]);
+        let seq = u64::from_le_bytes(seq);
+        if id != self.id || slot >= self.slots.len() || seq >= self.next_seq {
+            return Err(format!(
+                "a header (connection {id}, slot {slot}, sequence {seq}) that was never sent"
+            ));
+        }
+        let want = self.payload(seq);
+        if let Some(i) = data[HEADER..].iter().zip(want).position(|(a, b)| a != b) {
+            return Err(format!(
+                "byte {} is {} instead of {}",
+                HEADER + i,
+                data[HEADER + i],
+                want[i]
+            ));
+        }
+        Ok((slot, seq))
+    }
+}
+
+impl DatagramHandler for DatagramClient {
+    fn on_datagram(&mut self, cx: &mut Context<'_>, data: &[u8], from: &Addr) {
+        let run = Rc::clone(&self.run);
+        let mut run = run.borrow_mut();
+        if from != &self.server {
+            // The clock's start signal: an empty datagram from this socket
+            // to itself. Anything else from a stranger is ignored.
+            if !self.started && data.is_empty() {
+                self.started = true;
+                let now = Instant::now();
+                run.settled(now);
+                for s in 0..self.slots.len() {
+                    self.issue(cx, &mut run, s, now);
+                }
+            }
+        } else {
+            let now = Instant::now();
+            run.observe(now);
+            match self.check(data) {
+                Err(what) => {
+                    let id = self.id;
+                    run.wrong_bytes(format_args!("socket {id}: a datagram from the server has {what}"));
+                    // The request stays out; its timer will count it lost.
+                }
+                Ok((s, seq)) => {
+                    let slot = &mut self.slots[s];
+                    if slot.busy && slot.seq == seq {
+                        slot.busy = false;
+                        run.complete(now, now.saturating_duration_since(slot.issued));
+                        self.issue(cx, &mut run, s, now);
+                    } else {
+                        // Answered after it was counted lost, or twice.
+                        if run.measuring {
+                            run.late += 1;
+                        }
+                    }
+                }
+            }
+        }
+        if run.over {
+            cx.stop();
+        }
+    }
+
+    fn on_timer(&mut self, cx: &mut Context<'_>, timer: TimerId) {
+        let Some(s) = self.slots.iter().position(|slot| slot.timer == Some(timer)) else {
+            return;
+        };
+        self.slots[s].timer = None; // a one-shot timer is gone once fired
+        if !self.slots[s].busy {
+            return; // answered; no request was issued after it
+        }
+        self.slots[s].busy = false;
+        let run = Rc::clone(&self.run);
+        let mut run = run.borrow_mut();
+        if run.over {
+            return;
+        }
+        if run.measuring {
+            run.lost += 1;
+        }
+        run.abandon(1);
+        let now = Instant::now();
+        run.observe(now);
+        self.issue(cx, &mut run, s, now);
+        if run.over {
+            cx.stop();
+        }
+    }
+}
+
+/// The run's clock: opens the connections (or starts the UDP sockets) in
+/// the loop's first turn, keeps the hard deadline, and ticks so that the
+/// end of the measured window is noticed even when no answer comes.
+struct Clock {
+    /// The write end of a pipe: writable from the start, which is the one
+    /// event this source ever gets.
+    pipe: mio::unix::pipe::Sender,
+    /// Kept open, so that the write end stays writable and quiet.
+    _read_end: mio::unix::pipe::Receiver,
+    run: Rc<RefCell<Run>>,
+    pattern: Rc<[u8]>,
+    plan: Plan,
+    /// UDP sockets to start, with the address of their own port.
+    sockets: Vec<(Key, Addr)>,
+    /// Stream connections still to open (by number), last first.
+    waiting: Vec<u64>,
+    started: bool,
+    deadline: Option<TimerId>,
+    retry: Option<TimerId>,
+}
+
+impl Clock {
+    fn new(
+        plan: &Plan,
+        run: &Rc<RefCell<Run>>,
+        pattern: &Rc<[u8]>,
+        sockets: Vec<(Key, Addr)>,
+    ) -> io::Result<Clock> {
+        let (pipe, read_end) = mio::unix::pipe::new()?;
+        let waiting = match plan.target {
+            Target::Udp(_) => Vec::new(),
+            _ => (0..plan.conns as u64).rev().collect(),
+        };
+        Ok(Clock {
+            pipe,
+            _read_end: read_end,
+            run: Rc::clone(run),
+            pattern: Rc::clone(pattern),
+            plan: plan.clone(),
+            sockets,
+            waiting,
+            started: false,
+            deadline: None,
+            retry: None,
+        })
+    }
+
+    /// Opens the stream connections still waiting. A Unix connect that
+    /// finds the server's backlog full fails with `WouldBlock`: that one
+    /// and the rest are tried again after [`RETRY`].
+    fn open_connections(&mut self, cx: &mut Context<'_>) {
+        while let Some(id) = self.waiting.pop() {
+            let client = StreamClient::new(id, &self.plan, &self.run, &self.pattern);
+            let opened = match &self.plan.target {
+                Target::Tcp(addr) => cx.connect(*addr, client),
+                Target::Unix(path) => cx.connect_unix(path, client),
+                Target::Udp(_) => return,
+            };
+            match opened {
+                Ok(_) => {}
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                    self.waiting.push(id);
+                    self.retry = cx.set_timer(RETRY);
+                    if self.retry.is_none() {
+                        self.waiting.clear();
+                        self.run
+                            .borrow_mut()
+                            .error(format_args!("no timer left to retry connecting"));
+                    }
+                    return;
+                }
+                Err(err) => {
+                    let mut run = self.run.borrow_mut();
+                    run.error(format_args!(
+                        "connection {id} to {}: cannot connect: {err}",
+                        self.plan.target
+                    ));
+                    run.settled(cx.now());
+                    run.connection_gone(cx.now(), 0);
+                }
+            }
+        }
+    }
+}
+
+impl SourceHandler for Clock {
+    fn source(&mut self) -> &mut dyn mio::event::Source {
+        &mut self.pipe
+    }
+
+    fn on_ready(&mut self, cx: &mut Context<'_>, _event: &Event) {
+        if self.started {
+            return;
+        }
+        self.started = true;
+        self.deadline = cx.set_timer(self.plan.timeout);
+        let ticking = cx.set_repeating(TICK).is_some();
+        if self.deadline.is_none() || !ticking {
+            eprintln!("loadgen: the timer table is full");
+            self.run.borrow_mut().time_out(cx.now());
+            return cx.stop();
+        }
+        self.open_connections(cx);
+        for (socket, own_port) in &self.sockets {
+            if !cx.send_datagram_via(*socket, own_port, &[]) {
+                let mut run = self.run.borrow_mut();
+                run.error(format_args!(
+                    "cannot start the UDP socket bound to port {own_port}"
+                ));
+            }
+        }
+        if self.run.borrow().over {
+            cx.stop();
+        }
+    }
+
+    fn on_timer(&mut self, cx: &mut Context<'_>, timer: TimerId) {
+        if Some(timer) == self.deadline {
+            self.run.borrow_mut().time_out(cx.now());
+        } else if Some(timer) == self.retry {
+            self.retry = None;
+            self.open_connections(cx);
+        }
+        let mut run = self.run.borrow_mut();
+        run.observe(Instant::now());
+        if run.over {
+            cx.stop();
+        }
+    }
+}
+
+/// Latencies in nanoseconds, in log-linear buckets: exact below 32 ns,
+/// then 16 buckets per power of two, so a bucket is at most 1/16 of its
+/// value wide and its middle is within about 3 % of anything in it.
+struct Histogram {
+    counts: Vec<u64>,
+    total: u64,
+    max: u64,
+}
+
+impl Histogram {
+    /// 32 exact buckets, then 16 for each of the 59 powers of two up to 2^64.
+    const BUCKETS: usize = 32 + 59 * 16;
+
+    fn new() -> Histogram {
+        Histogram {
+            counts: vec![0; Self::BUCKETS],
+            total: 0,
+            max: 0,
+        }
+    }
+
+    fn bucket(value: u64) -> usize {
+        if value < 32 {
+            return value as usize;
+        }
+        // The top five bits of the value: its leading 1 and four more.
+        let shift = 63 - value.leading_zeros() - 4;
+        shift as usize * 16 + (value >> shift) as usize
+    }
+
+    /// The lowest value of a bucket, and its width.
+    fn bounds(bucket: usize) -> (u64, u64) {
+        if bucket < 32 {
+            return (bucket as u64, 1);
+        }
+        let shift = bucket / 16 - 1;
+        let top = (bucket % 16 + 16) as u64;
+        (top << shift, 1 << shift)
+    }
+
+    fn record(&mut self, value: u64) {
+        self.counts[Self::bucket(value)] += 1;
+        self.total += 1;
+        self.max = self.max.max(value);
+    }
+
+    /// The value at quantile `q`: the middle of its bucket, never above the
+    /// largest value recorded. 0 when nothing was recorded.
+    fn quantile(&self, q: f64) -> u64 {
+        if self.total == 0 {
+            return 0;
+        }
+        let rank = ((q * self.total as f64).ceil() as u64).clamp(1, self.total);
+        let mut seen = 0;
+        for (bucket, &count) in self.counts.iter().enumerate() {
+            seen += count;
+            if seen >= rank {
+                let (low, width) = Self::bounds(bucket);
+                return (low + width / 2).min(self.max);
+            }
+        }
+        self.max
+    }
+}
+
+/// Shares of one core used over the measured window.
+struct CpuShares {
+    client: f64,
+    server: Option<f64>,
+    /// The rest of the machine (other processes, interrupts): near 0 on a
+    /// quiet machine.
+    other: f64,
+}
+
+/// CPU time readings at the start of the measured window.
+struct CpuMeter {
+    t0: Instant,
+    own: f64,
+    server: Option<(u32, f64)>,
+    machine: f64,
+}
+
+impl CpuMeter {
+    fn start(pid: Option<u32>) -> CpuMeter {
+        CpuMeter {
+            t0: Instant::now(),
+            own: own_cpu_secs(),
+            server: pid.and_then(|pid| process_cpu_secs(pid).map(|secs| (pid, secs))),
+            machine: machine_busy_secs(),
+        }
+    }
+
+    fn finish(self) -> CpuShares {
+        let window = self.t0.elapsed().as_secs_f64().max(1e-9);
+        let client = (own_cpu_secs() - self.own) / window;
+        let server = self
+            .server
+            .and_then(|(pid, before)| process_cpu_secs(pid).map(|after| (after - before) / window));
+        let machine = (machine_busy_secs() - self.machine) / window;
+        CpuShares {
+            client,
+            server,
+            other: machine - client - server.unwrap_or(0.0),
+        }
+    }
+}
+
+/// Clock ticks per second, for /proc's CPU times.
+fn ticks_per_sec() -> f64 {
+    // SAFETY: sysconf only reads a configuration value.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if hz > 0 {
+        hz as f64
+    } else {
+        100.0
+    }
+}
+
+/// This process's user and system CPU time, in seconds.
+fn own_cpu_secs() -> f64 {
+    // SAFETY: an all-zero rusage is a valid value of the plain C struct.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: getrusage writes one rusage into the exclusively borrowed,
+    // initialised struct it is given.
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
+        return 0.0;
+    }
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    secs(usage.ru_utime) + secs(usage.ru_stime)
+}
+
+/// A process's user and system CPU time, in seconds, from /proc.
+fn process_cpu_secs(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The fields after the command name, which is in parentheses and may
+    // hold spaces: utime and stime are the 12th and 13th.
+    let rest = stat.get(stat.rfind(')')? + 2..)?;
+    let mut fields = rest.split_whitespace().skip(11);
+    let utime: f64 = fields.next()?.parse().ok()?;
+    let stime: f64 = fields.next()?.parse().ok()?;
+    Some((utime + stime) / ticks_per_sec())
+}
+
+/// CPU seconds the whole machine spent busy (user, nice, system, irq,
+/// softirq), from the first line of /proc/stat.
+fn machine_busy_secs() -> f64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let fields: Vec<f64> = stat
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .skip(1)
+        .map(|f| f.parse().unwrap_or(0.0))
+        .collect();
+    let at = |i: usize| fields.get(i).copied().unwrap_or(0.0);
+    (at(0) + at(1) + at(2) + at(5) + at(6)) / ticks_per_sec()
+}
+
+/// Raises the soft limit on open descriptors to `want` if the hard limit
+/// allows, so that many connections fit.
+fn raise_nofile(want: u64) {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one rlimit into the borrowed struct.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return;
+    }
+    let want = want as libc::rlim_t;
+    if limit.rlim_cur >= want {
+        return;
+    }
+    limit.rlim_cur = want.min(limit.rlim_max);
+    // SAFETY: setrlimit reads the initialised struct it is given.
+    unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) };
+}
+
+/// One JSON object on one line, fields in the order they are added.
+struct Json(String);
+
+impl Json {
+    fn new(mode: &str) -> Json {
+        let mut json = Json(String::from("{"));
+        json.s("mode", mode);
+        json
+    }
+
+    fn key(&mut self, key: &str) {
+        if self.0.len() > 1 {
+            self.0.push(',');
+        }
+        let _ = write!(self.0, "\"{key}\":");
+    }
+
+    fn s(&mut self, key: &str, value: &str) {
+        self.key(key);
+        self.0.push('"');
+        for c in value.chars() {
+            match c {
+                '"' => self.0.push_str("\\\""),
+                '\\' => self.0.push_str("\\\\"),
+                c if (c as u32) < 0x20 => {
+                    let _ = write!(self.0, "\\u{:04x}", c as u32);
+                }
+                c => self.0.push(c),
+            }
+        }
+        self.0.push('"');
+    }
+
+    fn u(&mut self, key: &str, value: u64) {
+        self.key(key);
+        let _ = write!(self.0, "{value}");
+    }
+
+    fn f(&mut self, key: &str, value: f64, decimals: usize) {
+        self.key(key);
+        if value.is_finite() {
+            let _ = write!(self.0, "{value:.decimals$}");
+        } else {
+            self.0.push_str("null");
+        }
+    }
+
+    fn b(&mut self, key: &str, value: bool) {
+        self.key(key);
+        let _ = write!(self.0, "{value}");
+    }
+
+    fn finish(mut self) -> String {
+        self.0.push('}');
+        self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Histogram;
+
+    #[test]
+    fn buckets_are_contiguous_and_bound_their_values() {
+        let mut expected = 0;
+        for value in 0..100_000u64 {
+            let bucket = Histogram::bucket(value);
+            assert!(bucket == expected || bucket == expected + 1, "value {value}");
+            expected = bucket;
+        }
+        let large = [99_999, 1 << 40, (1 << 40) - 1, u64::MAX / 3, u64::MAX];
+        for value in (0..100_000u64).chain(large) {
+            let bucket = Histogram::bucket(value);
+            let (low, width) = Histogram::bounds(bucket);
+            assert!(
+                low <= value && value - low < width,
+                "value {value} in bucket {bucket}"
+            );
+            assert!(width <= 1.max(value / 16), "value {value}: bucket {width} wide");
+        }
+        assert_eq!(Histogram::bucket(u64::MAX), Histogram::BUCKETS - 1);
+    }
+
+    #[test]
+    fn quantiles_are_within_a_bucket() {
+        let mut hist = Histogram::new();
+        assert_eq!(hist.quantile(0.5), 0);
+        for value in 1..=1000u64 {
+            hist.record(value * 1000);
+        }
+        for (q, want) in [(0.5, 500_000.0), (0.99, 990_000.0), (1.0, 1_000_000.0)] {
+            let got = hist.quantile(q) as f64;
+            assert!((got - want).abs() / want < 0.04, "q {q}: {got}");
+        }
+        assert!(hist.quantile(1.0) <= hist.max);
+    }
+}
