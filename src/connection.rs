@@ -280,6 +280,18 @@ impl Write for Stream {
             Stream::Unix(s) => s.write(buf),
         }
     }
+    /// One buffer goes out with `send`, several with `sendmsg`: both take
+    /// the socket layer's short path, where `writev` first passes through
+    /// the file layer (on a broadcast, one call per receiver per turn).
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        match bufs {
+            [one] => self.write(one),
+            _ => send_vectored(self.as_raw_fd(), bufs, libc::MSG_NOSIGNAL),
+        }
+    }
+
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
     fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
         match self {
             Stream::Tcp(s) => s.write_vectored(bufs),
@@ -317,24 +329,29 @@ impl Sink for Stream {
 
     #[cfg(any(target_os = "linux", target_os = "android"))]
     fn write_vectored_more(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
-        let Stream::Tcp(tcp) = self else {
-            return self.write_vectored(bufs);
-        };
-        // SAFETY: an all-zero msghdr is valid (no name, no control data);
-        // the iovec array points at `bufs`, which `IoSlice` lays out as
-        // `iovec` and which outlives the call; the socket fd is owned by
-        // `tcp`.
-        let sent = unsafe {
-            let mut msg: libc::msghdr = std::mem::zeroed();
-            msg.msg_iov = bufs.as_ptr() as *mut libc::iovec;
-            msg.msg_iovlen = bufs.len() as _;
-            libc::sendmsg(tcp.as_raw_fd(), &msg, libc::MSG_MORE | libc::MSG_NOSIGNAL)
-        };
-        if sent < 0 {
-            return Err(io::Error::last_os_error());
+        match self {
+            Stream::Tcp(tcp) => send_vectored(tcp.as_raw_fd(), bufs, libc::MSG_MORE | libc::MSG_NOSIGNAL),
+            Stream::Unix(_) => self.write_vectored(bufs),
         }
-        Ok(sent as usize)
     }
+}
+
+/// `sendmsg` of `bufs` on the socket `fd`, with `flags`.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn send_vectored(fd: std::os::fd::RawFd, bufs: &[io::IoSlice<'_>], flags: libc::c_int) -> io::Result<usize> {
+    // SAFETY: an all-zero msghdr is valid (no name, no control data); the
+    // iovec array points at `bufs`, which `IoSlice` lays out as `iovec` and
+    // which outlives the call; the caller's socket keeps `fd` open.
+    let sent = unsafe {
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = bufs.as_ptr() as *mut libc::iovec;
+        msg.msg_iovlen = bufs.len() as _;
+        libc::sendmsg(fd, &msg, flags)
+    };
+    if sent < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(sent as usize)
 }
 
 /// What a handler asked for while its outbound connect was in progress,
