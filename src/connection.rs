@@ -717,7 +717,7 @@ impl Core {
     /// Queues a chunk for a connection other than the one being served,
     /// without writing it: every connection given output this way is
     /// flushed once, at the end of the turn ([`Core::flush_deferred_writes`]).
-    /// A broadcast then costs one `writev` per receiver per turn, whatever
+    /// A broadcast then costs one write per receiver per turn, whatever
     /// number of lines reached it in that turn, instead of one per line.
     pub(crate) fn send_chunk_deferred(&mut self, key: Key, chunk: Chunk) -> bool {
         self.queue_chunks(key, [chunk], true)

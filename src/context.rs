@@ -140,7 +140,7 @@ impl<'a> Context<'a> {
     /// Sends a shared buffer to another connection. It is queued now and
     /// written at the end of the current turn of the loop, together with
     /// everything else sent to that connection in this turn: a fan-out
-    /// costs one `writev` per receiver per turn, not one per message.
+    /// costs one write per receiver per turn, not one per message.
     pub fn send_shared_to(&mut self, key: Key, data: &Rc<[u8]>) -> bool {
         let chunk = Chunk::Shared(Rc::clone(data));
         if key == self.key {

@@ -6,7 +6,7 @@
 //!   split across other chunks;
 //! - a write goes straight to the socket when the queue is empty, and only
 //!   what the socket did not take is queued (copied, for borrowed bytes);
-//! - queued memory chunks go out with one vectored write (`writev`) of up to
+//! - queued memory chunks go out with one vectored write (`sendmsg`) of up to
 //!   [`MAX_IOVECS`] chunks;
 //! - a file region is sent with `sendfile(2)` straight from the page cache:
 //!   the queue holds only the file handle, an offset and a length, so a
