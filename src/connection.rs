@@ -43,6 +43,51 @@ use crate::{Addr, CloseReason, Context, Key, StreamHandler, TimerId};
 /// Limits and thresholds of one connection. Set per listener through
 /// [`crate::ListenerOptions`], or for outbound connections through
 /// [`crate::Reactor::set_connection_defaults`].
+///
+/// A handler that waits for a newline holds back what comes before it; with
+/// `max_pending_input` at 64 bytes, a client that sends 100 without one is
+/// cut off:
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use std::cell::Cell;
+/// use std::io::Write;
+/// use std::net::{Shutdown, TcpStream};
+/// use std::rc::Rc;
+/// use evloop::{Addr, CloseReason, ConnectionOptions, Context, ListenerOptions, Reactor, StreamHandler};
+///
+/// struct WholeLines(Rc<Cell<bool>>);
+///
+/// impl StreamHandler for WholeLines {
+///     fn on_data(&mut self, _cx: &mut Context<'_>, data: &[u8]) -> usize {
+///         data.iter().rposition(|&b| b == b'\n').map_or(0, |end| end + 1)
+///     }
+///
+///     fn on_close(&mut self, cx: &mut Context<'_>, reason: &CloseReason) {
+///         self.0.set(matches!(reason, CloseReason::InputOverflow));
+///         cx.stop();
+///     }
+/// }
+///
+/// let options = ListenerOptions {
+///     connection: ConnectionOptions { max_pending_input: 64, ..ConnectionOptions::default() },
+///     ..ListenerOptions::default()
+/// };
+/// let overflowed = Rc::new(Cell::new(false));
+/// let flag = Rc::clone(&overflowed);
+/// let mut reactor = Reactor::new()?;
+/// let factory = move |_: &Addr| WholeLines(Rc::clone(&flag));
+/// let key = reactor.listen_tcp_with("127.0.0.1:0".parse()?, options, factory)?;
+/// let addr = reactor.local_addr(key).and_then(|a| a.as_inet()).expect("a TCP listener");
+///
+/// let mut client = TcpStream::connect(addr)?;
+/// client.write_all(&[b'x'; 100])?;
+/// client.shutdown(Shutdown::Write)?; // without the limit, this FIN would close it
+/// reactor.run()?; // until `on_close` stops it
+/// assert!(overflowed.get());
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone, Debug)]
 pub struct ConnectionOptions {
     /// Queued output above which the handler gets `on_high_water`.

@@ -27,6 +27,72 @@ use crate::write_queue::Chunk;
 use crate::{Addr, Key, StreamHandler, TimerId};
 
 /// The handle a callback gets on its source and on the reactor.
+///
+/// A session with an idle timeout: [`Context::send`] and [`Context::close`],
+/// a timer that each message pushes back, and [`Context::stop`] to end the
+/// example once its one connection is gone.
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use std::io::{Read, Write};
+/// use std::net::{Shutdown, TcpStream};
+/// use std::time::Duration;
+/// use evloop::{Addr, CloseReason, Context, Reactor, StreamHandler, TimerId};
+///
+/// const IDLE: Duration = Duration::from_secs(10);
+///
+/// /// Answers `ok` to each message; says `bye` when the peer is done, or
+/// /// `idle` after ten quiet seconds, and closes.
+/// struct Session(Option<TimerId>);
+///
+/// impl StreamHandler for Session {
+///     fn on_open(&mut self, cx: &mut Context<'_>) {
+///         self.0 = cx.set_timer(IDLE);
+///     }
+///
+///     fn on_data(&mut self, cx: &mut Context<'_>, data: &[u8]) -> usize {
+///         if let Some(id) = self.0 {
+///             cx.reset_timer(id, IDLE); // activity pushes the deadline back
+///         }
+///         cx.send(b"ok\n");
+///         data.len()
+///     }
+///
+///     fn on_timer(&mut self, cx: &mut Context<'_>, _: TimerId) {
+///         cx.send(b"idle\n");
+///         cx.close(); // flushes what is queued, then sends FIN
+///     }
+///
+///     fn on_read_closed(&mut self, cx: &mut Context<'_>) {
+///         if let Some(id) = self.0.take() {
+///             cx.cancel_timer(id);
+///         }
+///         cx.send(b"bye\n");
+///         cx.close();
+///     }
+///
+///     fn on_close(&mut self, cx: &mut Context<'_>, _: &CloseReason) {
+///         cx.stop();
+///     }
+/// }
+///
+/// let mut reactor = Reactor::new()?;
+/// let key = reactor.listen_tcp("127.0.0.1:0".parse()?, |_: &Addr| Session(None))?;
+/// let addr = reactor.local_addr(key).and_then(|a| a.as_inet()).expect("a TCP listener");
+///
+/// // The kernel completes the connection and holds the bytes until the
+/// // reactor runs.
+/// let mut client = TcpStream::connect(addr)?;
+/// client.set_read_timeout(Some(Duration::from_secs(5)))?;
+/// client.write_all(b"hello")?;
+/// client.shutdown(Shutdown::Write)?;
+/// reactor.run()?;
+/// let mut transcript = String::new();
+/// client.read_to_string(&mut transcript)?;
+/// assert_eq!(transcript, "ok\nbye\n");
+/// # Ok(())
+/// # }
+/// ```
 pub struct Context<'a> {
     core: &'a mut Core,
     key: Key,
@@ -154,6 +220,50 @@ impl<'a> Context<'a> {
     /// listener, except `skip`. Each receiver queues a reference, not a
     /// copy, written at the end of the turn like [`Context::send_shared_to`].
     /// Returns how many took it.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::io::{BufRead, BufReader, Write};
+    /// use std::net::TcpStream;
+    /// use std::rc::Rc;
+    /// use std::time::Duration;
+    /// use evloop::{Addr, Context, Reactor, StreamHandler};
+    ///
+    /// /// Passes each message on to every other connection of the listener.
+    /// struct Relay;
+    ///
+    /// impl StreamHandler for Relay {
+    ///     fn on_data(&mut self, cx: &mut Context<'_>, data: &[u8]) -> usize {
+    ///         let message: Rc<[u8]> = Rc::from(data);
+    ///         let receivers = cx.broadcast(&message, Some(cx.key()));
+    ///         cx.send(format!("relayed to {receivers}\n").as_bytes());
+    ///         cx.stop(); // one message is all this example needs
+    ///         data.len()
+    ///     }
+    /// }
+    ///
+    /// let mut reactor = Reactor::new()?;
+    /// let key = reactor.listen_tcp("127.0.0.1:0".parse()?, |_: &Addr| Relay)?;
+    /// let addr = reactor.local_addr(key).and_then(|a| a.as_inet()).expect("a TCP listener");
+    ///
+    /// // Both connect, and `a` speaks, before the reactor runs: the kernel
+    /// // holds the connections and the bytes until it accepts and reads.
+    /// let mut a = TcpStream::connect(addr)?;
+    /// let b = TcpStream::connect(addr)?;
+    /// a.write_all(b"hi all\n")?;
+    /// reactor.run()?;
+    ///
+    /// let read_line = |stream: &TcpStream| -> std::io::Result<String> {
+    ///     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    ///     let mut line = String::new();
+    ///     BufReader::new(stream).read_line(&mut line)?;
+    ///     Ok(line)
+    /// };
+    /// assert_eq!(read_line(&a)?, "relayed to 1\n");
+    /// assert_eq!(read_line(&b)?, "hi all\n");
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn broadcast(&mut self, data: &Rc<[u8]>, skip: Option<Key>) -> usize {
         match self.listener() {
             Some(listener) => self.core.broadcast(listener, data, skip),

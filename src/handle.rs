@@ -44,6 +44,36 @@ pub(crate) enum Command {
 }
 
 /// A `Send + Clone` handle to a reactor, for other threads.
+///
+/// Another thread runs a closure on the reactor's thread, with the reactor
+/// itself (here, to read a listener's address), then stops it:
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use std::sync::mpsc;
+/// use std::time::Duration;
+/// use evloop::{protocols::echo::Echo, Addr, Reactor};
+///
+/// let mut reactor = Reactor::new()?;
+/// let key = reactor.listen_tcp("127.0.0.1:0".parse()?, |_: &Addr| Echo)?;
+///
+/// let handle = reactor.handle();
+/// let other = std::thread::spawn(move || {
+///     let (tx, rx) = mpsc::channel();
+///     let queued = handle.run(move |reactor| {
+///         let _ = tx.send(reactor.local_addr(key)); // runs between two turns
+///     });
+///     let answer = rx.recv_timeout(Duration::from_secs(5));
+///     handle.stop(); // `run` returns at the end of the current turn
+///     (queued, answer)
+/// });
+/// reactor.run()?;
+/// let (queued, answer) = other.join().expect("thread panicked");
+/// assert!(queued);
+/// assert_eq!(answer?, reactor.local_addr(key));
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone)]
 pub struct Handle {
     waker: Arc<Waker>,

@@ -235,6 +235,61 @@ impl fmt::Display for CloseReason {
 /// A callback that panics costs its own connection only: the panic is
 /// caught and logged, the connection is reset, and the handler is dropped
 /// without `on_close` (see the crate docs).
+///
+/// A minimal protocol: each line comes back in capitals. `on_data` consumes
+/// whole lines only, so a line split across reads is answered once its end
+/// has arrived.
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use std::io::{Read, Write};
+/// use std::net::{Shutdown, TcpStream};
+/// use std::time::Duration;
+/// use evloop::codec::{encode_line, lines};
+/// use evloop::{Addr, Context, Reactor, StreamHandler};
+///
+/// struct Shout;
+///
+/// impl StreamHandler for Shout {
+///     fn on_data(&mut self, cx: &mut Context<'_>, data: &[u8]) -> usize {
+///         let mut input = lines(data, 1024);
+///         let mut out = Vec::new();
+///         for line in input.by_ref() {
+///             match line {
+///                 Ok(line) => encode_line(&mut out, &line.to_ascii_uppercase()),
+///                 Err(_) => cx.abort(), // over 1 KiB without a newline
+///             }
+///         }
+///         cx.send_vec(out);
+///         input.consumed() // a partial line is handed back with the next bytes
+///     }
+/// }
+///
+/// let mut reactor = Reactor::new()?;
+/// let key = reactor.listen_tcp("127.0.0.1:0".parse()?, |_: &Addr| Shout)?;
+/// let addr = reactor.local_addr(key).and_then(|a| a.as_inet()).expect("a TCP listener");
+///
+/// let handle = reactor.handle();
+/// let client = std::thread::spawn(move || {
+///     let talk = || -> std::io::Result<String> {
+///         let mut stream = TcpStream::connect(addr)?;
+///         stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+///         stream.write_all(b"hello\nwor")?;
+///         stream.write_all(b"ld\nand no newline")?;
+///         stream.shutdown(Shutdown::Write)?; // the server closes in turn
+///         let mut reply = String::new();
+///         stream.read_to_string(&mut reply)?;
+///         Ok(reply)
+///     };
+///     let reply = talk();
+///     handle.stop();
+///     reply
+/// });
+/// reactor.run()?;
+/// assert_eq!(client.join().expect("client thread panicked")?, "HELLO\nWORLD\n");
+/// # Ok(())
+/// # }
+/// ```
 pub trait StreamHandler {
     /// The connection is open: accepted, or an outbound connect completed.
     fn on_open(&mut self, cx: &mut Context<'_>) {
@@ -299,6 +354,60 @@ pub trait StreamHandler {
 /// Any `FnMut(&Addr) -> H` closure, where `H` is a handler, is a factory:
 /// `|_: &Addr| Echo::default()`. A closure that picks among handler types
 /// returns `Box<dyn StreamHandler>`, which is a handler too.
+///
+/// A factory closure may keep state from one connection to the next: here,
+/// a counter that numbers the clients.
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use std::io::Read;
+/// use std::net::TcpStream;
+/// use std::time::Duration;
+/// use evloop::{Addr, Context, Reactor, StreamHandler};
+///
+/// /// Tells the client its number, then closes.
+/// struct Ticket(u32);
+///
+/// impl StreamHandler for Ticket {
+///     fn on_open(&mut self, cx: &mut Context<'_>) {
+///         cx.send(format!("you are number {}\n", self.0).as_bytes());
+///         cx.close();
+///     }
+///
+///     fn on_data(&mut self, _cx: &mut Context<'_>, data: &[u8]) -> usize {
+///         data.len()
+///     }
+/// }
+///
+/// let mut issued = 0;
+/// let factory = move |_peer: &Addr| {
+///     issued += 1;
+///     Ticket(issued)
+/// };
+/// let mut reactor = Reactor::new()?;
+/// let key = reactor.listen_tcp("127.0.0.1:0".parse()?, factory)?;
+/// let addr = reactor.local_addr(key).and_then(|a| a.as_inet()).expect("a TCP listener");
+///
+/// let handle = reactor.handle();
+/// let clients = std::thread::spawn(move || {
+///     let tickets: std::io::Result<Vec<String>> = (0..2)
+///         .map(|_| {
+///             let mut stream = TcpStream::connect(addr)?;
+///             stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+///             let mut ticket = String::new();
+///             stream.read_to_string(&mut ticket)?; // until the server closes
+///             Ok(ticket)
+///         })
+///         .collect();
+///     handle.stop();
+///     tickets
+/// });
+/// reactor.run()?;
+/// let tickets = clients.join().expect("client thread panicked")?;
+/// assert_eq!(tickets, ["you are number 1\n", "you are number 2\n"]);
+/// # Ok(())
+/// # }
+/// ```
 pub trait StreamFactory {
     /// A handler for a connection just accepted from `peer`.
     fn new_handler(&mut self, peer: &Addr) -> Box<dyn StreamHandler>;
@@ -351,6 +460,48 @@ impl<H: StreamHandler + ?Sized> StreamHandler for Box<H> {
 }
 
 /// The protocol side of a datagram socket (UDP or Unix datagram).
+///
+/// A UDP echo, and a client on another thread:
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use std::net::{SocketAddr, UdpSocket};
+/// use std::time::Duration;
+/// use evloop::{Addr, Context, DatagramHandler, Reactor};
+///
+/// /// Sends each datagram back to where it came from.
+/// struct Echo;
+///
+/// impl DatagramHandler for Echo {
+///     fn on_datagram(&mut self, cx: &mut Context<'_>, data: &[u8], from: &Addr) {
+///         cx.send_datagram(from, data);
+///     }
+/// }
+///
+/// let mut reactor = Reactor::new()?;
+/// let key = reactor.bind_udp("127.0.0.1:0".parse()?, Echo)?;
+/// let addr = reactor.local_addr(key).and_then(|a| a.as_inet()).expect("a UDP socket");
+///
+/// let handle = reactor.handle();
+/// let client = std::thread::spawn(move || {
+///     let talk = || -> std::io::Result<(Vec<u8>, SocketAddr)> {
+///         let socket = UdpSocket::bind("127.0.0.1:0")?;
+///         socket.set_read_timeout(Some(Duration::from_secs(5)))?;
+///         socket.send_to(b"ping", addr)?;
+///         let mut buf = [0; 64];
+///         let (len, from) = socket.recv_from(&mut buf)?;
+///         Ok((buf[..len].to_vec(), from))
+///     };
+///     let reply = talk();
+///     handle.stop();
+///     reply
+/// });
+/// reactor.run()?;
+/// let (reply, from) = client.join().expect("client thread panicked")?;
+/// assert_eq!((reply.as_slice(), from), (&b"ping"[..], addr));
+/// # Ok(())
+/// # }
+/// ```
 pub trait DatagramHandler {
     /// One datagram arrived from `from`. Reply with
     /// [`Context::send_datagram`].
@@ -377,6 +528,61 @@ pub trait DatagramHandler {
 ///
 /// Readiness is edge-triggered: on each event, read (or write) until the
 /// source says `WouldBlock`, or no further event may come.
+///
+/// A descriptor registered through [`crate::FdSource`], here one end of a
+/// socket pair standing in for a pipe or a terminal, read to its end:
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use std::cell::RefCell;
+/// use std::io::{ErrorKind, Read, Write};
+/// use std::os::fd::AsRawFd;
+/// use std::os::unix::net::UnixStream;
+/// use std::rc::Rc;
+/// use std::time::Duration;
+/// use evloop::{Context, Event, FdSource, Interest, Reactor, SourceHandler};
+///
+/// struct ReadAll {
+///     stream: UnixStream, // owns the descriptor; `fd` only names it
+///     fd: FdSource,
+///     got: Rc<RefCell<Vec<u8>>>,
+/// }
+///
+/// impl SourceHandler for ReadAll {
+///     fn source(&mut self) -> &mut dyn mio::event::Source {
+///         &mut self.fd
+///     }
+///
+///     fn on_ready(&mut self, cx: &mut Context<'_>, _event: &Event) {
+///         let mut buf = [0; 1024];
+///         loop {
+///             match self.stream.read(&mut buf) {
+///                 Ok(n) if n > 0 => self.got.borrow_mut().extend_from_slice(&buf[..n]),
+///                 Err(e) if e.kind() == ErrorKind::WouldBlock => return, // wait for the next edge
+///                 _ => break, // end of file, or a failed read
+///             }
+///         }
+///         cx.close(); // deregisters the source; the stream closes with the handler
+///     }
+/// }
+///
+/// let (mut writer, reader) = UnixStream::pair()?;
+/// reader.set_nonblocking(true)?; // a read must never block the loop
+/// let fd = FdSource::new(reader.as_raw_fd());
+/// let got = Rc::new(RefCell::new(Vec::new()));
+/// let handler = ReadAll { stream: reader, fd, got: Rc::clone(&got) };
+/// let mut reactor = Reactor::new()?;
+/// let key = reactor.register(handler, Interest::READABLE)?;
+///
+/// writer.write_all(b"hello")?;
+/// drop(writer); // end of file
+/// // One turn: the bytes and the end of file are waiting already.
+/// reactor.run_once(Some(Duration::from_secs(5)))?;
+/// assert_eq!(*got.borrow(), b"hello");
+/// assert!(!reactor.contains(key));
+/// # Ok(())
+/// # }
+/// ```
 pub trait SourceHandler {
     /// The source to register. Called at registration and at removal.
     fn source(&mut self) -> &mut dyn mio::event::Source;

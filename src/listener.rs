@@ -69,6 +69,57 @@ const RESET_ACCEPTED: &str = "resetting the connection just accepted; the listen
 pub(crate) const BACKLOG: libc::c_int = 1024;
 
 /// Settings of one listener and the connections it accepts.
+///
+/// An echo that serves one client at a time and tells the others so, with
+/// [`StreamFactory::farewell`]:
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use std::io::{Read, Write};
+/// use std::net::TcpStream;
+/// use std::time::Duration;
+/// use evloop::protocols::echo::Echo;
+/// use evloop::{Addr, ListenerOptions, Reactor, StreamFactory, StreamHandler};
+///
+/// struct OneAtATime;
+///
+/// impl StreamFactory for OneAtATime {
+///     fn new_handler(&mut self, _peer: &Addr) -> Box<dyn StreamHandler> {
+///         Box::new(Echo)
+///     }
+///
+///     fn farewell(&mut self, _peer: &Addr) -> Option<Vec<u8>> {
+///         Some(b"busy\n".to_vec())
+///     }
+/// }
+///
+/// let options = ListenerOptions { max_connections: 1, ..ListenerOptions::default() };
+/// let mut reactor = Reactor::new()?;
+/// let key = reactor.listen_tcp_with("127.0.0.1:0".parse()?, options, OneAtATime)?;
+/// let addr = reactor.local_addr(key).and_then(|a| a.as_inet()).expect("a TCP listener");
+///
+/// let handle = reactor.handle();
+/// let clients = std::thread::spawn(move || {
+///     let talk = || -> std::io::Result<String> {
+///         let mut first = TcpStream::connect(addr)?;
+///         first.set_read_timeout(Some(Duration::from_secs(5)))?;
+///         first.write_all(b"hi")?;
+///         first.read_exact(&mut [0; 2])?; // served: the one place is taken
+///         let mut second = TcpStream::connect(addr)?;
+///         second.set_read_timeout(Some(Duration::from_secs(5)))?;
+///         let mut reply = String::new();
+///         second.read_to_string(&mut reply)?; // until the server closes
+///         Ok(reply)
+///     };
+///     let reply = talk();
+///     handle.stop();
+///     reply
+/// });
+/// reactor.run()?;
+/// assert_eq!(clients.join().expect("client thread panicked")?, "busy\n");
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone, Debug)]
 pub struct ListenerOptions {
     /// Most connections open at once from this listener. One more is

@@ -134,16 +134,39 @@ pub(crate) enum Shutdown {
 
 /// A single-threaded event loop over a slab of sources.
 ///
-/// An echo server:
+/// An echo server and one client: the reactor runs on this thread, the
+/// client on another, which stops the reactor through a [`Handle`] when it
+/// is done.
 ///
-/// ```no_run
+/// ```
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// use evloop::{Addr, Reactor, protocols::echo::Echo};
+/// use std::io::{BufRead, BufReader, Write};
+/// use std::net::{SocketAddr, TcpStream};
+/// use std::time::Duration;
+/// use evloop::{protocols::echo::Echo, Addr, Reactor};
+///
+/// /// Sends a line and reads it back.
+/// fn client(addr: SocketAddr) -> std::io::Result<String> {
+///     let mut stream = TcpStream::connect(addr)?;
+///     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+///     stream.write_all(b"hello\n")?;
+///     let mut line = String::new();
+///     BufReader::new(stream).read_line(&mut line)?;
+///     Ok(line)
+/// }
 ///
 /// let mut reactor = Reactor::new()?;
-/// let key = reactor.listen_tcp("127.0.0.1:7000".parse()?, |_: &Addr| Echo::default())?;
-/// println!("listening tcp {}", reactor.local_addr(key).expect("just bound"));
-/// reactor.run()?;
+/// let key = reactor.listen_tcp("127.0.0.1:0".parse()?, |_: &Addr| Echo)?;
+/// let addr = reactor.local_addr(key).and_then(|a| a.as_inet()).expect("a TCP listener");
+///
+/// let handle = reactor.handle();
+/// let thread = std::thread::spawn(move || {
+///     let reply = client(addr);
+///     handle.stop(); // whatever happened, let `run` return
+///     reply
+/// });
+/// reactor.run()?; // serves every source on this thread until stopped
+/// assert_eq!(thread.join().expect("client thread panicked")?, "hello\n");
 /// # Ok(())
 /// # }
 /// ```
@@ -523,6 +546,38 @@ impl Reactor {
 
     /// Runs one turn of the loop, waiting at most `timeout` (or until the
     /// next timer) for events.
+    ///
+    /// With `run_once` the caller owns the loop and decides when it ends:
+    /// here, once a client thread is done and its connection is gone.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::io::{Read, Write};
+    /// use std::net::TcpStream;
+    /// use std::time::Duration;
+    /// use evloop::{protocols::echo::Echo, Addr, Reactor};
+    ///
+    /// let mut reactor = Reactor::new()?;
+    /// let key = reactor.listen_tcp("127.0.0.1:0".parse()?, |_: &Addr| Echo)?;
+    /// let addr = reactor.local_addr(key).and_then(|a| a.as_inet()).expect("a TCP listener");
+    ///
+    /// let client = std::thread::spawn(move || -> std::io::Result<[u8; 4]> {
+    ///     let mut stream = TcpStream::connect(addr)?;
+    ///     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    ///     stream.write_all(b"ping")?;
+    ///     let mut reply = [0; 4];
+    ///     stream.read_exact(&mut reply)?;
+    ///     Ok(reply) // dropping the stream sends FIN
+    /// });
+    /// // The timeout brings each turn back here to check.
+    /// while !client.is_finished() || reactor.connection_count(key) > 0 {
+    ///     reactor.run_once(Some(Duration::from_millis(10)))?;
+    /// }
+    /// assert_eq!(&client.join().expect("client thread panicked")?, b"ping");
+    /// assert_eq!(reactor.source_count(), 1); // the listener alone
+    /// # Ok(())
+    /// # }
+    /// ```
     ///
     /// # Errors
     ///

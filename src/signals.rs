@@ -19,6 +19,25 @@ use crate::{Context, Error, Event, Key, Reactor, SourceHandler};
 /// [`Reactor::shutdown`] with `timeout`; another one during the shutdown
 /// exits the process with status 130.
 ///
+/// A server that Ctrl-C stops cleanly (it runs until then, so this example
+/// is only compiled):
+///
+/// ```no_run
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use std::time::Duration;
+/// use evloop::{protocols::echo::Echo, signals, Addr, Reactor};
+///
+/// let mut reactor = Reactor::new()?;
+/// let key = reactor.listen_tcp("127.0.0.1:0".parse()?, |_: &Addr| Echo)?;
+/// println!("listening on {}", reactor.local_addr(key).expect("just bound"));
+/// // On SIGINT or SIGTERM: stop accepting, give connections 5 s to finish.
+/// signals::shutdown_on_signals(&mut reactor, Duration::from_secs(5))?;
+/// reactor.run()?; // returns once the shutdown is over
+/// println!("bye");
+/// # Ok(())
+/// # }
+/// ```
+///
 /// # Errors
 ///
 /// [`Error::Io`] if the signal handlers or their pipe cannot be set up.

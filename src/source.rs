@@ -68,6 +68,9 @@ pub(crate) struct Custom {
 /// let stdin = FdSource::new(0);
 /// assert_eq!(std::os::fd::AsRawFd::as_raw_fd(&stdin), 0);
 /// ```
+///
+/// A whole program that registers one, with the handler that owns the
+/// descriptor, is in the docs of [`SourceHandler`].
 #[derive(Debug, Clone, Copy)]
 pub struct FdSource(RawFd);
 

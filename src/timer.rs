@@ -28,6 +28,62 @@ use crate::token::Key;
 
 /// Names one timer. Returned when a timer is set; passed back to the
 /// handler when it fires; used to reset or cancel it.
+///
+/// Timers belong to a source and are set through its [`crate::Context`].
+/// Here a connection sets three when it opens; they fire in deadline order,
+/// equal deadlines in the order they were set, and the last stops the loop:
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use std::cell::RefCell;
+/// use std::net::TcpStream;
+/// use std::rc::Rc;
+/// use std::time::Duration;
+/// use evloop::{Addr, Context, Reactor, StreamHandler, TimerId};
+///
+/// struct Timed {
+///     names: Vec<(TimerId, &'static str)>,
+///     fired: Rc<RefCell<Vec<&'static str>>>,
+/// }
+///
+/// impl StreamHandler for Timed {
+///     fn on_open(&mut self, cx: &mut Context<'_>) {
+///         for (ms, name) in [(30, "slow"), (10, "fast"), (10, "fast, set later")] {
+///             if let Some(id) = cx.set_timer(Duration::from_millis(ms)) {
+///                 self.names.push((id, name));
+///             }
+///         }
+///     }
+///
+///     fn on_data(&mut self, _cx: &mut Context<'_>, data: &[u8]) -> usize {
+///         data.len()
+///     }
+///
+///     fn on_timer(&mut self, cx: &mut Context<'_>, timer: TimerId) {
+///         if let Some(&(_, name)) = self.names.iter().find(|(id, _)| *id == timer) {
+///             self.fired.borrow_mut().push(name);
+///             if name == "slow" {
+///                 cx.stop();
+///             }
+///         }
+///     }
+/// }
+///
+/// let fired = Rc::new(RefCell::new(Vec::new()));
+/// let log = Rc::clone(&fired);
+/// let mut reactor = Reactor::new()?;
+/// let key = reactor.listen_tcp("127.0.0.1:0".parse()?, move |_: &Addr| Timed {
+///     names: Vec::new(),
+///     fired: Rc::clone(&log),
+/// })?;
+/// let addr = reactor.local_addr(key).and_then(|a| a.as_inet()).expect("a TCP listener");
+///
+/// let _client = TcpStream::connect(addr)?; // its connection owns the timers
+/// reactor.run()?;
+/// assert_eq!(*fired.borrow(), ["fast", "fast, set later", "slow"]);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct TimerId(pub(crate) Key);
 

@@ -10,6 +10,36 @@
 //!   oversize frame.
 //! - A returned payload borrows from the input; nothing is copied or
 //!   allocated.
+//!
+//! Two frames whose bytes arrive in two reads, the cut inside the first
+//! frame: the first call consumes nothing, the second gets the same bytes
+//! with the new ones appended, as `on_data` does.
+//!
+//! ```
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use evloop::codec::{decode_frame, encode_frame, FrameStatus, HEADER_LEN};
+//!
+//! let mut wire = Vec::new();
+//! encode_frame(&mut wire, b"hello")?;
+//! encode_frame(&mut wire, b"world")?;
+//! let frame_len = HEADER_LEN + 5;
+//! assert_eq!(wire.len(), 2 * frame_len);
+//!
+//! let (first_read, second_read) = wire.split_at(7);
+//! assert_eq!(decode_frame(first_read, 64)?, FrameStatus::Partial);
+//!
+//! let pending = [first_read, second_read].concat();
+//! assert_eq!(
+//!     decode_frame(&pending, 64)?,
+//!     FrameStatus::Complete { payload: b"hello", consumed: frame_len }
+//! );
+//! assert_eq!(
+//!     decode_frame(&pending[frame_len..], 64)?,
+//!     FrameStatus::Complete { payload: b"world", consumed: frame_len }
+//! );
+//! # Ok(())
+//! # }
+//! ```
 
 use std::fmt;
 use std::iter::FusedIterator;

@@ -14,6 +14,34 @@
 //!
 //! A decoded line is the `line` field of [`LineStatus::Complete`]; there is
 //! no separate line type.
+//!
+//! A `\r\n` split across two reads, as `on_data` sees it: the first call
+//! consumes nothing, the second gets the same bytes with the new ones
+//! appended.
+//!
+//! ```
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use evloop::codec::{decode_line, encode_line, LineStatus};
+//!
+//! let first_read = b"PING\r";
+//! assert_eq!(decode_line(first_read, 64)?, LineStatus::Partial);
+//!
+//! let pending = [&first_read[..], b"\nECHO hi\n"].concat();
+//! assert_eq!(
+//!     decode_line(&pending, 64)?,
+//!     LineStatus::Complete { line: b"PING", consumed: 6 }
+//! );
+//! assert_eq!(
+//!     decode_line(&pending[6..], 64)?,
+//!     LineStatus::Complete { line: b"ECHO hi", consumed: 8 }
+//! );
+//!
+//! let mut reply = Vec::new();
+//! encode_line(&mut reply, b"PONG");
+//! assert_eq!(reply, b"PONG\n");
+//! # Ok(())
+//! # }
+//! ```
 
 use std::fmt;
 use std::iter::FusedIterator;
