@@ -1,10 +1,14 @@
-//! Load generator for the echo server, built on evloop itself: echo over
-//! TCP, over a Unix stream socket, and over UDP.
+//! Load generator for the echo and key-value servers, built on evloop
+//! itself: echo over TCP, over a Unix stream socket, and over UDP; GET and
+//! SET against the `kv` example over TCP or a Unix stream socket.
 //!
 //! ```text
 //! loadgen echo (--tcp ADDR | --unix PATH | --udp ADDR) --conns N --size BYTES [--depth D]
 //!              (--requests TOTAL | --duration SECS) [--warmup SECS]
 //!              [--timeout SECS] [--loss-timeout SECS] [--pid PID]
+//! loadgen kv (--tcp ADDR | --unix PATH) --conns N [--depth D]
+//!            (--requests TOTAL | --duration SECS) [--keys K] [--value-size BYTES]
+//!            [--set-percent P] [--warmup SECS] [--timeout SECS] [--pid PID]
 //! ```
 //!
 //! It prints one JSON line on stdout at the end, and exits 1 if any check
@@ -55,6 +59,20 @@
 //! number) takes its place. An answer that comes after that is counted in
 //! `late` and otherwise ignored.
 //!
+//! # Key-value: the kv mode ([`KvClient`])
+//!
+//! Each connection keeps `--depth` requests in flight, as for echo; each
+//! request is a SET (`--set-percent` of them) or a GET, of one of `--keys`
+//! keys picked at random. The keys are the connection's own (its number
+//! and a nonce of the run are in each key), so what a GET must return is
+//! known: the value this connection last SET under that key, or NOT_FOUND
+//! if it never did in this run. The server answers a connection's requests
+//! in order, so that is true even with many requests in flight, and every
+//! reply is checked against it. A value is `--value-size` bytes: the
+//! version it was SET with (a counter of the connection, 8 bytes,
+//! little-endian), then the pattern `(k + version + id) % 251`, so a stale
+//! value, another key's value or a corrupt one all fail the check.
+//!
 //! # The clock ([`Clock`])
 //!
 //! evloop's timers belong to a source: the handler that set a timer gets its
@@ -83,7 +101,8 @@
 //!
 //! # Output
 //!
-//! One JSON object on one line, like the shared TCP-only load generator's:
+//! One JSON object on one line, like the shared TCP-only load generator's
+//! (for the kv mode, the differences are listed after this paragraph):
 //! `mode` (`echo`), `transport` (`tcp`, `unix`, `udp`), `addr`, `conns`,
 //! `size`, `depth`; `requests` answered in the measured window, `seconds`
 //! it lasted (with `--requests`, up to the last answer), `rps`, `mb_s`
@@ -94,6 +113,11 @@
 //! `timed_out`; and, for windows of half a second or more, `client_cpu`,
 //! `server_cpu` (with `--pid`) and `other_cpu`: shares of one core used by
 //! this program, the server, and everything else on the machine.
+//!
+//! The kv mode's line has `keys`, `value_size` and `set_percent` instead of
+//! `size`, no `mb_s`, `lost` or `late`, `wrong_replies` instead of
+//! `wrong_bytes`, and counts of the measured window's `sets`, `hits` (GETs
+//! answered VALUE) and `misses` (GETs answered NOT_FOUND).
 //!
 //! Latencies go into a log-linear histogram (16 buckets per power of two,
 //! about 3 % resolution), written here so that the example needs nothing
@@ -151,7 +175,8 @@ const MIN_CPU_WINDOW: f64 = 0.5;
 /// Error lines printed before the rest are only counted.
 const SHOWN_ERRORS: u64 = 5;
 
-/// Load generator built on evloop: echo over TCP, Unix stream sockets and UDP.
+/// Load generator built on evloop: echo over TCP, Unix stream sockets and
+/// UDP; GET and SET against the kv example.
 #[derive(Parser)]
 #[command(name = "loadgen", subcommand_required = true, arg_required_else_help = false)]
 struct Cli {
@@ -164,6 +189,9 @@ enum Command {
     /// Closed-loop echo: every connection keeps --depth requests in flight
     /// and checks every byte that comes back
     Echo(EchoFlags),
+    /// Closed-loop GET and SET against the kv example: every connection
+    /// keeps --depth requests in flight and checks every reply
+    Kv(KvFlags),
 }
 
 #[derive(Args)]
@@ -256,6 +284,8 @@ struct Plan {
     timeout: Duration,
     loss_timeout: Duration,
     pid: Option<u32>,
+    /// What the connections say: echo bytes, or kv requests.
+    mode: Mode,
 }
 
 impl Plan {
@@ -312,6 +342,7 @@ impl Plan {
             timeout,
             loss_timeout: flags.loss_timeout,
             pid: flags.pid,
+            mode: Mode::Echo,
         }
     }
 }
@@ -319,8 +350,10 @@ impl Plan {
 fn main() -> ExitCode {
     let cli: Cli = common::parse();
     common::init_logging();
-    let Command::Echo(flags) = cli.command;
-    let plan = Plan::from_flags(flags);
+    let plan = match cli.command {
+        Command::Echo(flags) => Plan::from_flags(flags),
+        Command::Kv(flags) => Plan::from_kv_flags(flags),
+    };
     raise_nofile(plan.conns as u64 + 64);
 
     let mut reactor = Reactor::new().unwrap_or_else(|err| common::fail(&err));
@@ -416,6 +449,8 @@ struct Run {
     pid: Option<u32>,
     cpu: Option<CpuMeter>,
     cpu_shares: Option<CpuShares>,
+    /// The kv mode's replies in the measured window.
+    kv: KvCounts,
 }
 
 impl Run {
@@ -446,6 +481,7 @@ impl Run {
             pid: plan.pid,
             cpu: None,
             cpu_shares: None,
+            kv: KvCounts::default(),
         }
     }
 
@@ -589,24 +625,43 @@ impl Run {
         let secs = self.seconds();
         let per_sec = |n: f64| if secs > 0.0 { n / secs } else { 0.0 };
         let us = |ns: u64| ns as f64 / 1000.0;
-        let mut j = Json::new("echo");
+        let mut j = Json::new(plan.mode.name());
         j.s("transport", plan.target.transport());
         j.s("addr", &plan.target.to_string());
         j.u("conns", plan.conns as u64);
-        j.u("size", plan.size as u64);
+        match plan.mode {
+            Mode::Echo => j.u("size", plan.size as u64),
+            Mode::Kv(mix) => {
+                j.u("keys", mix.keys as u64);
+                j.u("value_size", mix.value_size as u64);
+                j.u("set_percent", mix.set_percent);
+            }
+        }
         j.u("depth", plan.depth as u64);
         j.u("requests", self.requests);
         j.f("seconds", secs, 3);
         j.f("rps", per_sec(self.requests as f64), 0);
-        j.f("mb_s", per_sec((self.requests * self.size) as f64) / 1e6, 2);
+        if let Mode::Echo = plan.mode {
+            j.f("mb_s", per_sec((self.requests * self.size) as f64) / 1e6, 2);
+        }
         j.f("p50_us", us(self.hist.quantile(0.50)), 1);
         j.f("p99_us", us(self.hist.quantile(0.99)), 1);
         j.f("p999_us", us(self.hist.quantile(0.999)), 1);
         j.f("max_us", us(self.hist.max), 1);
         j.u("errors", self.errors);
-        j.u("wrong_bytes", self.wrong);
-        j.u("lost", self.lost);
-        j.u("late", self.late);
+        match plan.mode {
+            Mode::Echo => {
+                j.u("wrong_bytes", self.wrong);
+                j.u("lost", self.lost);
+                j.u("late", self.late);
+            }
+            Mode::Kv(_) => {
+                j.u("wrong_replies", self.wrong);
+                j.u("sets", self.kv.sets);
+                j.u("hits", self.kv.hits);
+                j.u("misses", self.kv.misses);
+            }
+        }
         j.b("timed_out", self.timed_out);
         if let Some(cpu) = self.cpu_shares.as_ref().filter(|_| secs >= MIN_CPU_WINDOW) {
             j.f("client_cpu", cpu.client, 2);
@@ -629,7 +684,10 @@ impl Run {
             ok = false;
         }
         if self.wrong > 0 {
-            eprintln!("loadgen: the server sent back bytes that were not sent to it");
+            match plan.mode {
+                Mode::Echo => eprintln!("loadgen: the server sent back bytes that were not sent to it"),
+                Mode::Kv(_) => eprintln!("loadgen: the server sent {} wrong replies", self.wrong),
+            }
         }
         if self.errors > 0 {
             let what = match plan.target {
@@ -1049,6 +1107,419 @@ impl DatagramHandler for DatagramClient {
     }
 }
 
+// --- The kv mode ------------------------------------------------------------
+
+/// The kv mode's command line.
+#[derive(Args)]
+#[command(group(ArgGroup::new("transport").required(true).args(["tcp", "unix"])))]
+#[command(group(ArgGroup::new("limit").required(true).args(["requests", "duration"])))]
+struct KvFlags {
+    /// kv server's TCP address
+    #[arg(long, value_name = "ADDR")]
+    tcp: Option<SocketAddr>,
+    /// kv server's Unix stream socket
+    #[arg(long, value_name = "PATH")]
+    unix: Option<PathBuf>,
+    /// Connections
+    #[arg(long, value_name = "N")]
+    conns: usize,
+    /// Requests in flight per connection
+    #[arg(long, value_name = "D", default_value_t = 1)]
+    depth: usize,
+    /// Stop after this many answers in the measured window
+    #[arg(long, value_name = "TOTAL")]
+    requests: Option<u64>,
+    /// Stop after this many seconds of measuring
+    #[arg(long, value_name = "SECS", value_parser = common::seconds)]
+    duration: Option<Duration>,
+    /// Keys per connection (each connection has keys of its own)
+    #[arg(long, value_name = "K", default_value_t = 100)]
+    keys: usize,
+    /// Bytes per value (8 or more: a value carries its version)
+    #[arg(long, value_name = "BYTES", default_value_t = 100)]
+    value_size: usize,
+    /// Share of requests that are SETs, in percent; the rest are GETs
+    #[arg(long, value_name = "P", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(0..=100))]
+    set_percent: u64,
+    /// Seconds of load before measuring starts
+    #[arg(long, value_name = "SECS", default_value = "0", value_parser = common::seconds)]
+    warmup: Duration,
+    /// Hard deadline for the whole run [default: as for echo]
+    #[arg(long, value_name = "SECS", value_parser = common::seconds)]
+    timeout: Option<Duration>,
+    /// The server's process id, to report its CPU use over the window
+    #[arg(long, value_name = "PID")]
+    pid: Option<u32>,
+}
+
+/// What the connections of a run say.
+#[derive(Clone, Copy, Debug)]
+enum Mode {
+    /// Bytes, echoed back.
+    Echo,
+    /// Requests to the kv example.
+    Kv(KvMix),
+}
+
+impl Mode {
+    /// The `mode` of the JSON line.
+    fn name(&self) -> &'static str {
+        match self {
+            Mode::Echo => "echo",
+            Mode::Kv(_) => "kv",
+        }
+    }
+}
+
+/// The kv mode's requests.
+#[derive(Clone, Copy, Debug)]
+struct KvMix {
+    keys: usize,
+    value_size: usize,
+    set_percent: u64,
+    /// Differs from run to run and is in every key: a run never sees the
+    /// values of an earlier one, which the server still holds.
+    nonce: u64,
+}
+
+/// The longest kv value: well under the server's default `--max-frame`.
+const MAX_KV_VALUE: usize = 1024 * 1024 - 64;
+
+/// Bytes of a kv frame's length header.
+const KV_HEADER: usize = evloop::codec::HEADER_LEN;
+
+/// The kv mode's replies in the measured window, by kind.
+#[derive(Default)]
+struct KvCounts {
+    sets: u64,
+    hits: u64,
+    misses: u64,
+}
+
+impl Plan {
+    /// Checks the kv mode's command line; a bad value is a usage error.
+    fn from_kv_flags(flags: KvFlags) -> Plan {
+        let target = match (flags.tcp, flags.unix) {
+            (Some(addr), None) => Target::Tcp(addr),
+            (None, Some(path)) => Target::Unix(path),
+            _ => common::usage_error("give exactly one of --tcp, --unix"),
+        };
+        let limit = match (flags.requests, flags.duration) {
+            (Some(0), None) => common::usage_error("--requests must be at least 1"),
+            (Some(total), None) => Limit::Requests(total),
+            (None, Some(d)) if d.is_zero() => common::usage_error("--duration must be above 0"),
+            (None, Some(duration)) => Limit::Duration(duration),
+            _ => common::usage_error("give exactly one of --requests, --duration"),
+        };
+        if flags.conns == 0 || flags.depth == 0 || flags.keys == 0 {
+            common::usage_error("--conns, --depth and --keys must be at least 1");
+        }
+        if flags.conns > MAX_CONNS || flags.conns.saturating_mul(flags.depth) > MAX_CONNS {
+            common::usage_error(&format!(
+                "--conns and --conns x --depth must be at most {MAX_CONNS}"
+            ));
+        }
+        if !(8..=MAX_KV_VALUE).contains(&flags.value_size) {
+            common::usage_error(&format!("--value-size must be 8 to {MAX_KV_VALUE}"));
+        }
+        let since_epoch = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let mix = KvMix {
+            keys: flags.keys,
+            value_size: flags.value_size,
+            set_percent: flags.set_percent,
+            nonce: since_epoch.as_nanos() as u64 ^ u64::from(std::process::id()) << 40,
+        };
+        // The longest request: a SET frame (its key is well under 64 bytes).
+        let size = KV_HEADER + 3 + 64 + flags.value_size;
+        let timeout = flags.timeout.unwrap_or_else(|| match limit {
+            Limit::Duration(d) => flags.warmup + d + Duration::from_secs(10),
+            Limit::Requests(total) => {
+                let per_request = 50e-6 + size as f64 / 50e6;
+                flags.warmup + Duration::from_secs(30) + Duration::from_secs_f64(total as f64 * per_request)
+            }
+        });
+        Plan {
+            target,
+            conns: flags.conns,
+            size,
+            depth: flags.depth,
+            limit,
+            warmup: flags.warmup,
+            timeout,
+            loss_timeout: Duration::ZERO,
+            pid: flags.pid,
+            mode: Mode::Kv(mix),
+        }
+    }
+}
+
+/// What the reply to a kv request in flight must be.
+#[derive(Clone, Copy, Debug)]
+enum Expect {
+    /// A SET's `O`.
+    Stored,
+    /// A GET's `V`, with the value of this version.
+    Value(u64),
+    /// A GET's `N`: this connection never set the key in this run.
+    NotFound,
+}
+
+/// One kv request in flight.
+struct KvRequest {
+    issued: Instant,
+    key: usize,
+    expect: Expect,
+}
+
+/// One connection of the kv mode's closed loop.
+struct KvClient {
+    /// The connection's number: part of its keys and values.
+    id: u64,
+    run: Rc<RefCell<Run>>,
+    mix: KvMix,
+    depth: usize,
+    /// The version of the value last SET under each key; 0: never.
+    versions: Vec<u64>,
+    /// The version the next SET gets; versions start at 1.
+    next_version: u64,
+    /// xorshift64 state: which key, and SET or GET.
+    rng: u64,
+    /// Requests in flight, oldest first: replies come in this order.
+    in_flight: VecDeque<KvRequest>,
+    /// The body of the request being built, and the frames to send.
+    body: Vec<u8>,
+    out: Vec<u8>,
+    opened: bool,
+    /// A failure was counted for this connection.
+    failed: bool,
+    /// The run no longer counts this connection as live.
+    gone: bool,
+}
+
+impl KvClient {
+    fn new(id: u64, mix: KvMix, plan: &Plan, run: &Rc<RefCell<Run>>) -> KvClient {
+        KvClient {
+            id,
+            run: Rc::clone(run),
+            mix,
+            depth: plan.depth,
+            versions: vec![0; mix.keys],
+            next_version: 1,
+            rng: (mix.nonce ^ id.wrapping_mul(0x9E37_79B9_7F4A_7C15)) | 1,
+            in_flight: VecDeque::with_capacity(plan.depth),
+            body: Vec::with_capacity(3 + 64 + mix.value_size),
+            out: Vec::new(),
+            opened: false,
+            failed: false,
+            gone: false,
+        }
+    }
+
+    fn random(&mut self) -> u64 {
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        self.rng
+    }
+
+    /// Byte `k` of the value of `version`.
+    fn value_byte(&self, version: u64, k: usize) -> u8 {
+        match version.to_le_bytes().get(k) {
+            Some(&byte) => byte,
+            None => ((k as u64 + version + self.id) % PERIOD as u64) as u8,
+        }
+    }
+
+    /// Appends the frame of one new request (a SET or a GET of a random
+    /// key) to `out`, and says what its reply must be.
+    fn build_request(&mut self) -> (usize, Expect) {
+        let key = (self.random() % self.mix.keys as u64) as usize;
+        let set = self.random() % 100 < self.mix.set_percent;
+        self.body.clear();
+        self.body.extend_from_slice(if set { b"S\0\0" } else { b"G\0\0" });
+        let _ = write!(self.body, "{:x}:{}:{}", self.mix.nonce, self.id, key);
+        let key_len = (self.body.len() - 3) as u16;
+        self.body[1..3].copy_from_slice(&key_len.to_be_bytes());
+        let expect = if set {
+            let version = self.next_version;
+            self.next_version += 1;
+            self.versions[key] = version;
+            for k in 0..self.mix.value_size {
+                let byte = self.value_byte(version, k);
+                self.body.push(byte);
+            }
+            Expect::Stored
+        } else {
+            match self.versions[key] {
+                0 => Expect::NotFound,
+                version => Expect::Value(version),
+            }
+        };
+        evloop::codec::encode_frame(&mut self.out, &self.body).expect("a request under 4 GiB");
+        (key, expect)
+    }
+
+    /// Issues up to `n` requests at `now`, as one send. Returns `false` if
+    /// the connection refused the bytes (it is closing).
+    fn issue(&mut self, cx: &mut Context<'_>, run: &mut Run, n: usize, now: Instant) -> bool {
+        self.out.clear();
+        for _ in 0..n {
+            if !run.may_issue() {
+                break;
+            }
+            let (key, expect) = self.build_request();
+            self.in_flight.push_back(KvRequest {
+                issued: now,
+                key,
+                expect,
+            });
+        }
+        self.out.is_empty() || cx.send(&self.out)
+    }
+
+    /// Checks one reply body against the oldest request in flight.
+    fn check(&self, request: &KvRequest, reply: &[u8]) -> Result<(), String> {
+        let (status, rest) = reply.split_first().ok_or("an empty reply")?;
+        match (request.expect, status) {
+            (_, b'E') => Err(format!("ERR {}", String::from_utf8_lossy(rest))),
+            (Expect::Stored, b'O') | (Expect::NotFound, b'N') if rest.is_empty() => Ok(()),
+            (Expect::Value(version), b'V') => {
+                if rest.len() != self.mix.value_size {
+                    return Err(format!("a value of {} bytes for key {}", rest.len(), request.key));
+                }
+                match (0..rest.len()).find(|&k| rest[k] != self.value_byte(version, k)) {
+                    None => Ok(()),
+                    Some(k) => Err(format!(
+                        "key {}: byte {k} of the value is {}, not {} (version {version})",
+                        request.key,
+                        rest[k],
+                        self.value_byte(version, k)
+                    )),
+                }
+            }
+            (expect, _) => Err(format!(
+                "key {}: reply {:?} ({} bytes) where {expect:?} was due",
+                request.key,
+                char::from(*status),
+                reply.len()
+            )),
+        }
+    }
+
+    /// Counts this connection as failed (once), with a reason for stderr.
+    fn fail(&mut self, run: &mut Run, wrong: bool, what: fmt::Arguments<'_>) {
+        if !self.failed {
+            self.failed = true;
+            let target = Rc::clone(&run.target_name);
+            let what = format_args!("connection {} to {target}: {what}", self.id);
+            if wrong {
+                run.wrong_bytes(what);
+            } else {
+                run.error(what);
+            }
+        }
+    }
+
+    /// Takes this connection out of the run (once).
+    fn leave(&mut self, run: &mut Run, now: Instant) {
+        if !self.opened {
+            self.opened = true;
+            run.settled(now);
+        }
+        if !self.gone {
+            self.gone = true;
+            run.connection_gone(now, self.in_flight.len() as u64);
+            self.in_flight.clear();
+        }
+    }
+}
+
+impl StreamHandler for KvClient {
+    fn on_open(&mut self, cx: &mut Context<'_>) {
+        let run = Rc::clone(&self.run);
+        let mut run = run.borrow_mut();
+        let now = Instant::now();
+        self.opened = true;
+        run.settled(now);
+        if !self.issue(cx, &mut run, self.depth, now) {
+            self.fail(&mut run, false, format_args!("the connection refused a request"));
+            cx.abort();
+        }
+        if run.over {
+            cx.stop();
+        }
+    }
+
+    fn on_data(&mut self, cx: &mut Context<'_>, data: &[u8]) -> usize {
+        let run = Rc::clone(&self.run);
+        let mut run = run.borrow_mut();
+        if self.failed {
+            return data.len();
+        }
+        let now = Instant::now();
+        run.observe(now);
+        let mut replies = evloop::codec::frames(data, 1 + self.mix.value_size.max(1024));
+        let mut done = 0;
+        for reply in replies.by_ref() {
+            let checked = match (reply, self.in_flight.front()) {
+                (_, None) => Err("a reply to no request".to_string()),
+                (Err(too_long), Some(_)) => Err(format!("a reply of {} bytes", too_long.len)),
+                (Ok(body), Some(request)) => self.check(request, body),
+            };
+            if let Err(what) = checked {
+                self.fail(&mut run, true, format_args!("{what}"));
+                cx.abort();
+                return data.len();
+            }
+            let Some(request) = self.in_flight.pop_front() else {
+                break; // checked above: there is one
+            };
+            done += 1;
+            if run.measuring && !run.over {
+                match request.expect {
+                    Expect::Stored => run.kv.sets += 1,
+                    Expect::Value(_) => run.kv.hits += 1,
+                    Expect::NotFound => run.kv.misses += 1,
+                }
+            }
+            run.complete(now, now.saturating_duration_since(request.issued));
+        }
+        if done > 0 && !self.issue(cx, &mut run, done, now) {
+            self.fail(&mut run, false, format_args!("the connection refused a request"));
+            cx.abort();
+        }
+        if run.over {
+            cx.stop();
+        }
+        replies.consumed()
+    }
+
+    fn on_read_closed(&mut self, cx: &mut Context<'_>) {
+        let run = Rc::clone(&self.run);
+        let mut run = run.borrow_mut();
+        self.fail(&mut run, false, format_args!("the server closed the connection"));
+        cx.close();
+    }
+
+    fn on_close(&mut self, cx: &mut Context<'_>, reason: &CloseReason) {
+        let run = Rc::clone(&self.run);
+        let mut run = run.borrow_mut();
+        match reason {
+            CloseReason::ConnectFailed(err) => {
+                self.fail(&mut run, false, format_args!("cannot connect: {err}"));
+            }
+            reason => self.fail(&mut run, false, format_args!("closed: {reason}")),
+        }
+        self.leave(&mut run, cx.now());
+        if run.over {
+            cx.stop();
+        }
+    }
+}
+
 /// The run's clock: opens the connections (or starts the UDP sockets) in
 /// the loop's first turn, keeps the hard deadline, and ticks so that the
 /// end of the measured window is noticed even when no answer comes.
@@ -1101,7 +1572,10 @@ impl Clock {
     /// and the rest are tried again after [`RETRY`].
     fn open_connections(&mut self, cx: &mut Context<'_>) {
         while let Some(id) = self.waiting.pop() {
-            let client = StreamClient::new(id, &self.plan, &self.run, &self.pattern);
+            let client: Box<dyn StreamHandler> = match self.plan.mode {
+                Mode::Echo => Box::new(StreamClient::new(id, &self.plan, &self.run, &self.pattern)),
+                Mode::Kv(mix) => Box::new(KvClient::new(id, mix, &self.plan, &self.run)),
+            };
             let opened = match &self.plan.target {
                 Target::Tcp(addr) => cx.connect(*addr, client),
                 Target::Unix(path) => cx.connect_unix(path, client),

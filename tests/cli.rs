@@ -7,7 +7,7 @@ use std::process::Command;
 
 use common::*;
 
-const PROGRAMS: [&str; 8] = [
+const PROGRAMS: [&str; 10] = [
     "echo",
     "chat",
     "file_server",
@@ -16,6 +16,8 @@ const PROGRAMS: [&str; 8] = [
     "udp_chat",
     "demo",
     "loadgen",
+    "embedded",
+    "kv",
 ];
 
 #[test]
