@@ -20,6 +20,11 @@ what it is, in the second word of its info string:
 - ```sh ci: a command `.ci/run` itself runs (the README's `cargo test`);
   the check only makes sure `.ci/run` still runs it.
 
+Rust blocks in the guide, the tutorial and the embedding guide are quotes:
+each piece between `// ...` lines must appear, as it is, in a file under
+src/, examples/ or tests/, so a quote cannot drift from the code. The
+Chinese guide must carry the same code blocks as the English one.
+
 Inline commands in the README's tables (code spans that start with nc,
 printf, curl, socat or `cargo run`) are run as `sh run` blocks.
 
@@ -233,12 +238,56 @@ def check_bench(text):
     return None
 
 
+QUOTING_DOCS = ["docs/guide.md", "docs/guide.zh.md", "docs/tutorial.md", "docs/embedding.md"]
+
+
+def source_texts():
+    texts = []
+    for top in ("src", "examples", "tests"):
+        for base, dirs, names in os.walk(os.path.join(ROOT, top)):
+            dirs[:] = [d for d in dirs if d != "target"]
+            texts += [open(os.path.join(base, n), encoding="utf-8").read()
+                      for n in names if n.endswith(".rs")]
+    return texts
+
+
+def check_quotes():
+    """Yields (file, line, block, problem) for Rust quotes not in the code."""
+    texts = source_texts()
+    for rel in QUOTING_DOCS:
+        path = os.path.join(ROOT, rel)
+        if not os.path.exists(path):
+            continue
+        for line, info, text in blocks(path):
+            if not info or not info[0].startswith("rust"):
+                continue
+            pieces, piece = [], []
+            for row in text.split("\n"):
+                if row.strip() == "// ...":
+                    pieces.append(piece)
+                    piece = []
+                else:
+                    piece.append(row)
+            pieces.append(piece)
+            for piece in pieces:
+                quoted = "\n".join(piece).strip("\n")
+                if quoted.strip() and not any(quoted in t for t in texts):
+                    yield rel, line, text, "this Rust quote is not in src/, examples/ or tests/"
+                    break
+    english = [(i, t) for _, i, t in blocks(os.path.join(ROOT, "docs/guide.md"))
+               if i and i[0] != "text"]
+    chinese = [(i, t) for _, i, t in blocks(os.path.join(ROOT, "docs/guide.zh.md"))
+               if i and i[0] != "text"]
+    if english != chinese:
+        yield "docs/guide.zh.md", 1, "", "its code blocks differ from docs/guide.md's"
+
+
 def main():
     bin_dir = os.path.join(ROOT, "target", "debug", "examples")
     if len(sys.argv) > 1:
         bin_dir = os.path.abspath(sys.argv[1])
     env = env_with(bin_dir)
-    failures = []
+    failures = list(check_quotes())
     counts = {"run": 0, "server": 0, "bench": 0, "ci": 0, "inline": 0}
     demo = Demo(bin_dir)
     try:
