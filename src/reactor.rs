@@ -100,9 +100,9 @@ pub(crate) struct Core {
     pub(crate) timers: Timers<TimerTask>,
     pub(crate) deferred: VecDeque<Deferred>,
     pub(crate) ready: VecDeque<Key>,
-    /// Connections given output by other sources' handlers this turn, to
-    /// flush once at its end.
-    pub(crate) pending_flush: Vec<Key>,
+    /// Connections given output by other sources' handlers, to flush at
+    /// the end of the turn (step 9), oldest first.
+    pub(crate) pending_flush: VecDeque<Key>,
     pub(crate) now: Instant,
     /// Turns of the loop so far, from 1: a connection's file budget
     /// ([`crate::write_queue::FILE_BUDGET`]) is per turn.
@@ -196,7 +196,7 @@ impl Reactor {
                 timers: Timers::new(),
                 deferred: VecDeque::new(),
                 ready: VecDeque::new(),
-                pending_flush: Vec::new(),
+                pending_flush: VecDeque::new(),
                 now: Instant::now(),
                 turn: 1,
                 read_budget: DEFAULT_READ_BUDGET,

@@ -122,6 +122,40 @@ fn messages_to_other_connections_arrive_whole_and_in_order_before_a_close() {
     assert_eq!(server.shutdown(STEP), 0);
 }
 
+/// More receivers than one turn flushes (`DEFERRED_FLUSH_BUDGET`, 128):
+/// the fan-out spans turns, input read between its slices queues behind
+/// what each receiver holds, and a close asked for meanwhile waits for it.
+#[test]
+fn a_fan_out_wider_than_one_turn_arrives_whole_and_in_order() {
+    let server = serve(ListenerOptions::default());
+    let mut sender = BufReader::new(connect(server.info));
+    let receivers = 300;
+    let mut receivers: Vec<BufReader<_>> = (0..receivers)
+        .map(|_| BufReader::new(connect(server.info)))
+        .collect();
+    wait_for_members(&mut sender, receivers.len() + 1);
+    write_all(sender.get_mut(), b"3\n");
+    write_all(sender.get_mut(), b"2\n");
+    write_all(sender.get_mut(), b"close\n");
+    let mut line = String::new();
+    let expected = ["line 0", "line 1", "line 2", "done", "line 0", "line 1", "done"];
+    for receiver in &mut receivers {
+        for want in expected {
+            line.clear();
+            receiver.read_line(&mut line).expect("line");
+            assert_eq!(line.trim_end(), want);
+        }
+        line.clear();
+        assert_eq!(
+            receiver.read_line(&mut line).expect("end"),
+            0,
+            "closed after the flush"
+        );
+    }
+    drop((sender, receivers));
+    assert_eq!(server.shutdown(STEP), 0);
+}
+
 #[test]
 fn a_receiver_over_its_cap_is_cut_after_the_write_not_before() {
     // 64 KiB of queue: one turn sends a receiver about 190 KiB, more than
