@@ -93,30 +93,37 @@ fn wait_for_members(sender: &mut BufReader<std::net::TcpStream>, n: usize) {
     }
 }
 
+/// Reads `expected`, line by line, then the end of the stream.
+#[track_caller]
+fn expect_lines_then_close(receiver: &mut BufReader<std::net::TcpStream>, expected: &[String]) {
+    let mut line = String::new();
+    for want in expected {
+        line.clear();
+        receiver.read_line(&mut line).expect("line");
+        assert_eq!(line.strip_suffix('\n'), Some(want.as_str()));
+    }
+    line.clear();
+    assert_eq!(
+        receiver.read_line(&mut line).expect("end"),
+        0,
+        "closed after the flush"
+    );
+}
+
 #[test]
 fn messages_to_other_connections_arrive_whole_and_in_order_before_a_close() {
     let server = serve(ListenerOptions::default());
     let mut sender = BufReader::new(connect(server.info));
     let mut receivers: Vec<BufReader<_>> = (0..3).map(|_| BufReader::new(connect(server.info))).collect();
     wait_for_members(&mut sender, 4);
-    let mut line = String::new();
     let n = 20_000;
     write_all(sender.get_mut(), format!("{n}\nclose\n").as_bytes());
+    let expected: Vec<String> = (0..n)
+        .map(|i| format!("line {i}"))
+        .chain(["done".to_string()])
+        .collect();
     for receiver in &mut receivers {
-        for i in 0..n {
-            line.clear();
-            receiver.read_line(&mut line).expect("line");
-            assert_eq!(line, format!("line {i}\n"));
-        }
-        line.clear();
-        receiver.read_line(&mut line).expect("done");
-        assert_eq!(line, "done\n");
-        line.clear();
-        assert_eq!(
-            receiver.read_line(&mut line).expect("end"),
-            0,
-            "closed after the flush"
-        );
+        expect_lines_then_close(receiver, &expected);
     }
     drop((sender, receivers));
     assert_eq!(server.shutdown(STEP), 0);
@@ -137,20 +144,9 @@ fn a_fan_out_wider_than_one_turn_arrives_whole_and_in_order() {
     write_all(sender.get_mut(), b"3\n");
     write_all(sender.get_mut(), b"2\n");
     write_all(sender.get_mut(), b"close\n");
-    let mut line = String::new();
-    let expected = ["line 0", "line 1", "line 2", "done", "line 0", "line 1", "done"];
+    let expected = ["line 0", "line 1", "line 2", "done", "line 0", "line 1", "done"].map(String::from);
     for receiver in &mut receivers {
-        for want in expected {
-            line.clear();
-            receiver.read_line(&mut line).expect("line");
-            assert_eq!(line.trim_end(), want);
-        }
-        line.clear();
-        assert_eq!(
-            receiver.read_line(&mut line).expect("end"),
-            0,
-            "closed after the flush"
-        );
+        expect_lines_then_close(receiver, &expected);
     }
     drop((sender, receivers));
     assert_eq!(server.shutdown(STEP), 0);
