@@ -3,96 +3,56 @@
 //! a reactor built on its own thread and reached only through its `Handle`.
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::net::TcpStream;
-use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use evloop::protocols::echo::Echo;
 use evloop::{Addr, Reactor};
 
 /// The `embedded` example as a child process, its stdin and stdout piped.
-struct Host {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    lines: mpsc::Receiver<String>,
-}
+struct Host(ServerProcess);
 
 impl Host {
     /// Starts the host on a free port and returns it with its announced
     /// address.
     #[track_caller]
     fn start() -> (Host, std::net::SocketAddr) {
-        let mut child = Command::new(example_path("embedded"))
-            .args(["--tcp", "127.0.0.1:0", "--shutdown-timeout", "5"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn embedded");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let stdin = child.stdin.take();
-        let host = Host { child, stdin, lines };
-        let announce = host.line();
-        let addr = announce
-            .strip_prefix("listening tcp ")
-            .unwrap_or_else(|| panic!("announce line {announce:?}"))
-            .parse()
-            .expect("announced ip:port");
-        (host, addr)
+        let server = ServerProcess::start_with_stdin(
+            Command::new(example_path("embedded")).args(["--tcp", "127.0.0.1:0", "--shutdown-timeout", "5"]),
+            1,
+        );
+        let addr = server.socket_addr("tcp");
+        (Host(server), addr)
     }
 
     /// The next stdout line.
     #[track_caller]
     fn line(&self) -> String {
-        self.lines.recv_timeout(STEP).expect("a line on stdout")
+        self.0.next_stdout_line(STEP).expect("a line on stdout")
     }
 
     /// Sends one command and returns the one line it answers.
     #[track_caller]
     fn ask(&mut self, command: &str) -> String {
-        let stdin = self.stdin.as_mut().expect("stdin still open");
+        self.send(command);
+        self.line()
+    }
+
+    /// Sends one command line.
+    #[track_caller]
+    fn send(&mut self, command: &str) {
+        let stdin = self.0.stdin.as_mut().expect("stdin still open");
         writeln!(stdin, "{command}").expect("write command");
         stdin.flush().expect("flush command");
-        self.line()
     }
 
     /// Closes the host's stdin: its end-of-input.
     fn close_stdin(&mut self) {
-        drop(self.stdin.take());
-    }
-
-    /// Waits for the exit status (within [`STEP`]).
-    #[track_caller]
-    fn wait(&mut self) -> ExitStatus {
-        let deadline = Instant::now() + STEP;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "the host did not exit in time");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-}
-
-impl Drop for Host {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+        drop(self.0.stdin.take());
     }
 }
 
@@ -126,33 +86,32 @@ fn stats_and_broadcast_reach_the_reactor_and_the_end_of_stdin_shuts_it_down() {
         assert_eq!(read_to_end(client), b"", "EOF, nothing after the broadcast");
     }
     drop(clients);
-    let status = host.wait();
+    let status = host.0.wait();
     assert_eq!(status.code(), Some(0), "graceful exit");
-    assert!(host.lines.try_recv().is_err(), "nothing more on stdout");
+    assert_eq!(
+        host.0.next_stdout_line(Duration::ZERO),
+        None,
+        "nothing more on stdout"
+    );
 }
 
 #[test]
 fn quit_and_sigterm_both_end_the_host_with_exit_0() {
     let (mut host, addr) = Host::start();
     let mut client = echo_client(addr);
-    let stdin = host.stdin.as_mut().expect("stdin open");
-    writeln!(stdin, "quit").expect("write quit");
+    host.send("quit");
     assert_eq!(read_to_end(&mut client), b"");
     drop(client);
-    assert_eq!(host.wait().code(), Some(0), "quit");
+    assert_eq!(host.0.wait().code(), Some(0), "quit");
 
     // SIGTERM, with stdin still open: the reactor shuts itself down, and
     // the host hears of it through its channel.
     let (mut host, addr) = Host::start();
     let mut client = echo_client(addr);
-    // SAFETY: kill(2) on a child this test started and has not reaped.
-    assert_eq!(
-        unsafe { libc::kill(host.child.id() as libc::pid_t, libc::SIGTERM) },
-        0
-    );
+    host.0.signal(libc::SIGTERM);
     assert_eq!(read_to_end(&mut client), b"");
     drop(client);
-    assert_eq!(host.wait().code(), Some(0), "SIGTERM");
+    assert_eq!(host.0.wait().code(), Some(0), "SIGTERM");
 }
 
 #[test]

@@ -202,6 +202,8 @@ pub fn example_path(name: &str) -> std::path::PathBuf {
 /// An example server running as a child process.
 pub struct ServerProcess {
     pub child: std::process::Child,
+    /// The server's stdin, when started with [`ServerProcess::start_with_stdin`].
+    pub stdin: Option<std::process::ChildStdin>,
     /// The announce lines read so far, as (kind, address).
     pub listening: Vec<(String, String)>,
     lines: mpsc::Receiver<String>,
@@ -232,14 +234,34 @@ impl ServerProcess {
         announces: usize,
         stderr: std::process::Stdio,
     ) -> ServerProcess {
+        Self::spawn(command.stdin(std::process::Stdio::null()), announces, stderr)
+    }
+
+    /// Like [`ServerProcess::start_with`], with the server's stdin piped
+    /// and kept in [`ServerProcess::stdin`], for programs driven by it.
+    #[track_caller]
+    pub fn start_with_stdin(command: &mut std::process::Command, announces: usize) -> ServerProcess {
+        Self::spawn(
+            command.stdin(std::process::Stdio::piped()),
+            announces,
+            std::process::Stdio::inherit(),
+        )
+    }
+
+    #[track_caller]
+    fn spawn(
+        command: &mut std::process::Command,
+        announces: usize,
+        stderr: std::process::Stdio,
+    ) -> ServerProcess {
         use std::io::BufRead;
         use std::process::Stdio;
         let mut child = command
-            .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(stderr)
             .spawn()
             .expect("spawn example");
+        let stdin = child.stdin.take();
         let stdout = child.stdout.take().expect("piped stdout");
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
@@ -252,6 +274,7 @@ impl ServerProcess {
         });
         let mut server = ServerProcess {
             child,
+            stdin,
             listening: Vec::new(),
             lines: rx,
         };
