@@ -26,7 +26,7 @@
 //! A request's latency runs from the moment it is issued to the moment its
 //! last byte is back and checked.
 //!
-//! # Streams: TCP and Unix ([`StreamClient`])
+//! # Streams: TCP and Unix ([`Client`], [`EchoStream`])
 //!
 //! Connection `i` sends the byte stream `(offset + i) % 251`, where `offset`
 //! counts bytes from the start of the connection. Any slice of that stream
@@ -59,7 +59,7 @@
 //! number) takes its place. An answer that comes after that is counted in
 //! `late` and otherwise ignored.
 //!
-//! # Key-value: the kv mode ([`KvClient`])
+//! # Key-value: the kv mode ([`KvStream`])
 //!
 //! Each connection keeps `--depth` requests in flight, as for echo; each
 //! request is a SET (`--set-percent` of them) or a GET, of one of `--keys`
@@ -718,23 +718,31 @@ impl Run {
     }
 }
 
-/// One TCP or Unix stream connection of the closed loop.
-struct StreamClient {
-    /// The connection's number: the phase of its byte pattern.
+/// What a closed-loop stream client exchanges with its server: the part
+/// that differs between the echo and kv modes. [`Client`] does the rest.
+trait Exchange {
+    /// Issues up to `n` requests at `now` as one send. Returns `false` if
+    /// the connection refused the bytes (it is closing).
+    fn issue(&mut self, cx: &mut Context<'_>, run: &mut Run, n: usize, now: Instant) -> bool;
+
+    /// Checks `data` and completes the requests it answers (through
+    /// [`Run::complete`]). Returns the bytes used and the requests
+    /// completed, or what was wrong with the answer.
+    fn receive(&mut self, run: &mut Run, data: &[u8], now: Instant) -> Result<(usize, usize), String>;
+
+    /// Forgets the requests in flight; returns how many there were.
+    fn drop_in_flight(&mut self) -> u64;
+}
+
+/// One TCP or Unix stream connection of the closed loop: the life every
+/// stream client shares (open, answers, failure, close), around an
+/// [`Exchange`] that knows the protocol.
+struct Client<E> {
+    /// The connection's number, for messages.
     id: u64,
     run: Rc<RefCell<Run>>,
-    /// `k % 251` for `k` below `PERIOD + CHUNK`, shared by every connection.
-    pattern: Rc<[u8]>,
-    size: u64,
     depth: usize,
-    /// Bytes of requests sent (handed to evloop, which writes them or
-    /// queues what the socket does not take).
-    sent: u64,
-    /// Bytes echoed back and checked.
-    received: u64,
-    /// When each request in flight was issued, oldest first; room for
-    /// `depth` is made once, so issuing allocates nothing.
-    issued: VecDeque<Instant>,
+    exchange: E,
     opened: bool,
     /// A failure was counted for this connection.
     failed: bool,
@@ -742,60 +750,31 @@ struct StreamClient {
     gone: bool,
 }
 
-impl StreamClient {
-    fn new(id: u64, plan: &Plan, run: &Rc<RefCell<Run>>, pattern: &Rc<[u8]>) -> StreamClient {
-        StreamClient {
+impl<E: Exchange> Client<E> {
+    fn new(id: u64, plan: &Plan, run: &Rc<RefCell<Run>>, exchange: E) -> Client<E> {
+        Client {
             id,
             run: Rc::clone(run),
-            pattern: Rc::clone(pattern),
-            size: plan.size as u64,
             depth: plan.depth,
-            sent: 0,
-            received: 0,
-            issued: VecDeque::with_capacity(plan.depth),
+            exchange,
             opened: false,
             failed: false,
             gone: false,
         }
     }
 
-    /// Issues up to `n` requests at `now` as one send: `n x size` bytes of
-    /// the pattern, from where the stream stands. Returns `false` if the
-    /// connection refused the bytes (it is closing).
-    fn issue(&mut self, cx: &mut Context<'_>, run: &mut Run, n: usize, now: Instant) -> bool {
-        let mut count = 0;
-        while count < n && run.may_issue() {
-            self.issued.push_back(now);
-            count += 1;
-        }
-        let mut left = count as u64 * self.size;
-        while left > 0 {
-            let phase = ((self.sent + self.id) % PERIOD as u64) as usize;
-            let take = left.min(CHUNK as u64) as usize;
-            if !cx.send(&self.pattern[phase..phase + take]) {
-                return false;
+    /// Counts this connection as failed (once), with a reason for stderr;
+    /// `wrong` for a wrong answer, otherwise an error.
+    fn fail(&mut self, run: &mut Run, wrong: bool, what: fmt::Arguments<'_>) {
+        if !self.failed {
+            self.failed = true;
+            let target = Rc::clone(&run.target_name);
+            let what = format_args!("connection {} to {target}: {what}", self.id);
+            if wrong {
+                run.wrong_bytes(what);
+            } else {
+                run.error(what);
             }
-            self.sent += take as u64;
-            left -= take as u64;
-        }
-        true
-    }
-
-    /// Counts this connection as failed (once), with a reason for stderr.
-    fn fail(&mut self, run: &mut Run, what: fmt::Arguments<'_>) {
-        if !self.failed {
-            self.failed = true;
-            let target = Rc::clone(&run.target_name);
-            run.error(format_args!("connection {} to {target}: {what}", self.id));
-        }
-    }
-
-    /// Counts this connection as failed for a wrong answer.
-    fn fail_wrong(&mut self, run: &mut Run, what: fmt::Arguments<'_>) {
-        if !self.failed {
-            self.failed = true;
-            let target = Rc::clone(&run.target_name);
-            run.wrong_bytes(format_args!("connection {} to {target}: {what}", self.id));
         }
     }
 
@@ -807,8 +786,109 @@ impl StreamClient {
         }
         if !self.gone {
             self.gone = true;
-            run.connection_gone(now, self.issued.len() as u64);
-            self.issued.clear();
+            let in_flight = self.exchange.drop_in_flight();
+            run.connection_gone(now, in_flight);
+        }
+    }
+
+    /// Issues `n` more requests; a refusal fails the connection.
+    fn issue(&mut self, cx: &mut Context<'_>, run: &mut Run, n: usize, now: Instant) {
+        if !self.exchange.issue(cx, run, n, now) {
+            self.fail(run, false, format_args!("the connection refused a request"));
+            cx.abort();
+        }
+    }
+}
+
+impl<E: Exchange> StreamHandler for Client<E> {
+    fn on_open(&mut self, cx: &mut Context<'_>) {
+        let run = Rc::clone(&self.run);
+        let mut run = run.borrow_mut();
+        let now = Instant::now();
+        self.opened = true;
+        run.settled(now);
+        self.issue(cx, &mut run, self.depth, now);
+        if run.over {
+            cx.stop();
+        }
+    }
+
+    fn on_data(&mut self, cx: &mut Context<'_>, data: &[u8]) -> usize {
+        let run = Rc::clone(&self.run);
+        let mut run = run.borrow_mut();
+        if self.failed {
+            return data.len();
+        }
+        let now = Instant::now();
+        run.observe(now);
+        let used = match self.exchange.receive(&mut run, data, now) {
+            Ok((used, done)) => {
+                if done > 0 {
+                    self.issue(cx, &mut run, done, now);
+                }
+                used
+            }
+            Err(what) => {
+                self.fail(&mut run, true, format_args!("{what}"));
+                cx.abort();
+                data.len()
+            }
+        };
+        if run.over {
+            cx.stop();
+        }
+        used
+    }
+
+    fn on_read_closed(&mut self, cx: &mut Context<'_>) {
+        let run = Rc::clone(&self.run);
+        let mut run = run.borrow_mut();
+        self.fail(&mut run, false, format_args!("the server closed the connection"));
+        cx.close();
+    }
+
+    fn on_close(&mut self, cx: &mut Context<'_>, reason: &CloseReason) {
+        let run = Rc::clone(&self.run);
+        let mut run = run.borrow_mut();
+        match reason {
+            CloseReason::ConnectFailed(err) => {
+                self.fail(&mut run, false, format_args!("cannot connect: {err}"));
+            }
+            reason => self.fail(&mut run, false, format_args!("closed: {reason}")),
+        }
+        self.leave(&mut run, cx.now());
+        if run.over {
+            cx.stop();
+        }
+    }
+}
+
+/// The echo mode's exchange: a byte pattern out, the same pattern back.
+struct EchoStream {
+    /// The connection's number: the phase of its byte pattern.
+    id: u64,
+    /// `k % 251` for `k` below `PERIOD + CHUNK`, shared by every connection.
+    pattern: Rc<[u8]>,
+    size: u64,
+    /// Bytes of requests sent (handed to evloop, which writes them or
+    /// queues what the socket does not take).
+    sent: u64,
+    /// Bytes echoed back and checked.
+    received: u64,
+    /// When each request in flight was issued, oldest first; room for
+    /// `depth` is made once, so issuing allocates nothing.
+    issued: VecDeque<Instant>,
+}
+
+impl EchoStream {
+    fn new(id: u64, plan: &Plan, pattern: &Rc<[u8]>) -> EchoStream {
+        EchoStream {
+            id,
+            pattern: Rc::clone(pattern),
+            size: plan.size as u64,
+            sent: 0,
+            received: 0,
+            issued: VecDeque::with_capacity(plan.depth),
         }
     }
 
@@ -833,47 +913,34 @@ impl StreamClient {
     }
 }
 
-impl StreamHandler for StreamClient {
-    fn on_open(&mut self, cx: &mut Context<'_>) {
-        let run = Rc::clone(&self.run);
-        let mut run = run.borrow_mut();
-        let now = Instant::now();
-        self.opened = true;
-        run.settled(now);
-        if !self.issue(cx, &mut run, self.depth, now) {
-            self.fail(&mut run, format_args!("the connection refused a request"));
-            cx.abort();
+impl Exchange for EchoStream {
+    /// `n x size` bytes of the pattern, from where the stream stands.
+    fn issue(&mut self, cx: &mut Context<'_>, run: &mut Run, n: usize, now: Instant) -> bool {
+        let mut count = 0;
+        while count < n && run.may_issue() {
+            self.issued.push_back(now);
+            count += 1;
         }
-        if run.over {
-            cx.stop();
+        let mut left = count as u64 * self.size;
+        while left > 0 {
+            let phase = ((self.sent + self.id) % PERIOD as u64) as usize;
+            let take = left.min(CHUNK as u64) as usize;
+            if !cx.send(&self.pattern[phase..phase + take]) {
+                return false;
+            }
+            self.sent += take as u64;
+            left -= take as u64;
         }
+        true
     }
 
-    fn on_data(&mut self, cx: &mut Context<'_>, data: &[u8]) -> usize {
-        let run = Rc::clone(&self.run);
-        let mut run = run.borrow_mut();
-        if self.failed {
-            return data.len();
-        }
-        let now = Instant::now();
-        run.observe(now);
+    fn receive(&mut self, run: &mut Run, data: &[u8], now: Instant) -> Result<(usize, usize), String> {
         let end = self.received + data.len() as u64;
         if end > self.sent {
-            let sent = self.sent;
-            self.fail_wrong(
-                &mut run,
-                format_args!("{end} bytes came back, only {sent} were sent"),
-            );
-            cx.abort();
-            return data.len();
+            return Err(format!("{end} bytes came back, only {} were sent", self.sent));
         }
         if let Err((offset, got, want)) = self.check(data) {
-            self.fail_wrong(
-                &mut run,
-                format_args!("wrong byte at offset {offset}: {got} instead of {want}"),
-            );
-            cx.abort();
-            return data.len();
+            return Err(format!("wrong byte at offset {offset}: {got} instead of {want}"));
         }
         // Requests whose last byte is in `data`.
         let done = (end / self.size - self.received / self.size) as usize;
@@ -883,34 +950,13 @@ impl StreamHandler for StreamClient {
                 run.complete(now, now.saturating_duration_since(issued));
             }
         }
-        if done > 0 && !self.issue(cx, &mut run, done, now) {
-            self.fail(&mut run, format_args!("the connection refused a request"));
-            cx.abort();
-        }
-        if run.over {
-            cx.stop();
-        }
-        data.len()
+        Ok((data.len(), done))
     }
 
-    fn on_read_closed(&mut self, cx: &mut Context<'_>) {
-        let run = Rc::clone(&self.run);
-        let mut run = run.borrow_mut();
-        self.fail(&mut run, format_args!("the server closed the connection"));
-        cx.close();
-    }
-
-    fn on_close(&mut self, cx: &mut Context<'_>, reason: &CloseReason) {
-        let run = Rc::clone(&self.run);
-        let mut run = run.borrow_mut();
-        match reason {
-            CloseReason::ConnectFailed(err) => self.fail(&mut run, format_args!("cannot connect: {err}")),
-            reason => self.fail(&mut run, format_args!("closed: {reason}")),
-        }
-        self.leave(&mut run, cx.now());
-        if run.over {
-            cx.stop();
-        }
+    fn drop_in_flight(&mut self) -> u64 {
+        let n = self.issued.len() as u64;
+        self.issued.clear();
+        n
     }
 }
 
@@ -1274,13 +1320,12 @@ struct KvRequest {
     expect: Expect,
 }
 
-/// One connection of the kv mode's closed loop.
-struct KvClient {
+/// The kv mode's exchange: SETs and GETs out, replies checked against
+/// what this connection last SET.
+struct KvStream {
     /// The connection's number: part of its keys and values.
     id: u64,
-    run: Rc<RefCell<Run>>,
     mix: KvMix,
-    depth: usize,
     /// The version of the value last SET under each key; 0: never.
     versions: Vec<u64>,
     /// The version the next SET gets; versions start at 1.
@@ -1292,29 +1337,19 @@ struct KvClient {
     /// The body of the request being built, and the frames to send.
     body: Vec<u8>,
     out: Vec<u8>,
-    opened: bool,
-    /// A failure was counted for this connection.
-    failed: bool,
-    /// The run no longer counts this connection as live.
-    gone: bool,
 }
 
-impl KvClient {
-    fn new(id: u64, mix: KvMix, plan: &Plan, run: &Rc<RefCell<Run>>) -> KvClient {
-        KvClient {
+impl KvStream {
+    fn new(id: u64, mix: KvMix, plan: &Plan) -> KvStream {
+        KvStream {
             id,
-            run: Rc::clone(run),
             mix,
-            depth: plan.depth,
             versions: vec![0; mix.keys],
             next_version: 1,
             rng: (mix.nonce ^ id.wrapping_mul(0x9E37_79B9_7F4A_7C15)) | 1,
             in_flight: VecDeque::with_capacity(plan.depth),
             body: Vec::with_capacity(3 + 64 + mix.value_size),
             out: Vec::new(),
-            opened: false,
-            failed: false,
-            gone: false,
         }
     }
 
@@ -1362,24 +1397,6 @@ impl KvClient {
         (key, expect)
     }
 
-    /// Issues up to `n` requests at `now`, as one send. Returns `false` if
-    /// the connection refused the bytes (it is closing).
-    fn issue(&mut self, cx: &mut Context<'_>, run: &mut Run, n: usize, now: Instant) -> bool {
-        self.out.clear();
-        for _ in 0..n {
-            if !run.may_issue() {
-                break;
-            }
-            let (key, expect) = self.build_request();
-            self.in_flight.push_back(KvRequest {
-                issued: now,
-                key,
-                expect,
-            });
-        }
-        self.out.is_empty() || cx.send(&self.out)
-    }
-
     /// Checks one reply body against the oldest request in flight.
     fn check(&self, request: &KvRequest, reply: &[u8]) -> Result<(), String> {
         let (status, rest) = reply.split_first().ok_or("an empty reply")?;
@@ -1408,59 +1425,27 @@ impl KvClient {
             )),
         }
     }
-
-    /// Counts this connection as failed (once), with a reason for stderr.
-    fn fail(&mut self, run: &mut Run, wrong: bool, what: fmt::Arguments<'_>) {
-        if !self.failed {
-            self.failed = true;
-            let target = Rc::clone(&run.target_name);
-            let what = format_args!("connection {} to {target}: {what}", self.id);
-            if wrong {
-                run.wrong_bytes(what);
-            } else {
-                run.error(what);
-            }
-        }
-    }
-
-    /// Takes this connection out of the run (once).
-    fn leave(&mut self, run: &mut Run, now: Instant) {
-        if !self.opened {
-            self.opened = true;
-            run.settled(now);
-        }
-        if !self.gone {
-            self.gone = true;
-            run.connection_gone(now, self.in_flight.len() as u64);
-            self.in_flight.clear();
-        }
-    }
 }
 
-impl StreamHandler for KvClient {
-    fn on_open(&mut self, cx: &mut Context<'_>) {
-        let run = Rc::clone(&self.run);
-        let mut run = run.borrow_mut();
-        let now = Instant::now();
-        self.opened = true;
-        run.settled(now);
-        if !self.issue(cx, &mut run, self.depth, now) {
-            self.fail(&mut run, false, format_args!("the connection refused a request"));
-            cx.abort();
+impl Exchange for KvStream {
+    /// Up to `n` requests, SET or GET by the mix, framed into one send.
+    fn issue(&mut self, cx: &mut Context<'_>, run: &mut Run, n: usize, now: Instant) -> bool {
+        self.out.clear();
+        for _ in 0..n {
+            if !run.may_issue() {
+                break;
+            }
+            let (key, expect) = self.build_request();
+            self.in_flight.push_back(KvRequest {
+                issued: now,
+                key,
+                expect,
+            });
         }
-        if run.over {
-            cx.stop();
-        }
+        self.out.is_empty() || cx.send(&self.out)
     }
 
-    fn on_data(&mut self, cx: &mut Context<'_>, data: &[u8]) -> usize {
-        let run = Rc::clone(&self.run);
-        let mut run = run.borrow_mut();
-        if self.failed {
-            return data.len();
-        }
-        let now = Instant::now();
-        run.observe(now);
+    fn receive(&mut self, run: &mut Run, data: &[u8], now: Instant) -> Result<(usize, usize), String> {
         let mut replies = evloop::codec::frames(data, 1 + self.mix.value_size.max(1024));
         let mut done = 0;
         for reply in replies.by_ref() {
@@ -1469,11 +1454,7 @@ impl StreamHandler for KvClient {
                 (Err(too_long), Some(_)) => Err(format!("a reply of {} bytes", too_long.len)),
                 (Ok(body), Some(request)) => self.check(request, body),
             };
-            if let Err(what) = checked {
-                self.fail(&mut run, true, format_args!("{what}"));
-                cx.abort();
-                return data.len();
-            }
+            checked?;
             let Some(request) = self.in_flight.pop_front() else {
                 break; // checked above: there is one
             };
@@ -1487,36 +1468,13 @@ impl StreamHandler for KvClient {
             }
             run.complete(now, now.saturating_duration_since(request.issued));
         }
-        if done > 0 && !self.issue(cx, &mut run, done, now) {
-            self.fail(&mut run, false, format_args!("the connection refused a request"));
-            cx.abort();
-        }
-        if run.over {
-            cx.stop();
-        }
-        replies.consumed()
+        Ok((replies.consumed(), done))
     }
 
-    fn on_read_closed(&mut self, cx: &mut Context<'_>) {
-        let run = Rc::clone(&self.run);
-        let mut run = run.borrow_mut();
-        self.fail(&mut run, false, format_args!("the server closed the connection"));
-        cx.close();
-    }
-
-    fn on_close(&mut self, cx: &mut Context<'_>, reason: &CloseReason) {
-        let run = Rc::clone(&self.run);
-        let mut run = run.borrow_mut();
-        match reason {
-            CloseReason::ConnectFailed(err) => {
-                self.fail(&mut run, false, format_args!("cannot connect: {err}"));
-            }
-            reason => self.fail(&mut run, false, format_args!("closed: {reason}")),
-        }
-        self.leave(&mut run, cx.now());
-        if run.over {
-            cx.stop();
-        }
+    fn drop_in_flight(&mut self) -> u64 {
+        let n = self.in_flight.len() as u64;
+        self.in_flight.clear();
+        n
     }
 }
 
@@ -1573,8 +1531,18 @@ impl Clock {
     fn open_connections(&mut self, cx: &mut Context<'_>) {
         while let Some(id) = self.waiting.pop() {
             let client: Box<dyn StreamHandler> = match self.plan.mode {
-                Mode::Echo => Box::new(StreamClient::new(id, &self.plan, &self.run, &self.pattern)),
-                Mode::Kv(mix) => Box::new(KvClient::new(id, mix, &self.plan, &self.run)),
+                Mode::Echo => Box::new(Client::new(
+                    id,
+                    &self.plan,
+                    &self.run,
+                    EchoStream::new(id, &self.plan, &self.pattern),
+                )),
+                Mode::Kv(mix) => Box::new(Client::new(
+                    id,
+                    &self.plan,
+                    &self.run,
+                    KvStream::new(id, mix, &self.plan),
+                )),
             };
             let opened = match &self.plan.target {
                 Target::Tcp(addr) => cx.connect(*addr, client),
