@@ -66,7 +66,7 @@ fn main() -> ExitCode {
     let chat = Chat::new(ChatConfig::default());
     let mut reactor = common::server_reactor(flags.shutdown_timeout);
 
-    let bound = reactor.listen_tcp(flags.echo, |_: &Addr| Echo);
+    let bound = reactor.listen_tcp_with(flags.echo, Echo::listener_options(), |_: &Addr| Echo);
     common::bind_or_exit(&mut reactor, "tcp", bound);
     let bound = reactor.bind_udp(flags.echo_udp, EchoDatagram);
     common::bind_or_exit(&mut reactor, "udp", bound);

@@ -44,7 +44,7 @@ fn main() -> ExitCode {
     }
     let mut reactor = common::server_reactor(flags.shutdown_timeout);
     for addr in flags.tcp {
-        let bound = reactor.listen_tcp(addr, |_: &Addr| Echo);
+        let bound = reactor.listen_tcp_with(addr, Echo::listener_options(), |_: &Addr| Echo);
         common::bind_or_exit(&mut reactor, "tcp", bound);
     }
     for addr in flags.udp {
@@ -52,7 +52,7 @@ fn main() -> ExitCode {
         common::bind_or_exit(&mut reactor, "udp", bound);
     }
     for path in flags.unix {
-        let bound = reactor.listen_unix(&path, |_: &Addr| Echo);
+        let bound = reactor.listen_unix_with(&path, Echo::listener_options(), |_: &Addr| Echo);
         common::bind_or_exit(&mut reactor, "unix", bound);
     }
     common::serve(reactor)

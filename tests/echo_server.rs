@@ -120,3 +120,60 @@ fn a_bind_without_permission_is_one_line_naming_it() {
     assert!(stderr.to_lowercase().contains("permission"), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+/// Clients that send but never read (contract: echo). Each pushes until the
+/// server stops taking its bytes; then the server must be holding no more
+/// than about 64 KiB for each (one read's worth), not a watermark's worth
+/// plus several reads, as it did when it kept reading past the watermark.
+#[test]
+fn a_client_that_sends_but_never_reads_costs_at_most_about_64_kib() {
+    use std::io::{ErrorKind, Write};
+    use std::time::{Duration, Instant};
+
+    const CLIENTS: usize = 40;
+    let server = ServerProcess::start("echo", &["--tcp", "127.0.0.1:0"], 1);
+    let addr = server.socket_addr("tcp");
+    let before_kib = server.rss_kib();
+
+    let mut clients: Vec<_> = (0..CLIENTS)
+        .map(|_| {
+            let stream = connect(addr);
+            stream.set_nonblocking(true).expect("non-blocking");
+            stream
+        })
+        .collect();
+    // Push until a few rounds in a row take nothing: the server has
+    // stopped reading from every client and the kernel's buffers are full.
+    let chunk = vec![b'e'; 64 * 1024];
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut quiet_rounds = 0;
+    while quiet_rounds < 5 {
+        assert!(Instant::now() < deadline, "the server kept taking bytes");
+        let mut taken = 0;
+        for client in &mut clients {
+            loop {
+                match client.write(&chunk) {
+                    Ok(n) => taken += n,
+                    Err(err) if err.kind() == ErrorKind::WouldBlock => break,
+                    Err(err) => panic!("write: {err}"),
+                }
+            }
+        }
+        quiet_rounds = if taken == 0 { quiet_rounds + 1 } else { 0 };
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    let grown_kib = server.rss_kib().saturating_sub(before_kib);
+    let bound_kib = (CLIENTS * 96) as u64;
+    assert!(
+        grown_kib <= bound_kib,
+        "{CLIENTS} clients that do not read grew the server by {grown_kib} KiB (bound {bound_kib})"
+    );
+
+    // Reading again, a client gets its echo back, and the server reads on.
+    let mut client = clients.pop().expect("a client");
+    client.set_nonblocking(false).expect("blocking");
+    let mut buf = vec![0; 64 * 1024];
+    let got = std::io::Read::read(&mut client, &mut buf).expect("echo flows again");
+    assert!(got > 0 && buf[..got].iter().all(|&b| b == b'e'));
+}

@@ -8,11 +8,19 @@
 //! waits in the kernel, and TCP flow control slows the peer down); once the
 //! queue has drained to the low watermark, reading resumes.
 //!
+//! Always true: reading stops in the very `on_data` call whose echo crossed
+//! the high watermark, before the core reads again, so what is held for a
+//! client is at most the high watermark plus one read (64 KiB). With
+//! [`Echo::listener_options`] (the watermarks at zero, as the example
+//! servers run it) that is one read: the kernel's socket buffers are the
+//! only other buffer, and a client that sends without reading costs the
+//! server at most about 64 KiB.
+//!
 //! When the peer shuts its write half, the default `on_read_closed` closes
 //! the connection after flushing: the server sends what it still owes, then
 //! closes.
 
-use crate::{Addr, Context, DatagramHandler, StreamHandler};
+use crate::{Addr, ConnectionOptions, Context, DatagramHandler, ListenerOptions, StreamHandler};
 
 /// Echo over a stream connection.
 ///
@@ -25,14 +33,51 @@ use crate::{Addr, Context, DatagramHandler, StreamHandler};
 /// # Ok(())
 /// # }
 /// ```
+///
+/// To bound what a client that sends without reading costs the server to
+/// one read, listen with [`Echo::listener_options`]:
+///
+/// ```no_run
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use evloop::{Addr, Reactor, protocols::echo::Echo};
+/// let mut reactor = Reactor::new()?;
+/// let addr = "127.0.0.1:7000".parse()?;
+/// reactor.listen_tcp_with(addr, Echo::listener_options(), |_: &Addr| Echo)?;
+/// reactor.run()?;
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Echo;
+
+impl Echo {
+    /// Listener options for echo: both watermarks at zero, so reading stops
+    /// as soon as any echo is left unsent (at most one read, 64 KiB, is then
+    /// held) and resumes once all of it is sent. Other options are the
+    /// defaults.
+    pub fn listener_options() -> ListenerOptions {
+        ListenerOptions {
+            connection: ConnectionOptions {
+                high_water: 0,
+                low_water: 0,
+                ..ConnectionOptions::default()
+            },
+            ..ListenerOptions::default()
+        }
+    }
+}
 
 impl StreamHandler for Echo {
     fn on_data(&mut self, cx: &mut Context<'_>, data: &[u8]) -> usize {
         // Written straight to the socket if nothing is queued; only what the
         // socket does not take now is copied into the write queue.
         cx.send(data);
+        if cx.is_above_high_water() {
+            // Now, not in `on_high_water`: that notice comes after the read
+            // step, which would otherwise read (and queue) several more
+            // chunks first.
+            cx.pause_reading();
+        }
         data.len()
     }
 
