@@ -5,6 +5,9 @@
 //!      [--max-clients N] [--idle-timeout SECS] [--shutdown-timeout SECS]
 //! ```
 //! With no listener flag: `--tcp 127.0.0.1:7100`.
+//!
+//! The room's rules (made-safe text, case-insensitive nicks, the two-step
+//! greeting of UDP peers) are the library's: `src/protocols/chat/`.
 
 mod common;
 
@@ -31,10 +34,11 @@ struct Flags {
     /// Most unsent output per member before it is disconnected
     #[arg(long, value_name = "BYTES", default_value_t = 1_048_576)]
     max_outbuf: usize,
-    /// Most members at once
+    /// Most members at once (UDP peers hold at most half)
     #[arg(long, value_name = "N", default_value_t = 10_000)]
     max_clients: usize,
-    /// Seconds of silence before a member is disconnected
+    /// Seconds of silence before a member is disconnected (a greeted UDP
+    /// peer that has not sent its second datagram: at most 30)
     #[arg(long, value_name = "SECS", default_value = "600", value_parser = common::seconds)]
     idle_timeout: Duration,
     /// Seconds members get to receive what is owed after SIGINT/SIGTERM

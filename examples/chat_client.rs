@@ -10,6 +10,13 @@
 //! then waits for the server to close (at most a short grace, so a server
 //! that keeps the connection open does not keep the client); it also ends
 //! when the server closes.
+//!
+//! What the server sends is printed line by line, each line made safe to
+//! show first ([`evloop::text`]): a control character (ESC, a bare `\r`,
+//! ...) or a line separator inside a line is printed as U+FFFD, so neither
+//! the server nor a member it relays can drive the terminal or draw a
+//! fake line. Each line still ends in `\n` (a `\r` before it is taken as
+//! part of the line end).
 
 mod common;
 
@@ -21,6 +28,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use common::stdin::{register_stdin, LineSink};
+use evloop::text::{sanitize_lossy, split_unfinished_char};
 use evloop::{CloseReason, Context, Key, Reactor, StreamHandler};
 
 /// Chat client: stdin to the server, the server to stdout.
@@ -38,10 +46,11 @@ struct Server {
 
 impl StreamHandler for Server {
     fn on_data(&mut self, _cx: &mut Context<'_>, data: &[u8]) -> usize {
+        let (shown, used) = printable(data);
         let mut out = std::io::stdout().lock();
-        let _ = out.write_all(data);
+        let _ = out.write_all(shown.as_bytes());
         let _ = out.flush();
-        data.len()
+        used
     }
 
     fn on_close(&mut self, cx: &mut Context<'_>, reason: &CloseReason) {
@@ -51,6 +60,28 @@ impl StreamHandler for Server {
         }
         cx.stop();
     }
+}
+
+/// What to print of `data`, and how many of its bytes that used. A line
+/// is printed as soon as its bytes come, without waiting for its `\n`; the
+/// few bytes held back (at most 4) are the start of a character whose rest
+/// has not come, and a `\r` that may be the start of a `\r\n`.
+fn printable(data: &[u8]) -> (String, usize) {
+    let (mut ready, _) = split_unfinished_char(data);
+    if let Some(before_cr) = ready.strip_suffix(b"\r") {
+        ready = before_cr;
+    }
+    let mut shown = String::with_capacity(ready.len() + 1);
+    for piece in ready.split_inclusive(|&b| b == b'\n') {
+        match piece.strip_suffix(b"\n") {
+            Some(line) => {
+                shown.push_str(&sanitize_lossy(line.strip_suffix(b"\r").unwrap_or(line)));
+                shown.push('\n');
+            }
+            None => shown.push_str(&sanitize_lossy(piece)),
+        }
+    }
+    (shown, ready.len())
 }
 
 /// How long to wait, after the end of stdin, for the server to close.

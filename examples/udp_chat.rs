@@ -14,6 +14,11 @@
 //! Each stdin line goes to the peer as one datagram (without its newline);
 //! each datagram received is printed as `[ip:port] TEXT`. Sending or
 //! receiving `bye` ends the program, and so does the end of stdin.
+//!
+//! TEXT is the peer's, printed to a terminal: it is made safe to show
+//! first ([`evloop::text`]), every control character but tab and every line
+//! separator printed as U+FFFD, so a datagram cannot drive the terminal or
+//! pose as a second line.
 
 mod common;
 
@@ -24,6 +29,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use common::stdin::{register_stdin, LineSink};
+use evloop::text::sanitize_lossy;
 use evloop::{Addr, Context, DatagramHandler, Key, Reactor};
 
 /// Two-party UDP chat: stdin lines to the peer, its datagrams to stdout.
@@ -46,7 +52,7 @@ impl DatagramHandler for Receive {
         // A peer that sends its newline too still prints as one line.
         let data = data.strip_suffix(b"\n").unwrap_or(data);
         let data = data.strip_suffix(b"\r").unwrap_or(data);
-        let text = String::from_utf8_lossy(data);
+        let text = sanitize_lossy(data);
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "[{from}] {text}");
         let _ = out.flush();

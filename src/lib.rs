@@ -54,6 +54,7 @@
 //! | [`codec`] | line and length-prefixed framers |
 //! | [`protocols`] | the shipped handlers |
 //! | [`signals`] | SIGINT and SIGTERM as loop events, for graceful shutdown |
+//! | [`text`] | peer text made safe to show: control characters and line separators replaced |
 //!
 //! [mio]: https://docs.rs/mio
 
@@ -79,6 +80,7 @@ mod reactor;
 mod registry;
 pub mod signals;
 mod source;
+pub mod text;
 mod timer;
 mod token;
 mod write_queue;

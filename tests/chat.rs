@@ -1,94 +1,12 @@
 //! The chat example server, from the outside: each line of the contract's
-//! chat section, over TCP and UDP.
+//! chat section over TCP (datagram members: `tests/chat_datagram.rs`).
 mod common;
 
-use std::io::{BufRead, BufReader, ErrorKind, Write};
-use std::net::{TcpStream, UdpSocket};
+use std::io::{BufRead, Write};
 use std::time::Duration;
 
+use common::chat::*;
 use common::*;
-
-/// A TCP member that reads whole lines.
-struct Member {
-    reader: BufReader<TcpStream>,
-    writer: TcpStream,
-    nick: String,
-}
-
-impl Member {
-    #[track_caller]
-    fn join(server: &ServerProcess) -> Member {
-        let stream = connect(server.socket_addr("tcp"));
-        let nick = stream.local_addr().expect("addr").to_string();
-        let mut member = Member {
-            reader: BufReader::new(stream.try_clone().expect("clone")),
-            writer: stream,
-            nick,
-        };
-        let welcome = format!("* welcome {}", member.nick);
-        member.expect(&welcome);
-        member
-    }
-
-    #[track_caller]
-    fn say(&mut self, line: &str) {
-        self.writer.write_all(line.as_bytes()).expect("write");
-        self.writer.write_all(b"\n").expect("write");
-    }
-
-    #[track_caller]
-    fn line(&mut self) -> String {
-        let mut line = String::new();
-        let n = self.reader.read_line(&mut line).expect("read line");
-        assert!(n > 0, "connection closed while a line was expected");
-        line.trim_end_matches('\n').to_string()
-    }
-
-    #[track_caller]
-    fn expect(&mut self, want: &str) {
-        assert_eq!(self.line(), want);
-    }
-
-    /// Asserts nothing arrives within a short wait.
-    #[track_caller]
-    fn expect_silence(&mut self) {
-        let stream = self.reader.get_ref();
-        stream
-            .set_read_timeout(Some(Duration::from_millis(200)))
-            .expect("timeout");
-        let mut line = String::new();
-        match self.reader.read_line(&mut line) {
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
-            other => panic!("expected silence, got {other:?} {line:?}"),
-        }
-        self.reader
-            .get_ref()
-            .set_read_timeout(Some(STEP))
-            .expect("timeout");
-    }
-
-    /// Reads until the server closes; returns the lines seen meanwhile.
-    #[track_caller]
-    fn until_closed(&mut self) -> Vec<String> {
-        let mut lines = Vec::new();
-        loop {
-            let mut line = String::new();
-            match self.reader.read_line(&mut line) {
-                Ok(0) => return lines,
-                Ok(_) => lines.push(line.trim_end_matches('\n').to_string()),
-                Err(e) if e.kind() == ErrorKind::ConnectionReset => return lines,
-                Err(e) => panic!("read: {e}"),
-            }
-        }
-    }
-}
-
-fn chat(extra: &[&str]) -> ServerProcess {
-    let mut args = vec!["--tcp", "127.0.0.1:0"];
-    args.extend_from_slice(extra);
-    let announces = 1 + extra.iter().filter(|a| **a == "--udp").count();
-    ServerProcess::start("chat", &args, announces)
-}
 
 #[test]
 fn join_say_and_leave_notices() {
@@ -224,136 +142,6 @@ fn member_that_does_not_read_is_cut_at_the_output_cap_and_the_room_goes_on() {
 }
 
 #[test]
-fn datagram_members_share_the_room() {
-    let server = chat(&["--udp", "127.0.0.1:0"]);
-    let mut alice = Member::join(&server);
-    let udp = UdpSocket::bind("127.0.0.1:0").expect("bind");
-    udp.set_read_timeout(Some(STEP)).expect("timeout");
-    let udp_nick = udp.local_addr().expect("addr").to_string();
-    let udp_server = server.socket_addr("udp");
-    let recv = |udp: &UdpSocket| {
-        let mut buf = [0; 2048];
-        let (n, _) = udp.recv_from(&mut buf).expect("datagram");
-        String::from_utf8_lossy(&buf[..n]).into_owned()
-    };
-    udp.send_to(b"hello from udp\n", udp_server).expect("send");
-    assert_eq!(recv(&udp), format!("* welcome {udp_nick}"));
-    alice.expect(&format!("* {udp_nick} joined"));
-    alice.expect(&format!("{udp_nick}: hello from udp"));
-    alice.say("hello datagram");
-    assert_eq!(recv(&udp), format!("{}: hello datagram", alice.nick));
-    udp.send_to(b"/who", udp_server).expect("send");
-    assert_eq!(recv(&udp), format!("* online: {} {udp_nick}", alice.nick));
-    udp.send_to(b"/quit", udp_server).expect("send");
-    assert_eq!(recv(&udp), "* bye");
-    alice.expect(&format!("* {udp_nick} left"));
-}
-
-/// A UDP member of the room, reading one datagram per line.
-struct Datagram {
-    socket: UdpSocket,
-    server: std::net::SocketAddr,
-    nick: String,
-}
-
-impl Datagram {
-    #[track_caller]
-    fn bind(server: &ServerProcess, at: &str) -> Option<Datagram> {
-        let socket = UdpSocket::bind(at).ok()?;
-        socket.set_read_timeout(Some(STEP)).expect("timeout");
-        let nick = socket.local_addr().expect("addr").to_string();
-        Some(Datagram {
-            socket,
-            server: server.socket_addr("udp"),
-            nick,
-        })
-    }
-
-    #[track_caller]
-    fn say(&self, line: &str) {
-        self.socket.send_to(line.as_bytes(), self.server).expect("send");
-    }
-
-    #[track_caller]
-    fn line(&self) -> String {
-        let mut buf = [0; 2048];
-        let (n, _) = self.socket.recv_from(&mut buf).expect("a datagram");
-        String::from_utf8_lossy(&buf[..n]).into_owned()
-    }
-}
-
-#[test]
-fn datagram_members_count_toward_max_clients() {
-    let server = chat(&["--udp", "127.0.0.1:0", "--max-clients", "2"]);
-    let mut alice = Member::join(&server);
-    let first = Datagram::bind(&server, "127.0.0.1:0").expect("bind");
-    first.say("here");
-    assert_eq!(first.line(), format!("* welcome {}", first.nick));
-    alice.expect(&format!("* {} joined", first.nick));
-    alice.expect(&format!("{}: here", first.nick));
-    let second = Datagram::bind(&server, "127.0.0.1:0").expect("bind");
-    second.say("me too");
-    assert_eq!(second.line(), "* error: room is full");
-    let mut third = connect(server.socket_addr("tcp"));
-    assert_eq!(read_to_end(&mut third), b"* error: room is full\n");
-    alice.expect_silence(); // the turned-away never joined, so never left
-}
-
-#[test]
-fn silent_datagram_member_leaves_after_the_idle_timeout() {
-    let server = chat(&["--udp", "127.0.0.1:0", "--idle-timeout", "0.5"]);
-    let mut alice = Member::join(&server);
-    let udp = Datagram::bind(&server, "127.0.0.1:0").expect("bind");
-    udp.say("hello\n"); // the newline is optional, and not part of the line
-    assert_eq!(udp.line(), format!("* welcome {}", udp.nick));
-    alice.expect(&format!("* {} joined", udp.nick));
-    alice.expect(&format!("{}: hello", udp.nick));
-    alice
-        .reader
-        .get_ref()
-        .set_read_timeout(Some(Duration::from_millis(100)))
-        .expect("timeout");
-    let left = format!("* {} left", udp.nick);
-    let deadline = std::time::Instant::now() + STEP;
-    loop {
-        assert!(std::time::Instant::now() < deadline, "the UDP member never left");
-        alice.say("tick");
-        let mut line = String::new();
-        if alice.reader.read_line(&mut line).is_ok() && line.trim_end() == left {
-            break;
-        }
-    }
-    // Its next datagram is a new join.
-    udp.socket.set_read_timeout(Some(STEP)).expect("timeout");
-    udp.say("back");
-    let welcome = format!("* welcome {}", udp.nick);
-    while udp.line() != welcome {} // ticks sent before it left may come first
-}
-
-#[test]
-fn tcp_and_udp_peers_on_the_same_port_get_distinct_nicks() {
-    let server = chat(&["--udp", "127.0.0.1:0"]);
-    let mut alice = Member::join(&server);
-    // TCP and UDP ports are separate spaces, so a UDP socket can usually
-    // take the port of alice's TCP connection; if not, there is no clash
-    // to test.
-    let Some(udp) = Datagram::bind(&server, &alice.nick) else {
-        return;
-    };
-    udp.say("/who");
-    let welcome = udp.line();
-    let udp_nick = welcome.strip_prefix("* welcome ").expect("welcome").to_string();
-    assert_ne!(udp_nick, alice.nick, "nicks are unique in the room");
-    assert_eq!(udp.line(), format!("* online: {} {udp_nick}", alice.nick));
-    alice.expect(&format!("* {udp_nick} joined"));
-    udp.say("/quit");
-    assert_eq!(udp.line(), "* bye");
-    alice.expect(&format!("* {udp_nick} left"));
-    alice.say("/who"); // alice's own nick is still hers alone
-    alice.expect(&format!("* online: {}", alice.nick));
-}
-
-#[test]
 fn sigterm_closes_every_member_and_exits_zero() {
     let mut server = chat(&[]);
     let mut alice = Member::join(&server);
@@ -455,14 +243,54 @@ fn crlf_lines_and_commands_work() {
 }
 
 #[test]
-fn a_datagram_with_line_breaks_inside_is_still_one_line() {
-    let server = chat(&["--udp", "127.0.0.1:0"]);
+fn control_characters_are_replaced_so_no_member_can_forge_a_notice() {
+    let server = chat(&[]);
     let mut alice = Member::join(&server);
-    let udp = Datagram::bind(&server, "127.0.0.1:0").expect("bind");
-    // Without care, the second half would reach alice as a forged notice.
-    udp.say(&format!("hi\n* {} left\n", alice.nick));
-    assert_eq!(udp.line(), format!("* welcome {}", udp.nick));
-    alice.expect(&format!("* {} joined", udp.nick));
-    alice.expect(&format!("{}: hi * {} left", udp.nick, alice.nick));
+    let mut bob = Member::join(&server);
+    alice.expect(&format!("* {} joined", bob.nick));
+    // A bare \r would return the cursor and draw "* x is now admin" over
+    // bob's nick; ESC starts ANSI and OSC sequences; the others break or
+    // blank lines in one terminal or another. Tab is kept.
+    let attack = "hi\r* x is now admin\x1b[2J\x1b]0;owned\x07\u{2028}\0\x0b\x0c\x7f\u{85}\u{9b}\u{2029}\tend";
+    bob.say(attack);
+    let r = '\u{fffd}';
+    alice.expect(&format!(
+        "{}: hi{r}* x is now admin{r}[2J{r}]0;owned{r}{r}{r}{r}{r}{r}{r}{r}{r}\tend",
+        bob.nick
+    ));
+    // Raw bytes make no difference: C1 as UTF-8, and a CR before the end.
+    bob.writer.write_all(b"a\xc2\x85b\rc\r\n").expect("write");
+    alice.expect(&format!("{}: a{r}b{r}c", bob.nick));
+    // The rule holds in an echoed command word too.
+    bob.say("/x\x1b[31m");
+    assert!(bob
+        .line()
+        .starts_with(&format!("* error: unknown command /x{r}[31m")));
     alice.expect_silence();
+}
+
+#[test]
+fn nicks_are_unique_without_regard_to_ascii_case() {
+    let server = chat(&[]);
+    let mut alice = Member::join(&server);
+    let mut bob = Member::join(&server);
+    alice.expect(&format!("* {} joined", bob.nick));
+    alice.say("/nick alice");
+    let renamed = format!("* {} is now alice", alice.nick);
+    alice.expect(&renamed);
+    bob.expect(&renamed);
+    for other_case in ["Alice", "ALICE", "aLiCe"] {
+        bob.say(&format!("/nick {other_case}"));
+        bob.expect(&format!("* error: nick {other_case} is taken"));
+    }
+    alice.expect_silence();
+    // The holder may change the case of its own nick; the old case is
+    // then not free either.
+    alice.say("/nick Alice");
+    alice.expect("* alice is now Alice");
+    bob.expect("* alice is now Alice");
+    bob.say("/nick alice");
+    bob.expect("* error: nick alice is taken");
+    bob.say("/who");
+    bob.expect(&format!("* online: Alice {}", bob.nick));
 }

@@ -159,3 +159,26 @@ fn stdin_redirected_from_a_file_is_sent_line_by_line() {
     let n = listener.recv(&mut buf).expect("second datagram");
     assert_eq!(&buf[..n], b"second line");
 }
+
+#[test]
+fn peer_text_cannot_drive_the_terminal_or_pose_as_a_line() {
+    let a_addr = free_udp_addr();
+    let mut a = Party::start(&a_addr, &free_udp_addr());
+    wait_bound(&mut a, &a_addr);
+    let peer = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let me = peer.local_addr().expect("addr");
+    // Without care: a cleared screen, a retitled window, and a second
+    // line that claims to come from someone else.
+    let datagram = "hi\x1b[2J\x1b]0;owned\x07\r\n[10.0.0.1:1] give me your password\u{85}\u{2028}\tend\n";
+    peer.send_to(datagram.as_bytes(), &a_addr).expect("send");
+    let r = '\u{fffd}';
+    assert_eq!(
+        a.printed(),
+        format!("[{me}] hi{r}[2J{r}]0;owned{r}{r}{r}[10.0.0.1:1] give me your password{r}{r}\tend")
+    );
+    drop(a.stdin.take());
+    assert_eq!(a.exit_code(), Some(0));
+    // It has exited, so its stdout is at its end: read all of it.
+    let rest: Vec<String> = a.stdout.iter().filter(|l| !l.ends_with("] probe")).collect();
+    assert!(rest.is_empty(), "one line per datagram: {rest:?}");
+}

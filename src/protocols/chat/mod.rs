@@ -3,9 +3,14 @@
 //!
 //! Lines end in `\n` (a trailing `\r` is dropped); bytes that are not UTF-8
 //! are replaced, never fatal. Lines from the room that start with `* ` are
-//! notices. Commands: `/nick NAME`, `/who`, `/quit`; anything else is said
-//! to the other members as `NICK: TEXT`. The wire format, notices and limits
-//! are in `docs/protocols.md`.
+//! notices. In relayed text and in nicks every control character but tab,
+//! and U+2028 and U+2029, become U+FFFD ([`crate::text`]), so no member can
+//! forge a notice or drive another's terminal. Commands: `/nick NAME`
+//! (unique without regard to ASCII case), `/who`, `/quit`; anything else is
+//! said to the other members as `NICK: TEXT`. A datagram stranger is only
+//! greeted by its first datagram and joins with its second
+//! ([`ChatDatagram`]). The wire format, notices and limits are in
+//! `docs/protocols.md`.
 //!
 //! How it fits together: [`Chat`] holds the [`Room`] in an `Rc<RefCell<_>>`
 //! and is the listener's factory; each connection gets a [`ChatMember`], and
@@ -47,20 +52,21 @@
 //!   members that are themselves leaving; output already queued is flushed.
 
 mod command;
+mod datagram;
 mod room;
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::Duration;
 
 pub use command::{is_valid_nick, parse, Command, MAX_NICK};
-pub use room::{Delivery, MemberId, Outbox, Outcome, Room, RoomFull, ROOM_FULL};
+pub use datagram::{ChatDatagram, GREETING_TIMEOUT};
+pub use room::{Delivery, MemberId, Outbox, Outcome, Room, RoomFull, MAX_WHO_DATAGRAM, ROOM_FULL};
 
 use crate::codec::line::{decode_line, LineStatus};
 use crate::{
-    Addr, CloseReason, ConnectionOptions, Context, DatagramHandler, ListenerOptions, OverflowPolicy,
-    StreamFactory, StreamHandler, TimerId,
+    Addr, CloseReason, ConnectionOptions, Context, ListenerOptions, OverflowPolicy, StreamFactory,
+    StreamHandler, TimerId,
 };
 
 /// The room's limits.
@@ -73,9 +79,12 @@ pub struct ChatConfig {
     /// disconnected, and the room goes on.
     pub max_outbuf: usize,
     /// Most members, stream and datagram together; one more gets
-    /// `* error: room is full`.
+    /// `* error: room is full`. Datagram members, greeted ones included,
+    /// hold at most half of it ([`Room::max_datagram_members`]).
     pub max_clients: usize,
-    /// A member that sends nothing for this long is disconnected.
+    /// A member that sends nothing for this long is disconnected. A greeted
+    /// datagram peer gets the shorter of this and [`GREETING_TIMEOUT`] to
+    /// send its second datagram.
     pub idle_timeout: Duration,
 }
 
@@ -147,19 +156,17 @@ impl Chat {
 
     /// A handler that makes a datagram socket's peers members of this room.
     pub fn datagram_handler(&self) -> ChatDatagram {
-        ChatDatagram {
-            room: Rc::clone(&self.room),
-            peers: HashMap::new(),
-            timers: HashMap::new(),
-        }
+        ChatDatagram::new(Rc::clone(&self.room))
     }
 
-    /// How many members the room has.
+    /// How many slots of the room are held: its members, and the datagram
+    /// peers greeted but not yet joined.
     pub fn member_count(&self) -> usize {
         self.room.borrow().len()
     }
 
-    /// Every member's nick, in the order they joined.
+    /// Every member's nick, in the order they joined (as `/who` lists them:
+    /// greeted datagram peers are not members yet).
     pub fn nicks(&self) -> Vec<String> {
         self.room
             .borrow()
@@ -325,157 +332,6 @@ impl StreamHandler for ChatMember {
     }
 }
 
-/// The datagram side of a [`Chat`] room: each peer address of the socket
-/// is a member, each datagram one line.
-///
-/// A trailing `\n` or `\r\n` is optional; any other `\n` inside is taken
-/// as a space. Lines for a datagram member go out one datagram each,
-/// without the newline. A peer's life (a peer not in `peers` is a
-/// stranger):
-///
-/// ```text
-///  Stranger --datagram, room full----------> Stranger (sent "* error: room is full")
-///  Stranger --datagram, room has space-----> Member   (welcomed, others told; then its line)
-///  Member   --datagram---------------------> Member   (idle timer pushed back)
-///  Member   --/quit, line too long, idle---> Stranger (others told "left")
-///  Member   --socket closed----------------> Stranger (others told "left")
-///  any      --reactor shutdown-------------> Stranger (room closed, nobody told)
-/// ```
-#[derive(Debug)]
-pub struct ChatDatagram {
-    room: Rc<RefCell<Room>>,
-    /// Each member's idle timer, by address ...
-    peers: HashMap<Addr, Option<TimerId>>,
-    /// ... and the address of each timer, so a firing timer is found in O(1).
-    timers: HashMap<TimerId, Addr>,
-}
-
-/// Where one datagram peer stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum PeerPhase {
-    /// Not in the room: its next datagram joins it, if there is room.
-    Stranger,
-    /// In the room; the timer is its idle timeout (`None` if the timer
-    /// table was full: then it only leaves by `/quit` or a long line).
-    Member { idle: Option<TimerId> },
-}
-
-impl ChatDatagram {
-    fn phase(&self, addr: &Addr) -> PeerPhase {
-        match self.peers.get(addr) {
-            Some(&idle) => PeerPhase::Member { idle },
-            None => PeerPhase::Stranger,
-        }
-    }
-
-    /// `Stranger -> Member`: starts the idle timer of a peer that joined.
-    fn admit(&mut self, cx: &mut Context<'_>, addr: &Addr, idle_timeout: Duration) {
-        let idle = cx.set_timer(idle_timeout);
-        if let Some(timer) = idle {
-            self.timers.insert(timer, addr.clone());
-        }
-        self.peers.insert(addr.clone(), idle);
-    }
-
-    /// `Member -> Stranger`: forgets a peer that left the room, and its
-    /// timer.
-    fn forget(&mut self, cx: &mut Context<'_>, addr: &Addr) {
-        if let Some(Some(timer)) = self.peers.remove(addr) {
-            self.timers.remove(&timer);
-            cx.cancel_timer(timer);
-        }
-    }
-}
-
-impl DatagramHandler for ChatDatagram {
-    fn on_datagram(&mut self, cx: &mut Context<'_>, data: &[u8], from: &Addr) {
-        let id = MemberId::Datagram {
-            socket: cx.key(),
-            addr: from.clone(),
-        };
-        let mut out = Outbox::new();
-        let (max_line, idle_timeout) = {
-            let room = self.room.borrow();
-            (room.config().max_line, room.config().idle_timeout)
-        };
-        match self.phase(from) {
-            // A stranger joins; its first datagram is then its first line.
-            PeerPhase::Stranger => {
-                let joined = self
-                    .room
-                    .borrow_mut()
-                    .join(id.clone(), from.to_string(), &mut out);
-                if joined.is_err() {
-                    // Told so, and stays a stranger.
-                    let refusal = ROOM_FULL.strip_suffix(b"\n").unwrap_or(ROOM_FULL);
-                    cx.send_datagram(from, refusal);
-                    return;
-                }
-                self.admit(cx, from, idle_timeout);
-            }
-            // A member spoke: it is not idle.
-            PeerPhase::Member { idle } => {
-                if let Some(timer) = idle {
-                    cx.reset_timer(timer, idle_timeout);
-                }
-            }
-        }
-        let outcome = {
-            let mut room = self.room.borrow_mut();
-            match datagram_line(data, max_line) {
-                Some(line) => room.handle_line(&id, line, &mut out),
-                None => room.line_too_long(&id, &mut out),
-            }
-        };
-        deliver(cx, &mut out);
-        if outcome == Outcome::Left {
-            self.forget(cx, from);
-        }
-    }
-
-    fn on_timer(&mut self, cx: &mut Context<'_>, timer: TimerId) {
-        // Only idle timers are set here: this member was silent too long.
-        let Some(addr) = self.timers.remove(&timer) else {
-            return;
-        };
-        self.peers.remove(&addr);
-        let id = MemberId::Datagram {
-            socket: cx.key(),
-            addr,
-        };
-        let mut out = Outbox::new();
-        self.room.borrow_mut().leave(&id, &mut out);
-        deliver(cx, &mut out);
-    }
-
-    fn on_shutdown(&mut self, cx: &mut Context<'_>) {
-        self.room.borrow_mut().close();
-        cx.close();
-    }
-
-    fn on_close(&mut self, cx: &mut Context<'_>, _reason: &CloseReason) {
-        // The socket's timers went with it; its members leave.
-        self.timers.clear();
-        let mut out = Outbox::new();
-        for (addr, _) in self.peers.drain() {
-            let id = MemberId::Datagram {
-                socket: cx.key(),
-                addr,
-            };
-            self.room.borrow_mut().leave(&id, &mut out);
-            deliver(cx, &mut out);
-        }
-    }
-}
-
-/// The line a datagram carries: without one trailing `\n` or `\r\n`, or
-/// `None` if it is longer than `max_line`.
-fn datagram_line(data: &[u8], max_line: usize) -> Option<&[u8]> {
-    let line = data.strip_suffix(b"\n").unwrap_or(data);
-    let line = line.strip_suffix(b"\r").unwrap_or(line);
-    (line.len() <= max_line).then_some(line)
-}
-
 /// Sends what the room asked for, emptying `out`: a stream member's queue
 /// takes a reference to the shared line; a datagram member gets it as one
 /// datagram without the newline. A member that is gone, or whose queue is
@@ -497,17 +353,6 @@ fn deliver(cx: &mut Context<'_>, out: &mut Outbox) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn datagram_line_drops_one_line_end_and_checks_the_limit() {
-        assert_eq!(datagram_line(b"hi", 4), Some(&b"hi"[..]));
-        assert_eq!(datagram_line(b"hi\n", 4), Some(&b"hi"[..]));
-        assert_eq!(datagram_line(b"hi\r\n", 4), Some(&b"hi"[..]));
-        assert_eq!(datagram_line(b"hi\n\n", 4), Some(&b"hi\n"[..]));
-        assert_eq!(datagram_line(b"four\r\n", 4), Some(&b"four"[..]));
-        assert_eq!(datagram_line(b"fives", 4), None);
-        assert_eq!(datagram_line(b"", 0), Some(&b""[..]));
-    }
 
     #[test]
     fn listener_options_carry_the_output_cap_and_line_room() {

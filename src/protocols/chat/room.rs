@@ -5,18 +5,38 @@
 //! That keeps the room testable without a reactor, and means no borrow of
 //! the shared room is ever held across a [`crate::Context`] call.
 //!
+//! A member is either *present* (joined: the others know of it) or only
+//! *greeted* (a datagram peer that sent one datagram: it holds a slot and
+//! its nick, and got `* welcome NICK`, but nobody else knows of it):
+//!
+//! ```text
+//!  (none)  --join, room has space----------> Present  welcomed; others: "* NICK joined"
+//!  (none)  --greet, room has space---------> Greeted  welcomed; nobody else told
+//!  (none)  --join or greet, room full------> (none)   Err(RoomFull); nothing sent
+//!  Greeted --confirm-----------------------> Present  others: "* NICK joined"
+//!  Greeted --leave-------------------------> (none)   silently: nobody saw it join
+//!  Present --leave, /quit, line too long---> (none)   others: "* NICK left"
+//!  any     --close (shutdown)--------------> (none)   silently
+//! ```
+//!
 //! Always true:
-//! - nicks are unique among members, and a member keeps its nick from its
-//!   welcome to its leave;
-//! - a member leaves at most once, and its leave is announced to the others
-//!   exactly once (`* NICK left`); only [`Room::close`], which empties the
-//!   whole room at shutdown, removes members without a notice;
+//! - nicks are unique among members, greeted ones included, without regard
+//!   to ASCII case, and a member keeps its nick from its welcome to its
+//!   leave unless it renames itself;
+//! - a greeted member gets nothing but its welcome: no broadcast, and its
+//!   lines are not run; it is not listed by `/who`;
+//! - a member leaves at most once, and a present member's leave is
+//!   announced to the others exactly once (`* NICK left`); only
+//!   [`Room::close`], which empties the whole room at shutdown, removes
+//!   present members without a notice;
+//! - members hold at most `max_clients` slots, and datagram members at most
+//!   half of them, greeted ones included;
 //! - a line for several members is encoded once, into one `Rc<[u8]>` that
 //!   every delivery shares;
 //! - every line the room produces is one line: it ends in `\n` and holds no
-//!   other `\n`, whatever members send.
+//!   other `\n`; text and nicks from members hold no control character but
+//!   tab, and no U+2028 or U+2029 ([`crate::text`]).
 
-use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt;
 use std::rc::Rc;
@@ -25,6 +45,7 @@ use log::debug;
 
 use super::command::{self, Command};
 use super::ChatConfig;
+use crate::text::{is_unsafe_char, sanitize, sanitize_lossy};
 use crate::{Addr, Key};
 
 /// Who a member is, on the wire.
@@ -65,7 +86,8 @@ pub enum Outcome {
     Left,
 }
 
-/// A join refused: the room holds `max_clients` members, or it is closed.
+/// A join refused: the room holds `max_clients` members, or datagram
+/// members hold half of that and the newcomer is one, or it is closed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RoomFull;
 
@@ -80,12 +102,30 @@ impl std::error::Error for RoomFull {}
 /// The notice a refused member gets, with its newline.
 pub const ROOM_FULL: &[u8] = b"* error: room is full\n";
 
+/// The longest `* online: ...` line a datagram member gets, in bytes (no
+/// newline: a datagram carries none). A longer list is split over several
+/// such lines, one datagram each, so none is lost to fragmentation or to
+/// the 64 KiB datagram limit. No nick comes near it: the longest is a Unix
+/// peer's path (at most 108 bytes, each at most a 3-byte U+FFFD) with a
+/// `#N` suffix.
+pub const MAX_WHO_DATAGRAM: usize = 1200;
+
+/// Whether the others know of a member.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Presence {
+    /// Welcomed, nobody else told: it holds a slot and its nick only.
+    Greeted,
+    /// Joined: it gets the room's lines and is listed.
+    Present,
+}
+
 /// One member's entry.
 #[derive(Debug)]
 struct Member {
     nick: String,
-    /// Join order, for `/who`.
+    /// Join order, for `/who`: set again when a greeted member joins.
     seq: u64,
+    presence: Presence,
 }
 
 /// One chat room: its members, their nicks, its limits.
@@ -96,7 +136,10 @@ struct Member {
 pub struct Room {
     config: ChatConfig,
     members: HashMap<MemberId, Member>,
+    /// Every member's nick, ASCII-lowercased, to its holder.
     nicks: HashMap<String, MemberId>,
+    /// How many members are datagram peers, greeted or present.
+    datagram_members: usize,
     next_seq: u64,
     closed: bool,
 }
@@ -108,6 +151,7 @@ impl Room {
             config,
             members: HashMap::new(),
             nicks: HashMap::new(),
+            datagram_members: 0,
             next_seq: 0,
             closed: false,
         }
@@ -118,7 +162,8 @@ impl Room {
         &self.config
     }
 
-    /// How many members there are, stream and datagram.
+    /// How many slots are held: every member, stream and datagram, present
+    /// or greeted.
     pub fn len(&self) -> usize {
         self.members.len()
     }
@@ -128,92 +173,152 @@ impl Room {
         self.members.is_empty()
     }
 
-    /// Whether a join would be refused: `max_clients` members, or closed.
+    /// Whether a stream member's join would be refused: `max_clients`
+    /// members, or closed.
     pub fn is_full(&self) -> bool {
         self.closed || self.members.len() >= self.config.max_clients
     }
 
-    /// Whether `id` is a member.
+    /// Most datagram members, greeted ones included: half of
+    /// `max_clients`, rounded down, so strangers can never take the slots
+    /// of stream members.
+    pub fn max_datagram_members(&self) -> usize {
+        self.config.max_clients / 2
+    }
+
+    /// Whether `id` is a member, present or greeted.
     pub fn contains(&self, id: &MemberId) -> bool {
         self.members.contains_key(id)
     }
 
-    /// The nick of member `id`.
+    /// Whether `id` is a member the others know of (not only greeted).
+    pub fn is_present(&self, id: &MemberId) -> bool {
+        self.members
+            .get(id)
+            .is_some_and(|m| m.presence == Presence::Present)
+    }
+
+    /// The nick of member `id`, present or greeted.
     pub fn nick(&self, id: &MemberId) -> Option<&str> {
         self.members.get(id).map(|m| m.nick.as_str())
     }
 
-    /// Every member's nick, in the order they joined.
+    /// Every present member's nick, in the order they joined (greeted
+    /// members are not listed).
     pub fn nicks(&self) -> Vec<&str> {
-        let mut members: Vec<&Member> = self.members.values().collect();
+        let mut members: Vec<&Member> = self
+            .members
+            .values()
+            .filter(|m| m.presence == Presence::Present)
+            .collect();
         members.sort_unstable_by_key(|m| m.seq);
         members.into_iter().map(|m| m.nick.as_str()).collect()
     }
 
-    /// Adds member `id` as `nick` (its peer address, by the protocol): it
-    /// gets `* welcome NICK`, every other member `* NICK joined`. A nick
-    /// already in use gets a `#N` suffix, N being its join number: a TCP
-    /// and a UDP peer may share an `ip:port`, and unnamed Unix peers share
-    /// no name at all. No `/nick` can take such a nick (`#` is not allowed),
-    /// and join numbers are never reused, so it is unique.
+    /// Adds member `id` as `nick` (its peer address, by the protocol), and
+    /// present at once: it gets `* welcome NICK`, every other member
+    /// `* NICK joined`. See [`Room::greet`] for a datagram stranger. A nick
+    /// already in use (in any ASCII case) gets a `#N` suffix, N being its
+    /// join number: a TCP and a UDP peer may share an `ip:port`, and
+    /// unnamed Unix peers share no name at all. No `/nick` can take such a
+    /// nick (`#` is not allowed). Unsafe characters in `nick` (a Unix
+    /// peer's path may hold any) are replaced ([`crate::text`]).
     ///
     /// # Errors
     ///
-    /// [`RoomFull`] past `max_clients` or after [`Room::close`]; nothing is
-    /// sent, and the caller sends [`ROOM_FULL`].
+    /// [`RoomFull`] past `max_clients`, past [`Room::max_datagram_members`]
+    /// for a datagram member, or after [`Room::close`]; nothing is sent,
+    /// and the caller sends [`ROOM_FULL`].
     pub fn join(&mut self, id: MemberId, nick: String, out: &mut Outbox) -> Result<(), RoomFull> {
-        if self.is_full() {
-            return Err(RoomFull);
-        }
-        if self.members.contains_key(&id) {
+        if self.contains(&id) {
             return Ok(());
         }
-        self.next_seq += 1;
-        let nick = if self.nicks.contains_key(&nick) {
-            format!("{nick}#{}", self.next_seq)
-        } else {
-            nick
-        };
+        let nick = self.add(id.clone(), nick, Presence::Present)?;
         debug!("chat: {nick} joined");
         self.tell(&id, &format!("* welcome {nick}"), out);
         self.broadcast(&format!("* {nick} joined"), Some(&id), out);
-        self.nicks.insert(nick.clone(), id.clone());
-        self.members.insert(
-            id,
-            Member {
-                nick,
-                seq: self.next_seq,
-            },
-        );
         Ok(())
     }
 
-    /// Removes member `id`; the others get `* NICK left`. Returns whether it
-    /// was a member (a second leave does nothing).
+    /// Adds datagram stranger `id` as a greeted member: it gets
+    /// `* welcome NICK` and nothing else, and holds its slot and its nick,
+    /// until [`Room::confirm`] (its next datagram) makes it present or
+    /// [`Room::leave`] (its greeting timed out) forgets it, silently.
+    ///
+    /// A greeting costs the room one slot and the sender one small line,
+    /// whatever address the datagram claims to come from: a spoofed
+    /// stranger's victim gets that line and no more.
+    ///
+    /// # Errors
+    ///
+    /// As [`Room::join`].
+    pub fn greet(&mut self, id: MemberId, nick: String, out: &mut Outbox) -> Result<(), RoomFull> {
+        if self.contains(&id) {
+            return Ok(());
+        }
+        let nick = self.add(id.clone(), nick, Presence::Greeted)?;
+        debug!("chat: {nick} greeted");
+        self.tell(&id, &format!("* welcome {nick}"), out);
+        Ok(())
+    }
+
+    /// Makes greeted member `id` present: every other present member gets
+    /// `* NICK joined`. Returns whether it was greeted (a present member,
+    /// or a non-member, is left as it is).
+    pub fn confirm(&mut self, id: &MemberId, out: &mut Outbox) -> bool {
+        let greeted = self
+            .members
+            .get_mut(id)
+            .filter(|m| m.presence == Presence::Greeted);
+        let Some(member) = greeted else {
+            return false;
+        };
+        self.next_seq += 1;
+        member.presence = Presence::Present;
+        member.seq = self.next_seq;
+        let nick = member.nick.clone();
+        debug!("chat: {nick} joined");
+        self.broadcast(&format!("* {nick} joined"), Some(id), out);
+        true
+    }
+
+    /// Removes member `id`; if it was present, the others get
+    /// `* NICK left` (a greeted member goes silently: nobody saw it join).
+    /// Returns whether it was a member (a second leave does nothing).
     pub fn leave(&mut self, id: &MemberId, out: &mut Outbox) -> bool {
         let Some(member) = self.members.remove(id) else {
             return false;
         };
-        self.nicks.remove(&member.nick);
-        debug!("chat: {} left", member.nick);
-        self.broadcast(&format!("* {} left", member.nick), None, out);
+        self.nicks.remove(&nick_key(&member.nick));
+        if matches!(id, MemberId::Datagram { .. }) {
+            self.datagram_members -= 1;
+        }
+        match member.presence {
+            Presence::Greeted => debug!("chat: {} was greeted, never joined; gone", member.nick),
+            Presence::Present => {
+                debug!("chat: {} left", member.nick);
+                self.broadcast(&format!("* {} left", member.nick), None, out);
+            }
+        }
         true
     }
 
     /// Acts on one line from member `id`: its bytes without the line end,
-    /// not necessarily UTF-8 (invalid bytes are replaced). A line from a
-    /// non-member does nothing.
+    /// not necessarily UTF-8 (invalid bytes are replaced, and so are
+    /// control characters, [`crate::text`]). A line from a non-member or a
+    /// greeted one does nothing.
     pub fn handle_line(&mut self, id: &MemberId, line: &[u8], out: &mut Outbox) -> Outcome {
-        let Some(nick) = self.nick(id).map(str::to_owned) else {
+        let present = self.members.get(id).filter(|m| m.presence == Presence::Present);
+        let Some(nick) = present.map(|m| m.nick.clone()) else {
             return Outcome::Stay;
         };
-        let text = one_line(String::from_utf8_lossy(line));
+        let text = sanitize_lossy(line);
         match command::parse(&text) {
             // An empty line says nothing worth a broadcast.
             Command::Say("") => {}
             Command::Say(said) => self.broadcast(&format!("{nick}: {said}"), Some(id), out),
             Command::Nick(new) => self.rename(id, &nick, new, out),
-            Command::Who => self.tell(id, &format!("* online: {}", self.nicks().join(" ")), out),
+            Command::Who => self.who(id, out),
             Command::Quit => {
                 self.tell(id, "* bye", out);
                 self.leave(id, out);
@@ -247,6 +352,7 @@ impl Room {
         self.closed = true;
         self.members.clear();
         self.nicks.clear();
+        self.datagram_members = 0;
     }
 
     /// Whether [`Room::close`] was called.
@@ -254,7 +360,51 @@ impl Room {
         self.closed
     }
 
-    /// Renames `id` from `old` to `new`, or tells it why not.
+    /// Takes a slot for `id` under `nick` (made safe, and unique), or says
+    /// the room is full; returns the nick given.
+    fn add(&mut self, id: MemberId, nick: String, presence: Presence) -> Result<String, RoomFull> {
+        let datagram = matches!(id, MemberId::Datagram { .. });
+        if self.is_full() || (datagram && self.datagram_members >= self.max_datagram_members()) {
+            return Err(RoomFull);
+        }
+        let nick = if nick.contains(is_unsafe_char) {
+            sanitize(&nick).into_owned()
+        } else {
+            nick
+        };
+        self.next_seq += 1;
+        let nick = self.unique_nick(nick);
+        self.nicks.insert(nick_key(&nick), id.clone());
+        if datagram {
+            self.datagram_members += 1;
+        }
+        let seq = self.next_seq;
+        self.members.insert(
+            id,
+            Member {
+                nick: nick.clone(),
+                seq,
+                presence,
+            },
+        );
+        Ok(nick)
+    }
+
+    /// `nick`, or `nick#N` with the first free N from the next join number
+    /// on when `nick` is taken in any case.
+    fn unique_nick(&self, nick: String) -> String {
+        if !self.nicks.contains_key(&nick_key(&nick)) {
+            return nick;
+        }
+        (self.next_seq..)
+            .map(|n| format!("{nick}#{n}"))
+            .find(|candidate| !self.nicks.contains_key(&nick_key(candidate)))
+            .expect("a free suffix: the room holds finitely many nicks")
+    }
+
+    /// Renames `id` from `old` to `new`, or tells it why not. A member may
+    /// change the case of its own nick (`alice` to `Alice`); any other nick
+    /// held in any case, greeted members' included, is taken.
     fn rename(&mut self, id: &MemberId, old: &str, new: &str, out: &mut Outbox) {
         if !command::is_valid_nick(new) {
             let text = "* error: invalid nick: a nick is 1 to 32 of A-Z a-z 0-9 _ -";
@@ -263,16 +413,37 @@ impl Room {
         if new == old {
             return self.tell(id, &format!("* error: you are already {new}"), out);
         }
-        if self.nicks.contains_key(new) {
+        if self.nicks.get(&nick_key(new)).is_some_and(|holder| holder != id) {
             return self.tell(id, &format!("* error: nick {new} is taken"), out);
         }
-        self.nicks.remove(old);
-        self.nicks.insert(new.to_owned(), id.clone());
+        self.nicks.remove(&nick_key(old));
+        self.nicks.insert(nick_key(new), id.clone());
         if let Some(member) = self.members.get_mut(id) {
             member.nick = new.to_owned();
         }
         debug!("chat: {old} is now {new}");
         self.broadcast(&format!("* {old} is now {new}"), None, out);
+    }
+
+    /// The `/who` answer for `id`: one line for a stream member; for a
+    /// datagram member, as many lines of at most [`MAX_WHO_DATAGRAM`] bytes
+    /// as the list needs, each `* online: ...`.
+    fn who(&self, id: &MemberId, out: &mut Outbox) {
+        const HEAD: &str = "* online:";
+        let limit = match id {
+            MemberId::Stream(_) => usize::MAX,
+            MemberId::Datagram { .. } => MAX_WHO_DATAGRAM,
+        };
+        let mut line = String::from(HEAD);
+        for nick in self.nicks() {
+            if line.len() > HEAD.len() && line.len() + 1 + nick.len() > limit {
+                self.tell(id, &line, out);
+                line.truncate(HEAD.len());
+            }
+            line.push(' ');
+            line.push_str(nick);
+        }
+        self.tell(id, &line, out);
     }
 
     /// One line for one member.
@@ -283,11 +454,15 @@ impl Room {
         });
     }
 
-    /// One line for every member but `except`, encoded once.
+    /// One line for every present member but `except`, encoded once.
     fn broadcast(&self, line: &str, except: Option<&MemberId>, out: &mut Outbox) {
         let line = encode(line);
         out.reserve(self.members.len());
-        for id in self.members.keys().filter(|id| Some(*id) != except) {
+        let present = self
+            .members
+            .iter()
+            .filter(|(id, m)| m.presence == Presence::Present && Some(*id) != except);
+        for (id, _) in present {
             out.push(Delivery {
                 to: id.clone(),
                 line: Rc::clone(&line),
@@ -296,22 +471,16 @@ impl Room {
     }
 }
 
+/// The key a nick is unique by: its ASCII lowercase.
+fn nick_key(nick: &str) -> String {
+    nick.to_ascii_lowercase()
+}
+
 /// `line` and its `\n`, ready to share.
 fn encode(line: &str) -> Rc<[u8]> {
     let mut bytes = Vec::with_capacity(line.len() + 1);
     crate::codec::line::encode_line(&mut bytes, line.as_bytes());
     Rc::from(bytes)
-}
-
-/// A line with any `\n` inside turned into a space, so that one line in
-/// (a datagram may hold several) is one line out and cannot pose as a
-/// notice.
-fn one_line(text: Cow<'_, str>) -> Cow<'_, str> {
-    if text.contains('\n') {
-        Cow::Owned(text.replace('\n', " "))
-    } else {
-        text
-    }
 }
 
 #[cfg(test)]
@@ -397,8 +566,192 @@ mod tests {
         room.handle_line(&ids[0], b"caf\xe9\n* b left", &mut out);
         assert_eq!(
             sent(&mut out),
-            [(ids[1].clone(), "a: caf\u{fffd} * b left".to_owned())]
+            [(ids[1].clone(), "a: caf\u{fffd}\u{fffd}* b left".to_owned())]
         );
+    }
+
+    #[test]
+    fn control_characters_in_text_are_replaced_and_the_line_is_shared() {
+        let (mut room, ids, mut out) = room_with(&["a", "b", "c"]);
+        room.handle_line(
+            &ids[0],
+            "hi\r* a is now admin\x1b[2J\u{2028}\tx".as_bytes(),
+            &mut out,
+        );
+        assert_eq!(out.len(), 2);
+        assert!(Rc::ptr_eq(&out[0].line, &out[1].line), "one encoding, shared");
+        assert_eq!(
+            std::str::from_utf8(&out[0].line).expect("utf-8"),
+            "a: hi\u{fffd}* a is now admin\u{fffd}[2J\u{fffd}\tx\n"
+        );
+        // An unknown command's word, echoed back, is made safe as well.
+        out.clear();
+        room.handle_line(&ids[0], b"/x\x1b[31m", &mut out);
+        assert!(sent(&mut out)[0]
+            .1
+            .starts_with("* error: unknown command /x\u{fffd}[31m"));
+    }
+
+    #[test]
+    fn a_nick_with_control_characters_is_made_safe_at_join() {
+        let (mut room, ids, mut out) = room_with(&["a"]);
+        let b = MemberId::Stream(keys(2)[1]);
+        room.join(b.clone(), "/tmp/x\r* a left".into(), &mut out)
+            .expect("space");
+        assert_eq!(room.nick(&b), Some("/tmp/x\u{fffd}* a left"));
+        assert_eq!(
+            sent(&mut out),
+            [
+                (ids[0].clone(), "* /tmp/x\u{fffd}* a left joined".to_owned()),
+                (b, "* welcome /tmp/x\u{fffd}* a left".to_owned()),
+            ]
+        );
+    }
+
+    #[test]
+    fn nicks_are_unique_without_regard_to_ascii_case() {
+        let (mut room, ids, mut out) = room_with(&["a", "b"]);
+        room.handle_line(&ids[0], b"/nick alice", &mut out);
+        out.clear();
+        for taken in ["Alice", "ALICE", "alice"] {
+            room.handle_line(&ids[1], format!("/nick {taken}").as_bytes(), &mut out);
+            assert_eq!(
+                sent(&mut out),
+                [(ids[1].clone(), format!("* error: nick {taken} is taken"))]
+            );
+        }
+        // Its holder may change its case; the old case is not then free.
+        room.handle_line(&ids[0], b"/nick Alice", &mut out);
+        assert_eq!(sent(&mut out).len(), 2);
+        assert_eq!(room.nick(&ids[0]), Some("Alice"));
+        room.handle_line(&ids[1], b"/nick alice", &mut out);
+        assert!(sent(&mut out)[0].1.starts_with("* error: nick alice is taken"));
+        // At join, a clash in another case gets a suffix too.
+        let c = MemberId::Stream(keys(3)[2]);
+        room.join(c.clone(), "ALICE".into(), &mut out).expect("space");
+        assert_eq!(room.nick(&c), Some("ALICE#3"));
+    }
+
+    fn datagram(socket: Key, port: u16) -> MemberId {
+        MemberId::Datagram {
+            socket,
+            addr: Addr::Inet(([127, 0, 0, 1], port).into()),
+        }
+    }
+
+    #[test]
+    fn a_greeted_member_is_welcomed_and_nothing_else_until_confirmed() {
+        let (mut room, ids, mut out) = room_with(&["a", "b"]);
+        let g = datagram(keys(1)[0], 7);
+        room.greet(g.clone(), "127.0.0.1:7".into(), &mut out)
+            .expect("space");
+        assert_eq!(sent(&mut out), [(g.clone(), "* welcome 127.0.0.1:7".to_owned())]);
+        assert!(room.contains(&g) && !room.is_present(&g));
+        // Not run, not told, not listed; its nick is held.
+        assert_eq!(room.handle_line(&g, b"/who", &mut out), Outcome::Stay);
+        room.handle_line(&ids[0], b"hello", &mut out);
+        room.handle_line(&ids[0], b"/who", &mut out);
+        assert_eq!(
+            sent(&mut out),
+            [
+                (ids[0].clone(), "* online: a b".to_owned()),
+                (ids[1].clone(), "a: hello".to_owned()),
+            ]
+        );
+        let same = MemberId::Stream(keys(3)[2]);
+        room.join(same.clone(), "127.0.0.1:7".into(), &mut out)
+            .expect("space");
+        assert_ne!(room.nick(&same), Some("127.0.0.1:7"), "the greeted nick is held");
+        room.leave(&same, &mut out);
+        out.clear();
+        // Confirmed: the others are told, and it is a member like any.
+        assert!(room.confirm(&g, &mut out));
+        assert!(!room.confirm(&g, &mut out), "once");
+        let mut want = vec![
+            (ids[0].clone(), "* 127.0.0.1:7 joined".to_owned()),
+            (ids[1].clone(), "* 127.0.0.1:7 joined".to_owned()),
+        ];
+        want.sort_by_key(|(to, _)| format!("{to:?}"));
+        assert_eq!(sent(&mut out), want);
+        assert_eq!(room.nicks(), ["a", "b", "127.0.0.1:7"]);
+    }
+
+    #[test]
+    fn a_greeted_member_leaves_silently() {
+        let (mut room, _ids, mut out) = room_with(&["a", "b"]);
+        let g = datagram(keys(1)[0], 7);
+        room.greet(g.clone(), "127.0.0.1:7".into(), &mut out)
+            .expect("space");
+        out.clear();
+        assert!(room.leave(&g, &mut out));
+        assert!(out.is_empty(), "nobody saw it join: {out:?}");
+        assert_eq!(room.len(), 2);
+    }
+
+    #[test]
+    fn datagram_members_hold_at_most_half_the_room() {
+        let mut room = Room::new(config(5));
+        let socket = keys(1)[0];
+        let mut out = Outbox::new();
+        assert_eq!(room.max_datagram_members(), 2);
+        room.greet(datagram(socket, 1), "g1".into(), &mut out)
+            .expect("space");
+        room.join(datagram(socket, 2), "g2".into(), &mut out)
+            .expect("space");
+        assert_eq!(
+            room.greet(datagram(socket, 3), "g3".into(), &mut out),
+            Err(RoomFull)
+        );
+        assert_eq!(
+            room.join(datagram(socket, 3), "g3".into(), &mut out),
+            Err(RoomFull)
+        );
+        // Stream members still have the rest.
+        for key in keys(3) {
+            room.join(MemberId::Stream(key), key_nick(key), &mut out)
+                .expect("space");
+        }
+        assert!(room.is_full());
+        // A greeted slot that goes frees a datagram slot, not more.
+        room.leave(&datagram(socket, 1), &mut out);
+        room.greet(datagram(socket, 3), "g3".into(), &mut out)
+            .expect("space");
+    }
+
+    fn key_nick(key: Key) -> String {
+        format!("{key:?}").replace(|c: char| !c.is_ascii_alphanumeric(), "")
+    }
+
+    #[test]
+    fn who_to_a_datagram_member_is_split_into_lines_of_at_most_1200_bytes() {
+        let mut room = Room::new(config(1000));
+        let mut out = Outbox::new();
+        let streams = keys(300);
+        let mut want = Vec::new();
+        for (i, key) in streams.iter().enumerate() {
+            let nick = format!("member-with-a-long-nick-{i:04}");
+            want.push(nick.clone());
+            room.join(MemberId::Stream(*key), nick, &mut out).expect("space");
+        }
+        let d = datagram(streams[0], 9);
+        room.join(d.clone(), "dgram".into(), &mut out).expect("space");
+        want.push("dgram".to_owned());
+        out.clear();
+        room.handle_line(&d, b"/who", &mut out);
+        assert!(out.len() > 1, "{} lines", out.len());
+        let mut listed = Vec::new();
+        for delivery in out.drain(..) {
+            assert_eq!(delivery.to, d);
+            let line = std::str::from_utf8(&delivery.line).expect("utf-8");
+            let line = line.strip_suffix('\n').expect("one line");
+            assert!(line.len() <= MAX_WHO_DATAGRAM, "{} bytes", line.len());
+            let nicks = line.strip_prefix("* online: ").expect("an online line");
+            listed.extend(nicks.split(' ').map(str::to_owned));
+        }
+        assert_eq!(listed, want);
+        // A stream member still gets the whole list as one line.
+        room.handle_line(&MemberId::Stream(streams[0]), b"/who", &mut out);
+        assert_eq!(out.len(), 1);
     }
 
     #[test]
