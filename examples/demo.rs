@@ -74,7 +74,7 @@ fn main() -> ExitCode {
     common::bind_or_exit(&mut reactor, "tcp", bound);
     let bound = reactor.listen_tcp(flags.files, files);
     common::bind_or_exit(&mut reactor, "tcp", bound);
-    let bound = reactor.listen_tcp(flags.http, http);
+    let bound = reactor.listen_tcp_with(flags.http, HttpServer::listener_options(), http);
     common::bind_or_exit(&mut reactor, "http", bound);
 
     common::serve(reactor)

@@ -75,8 +75,13 @@ fn main() -> ExitCode {
         let bound = reactor.listen_tcp_with(addr, options.clone(), files.clone());
         common::bind_or_exit(&mut reactor, "tcp", bound);
     }
+    // HTTP's watermarks bound what a client that does not read holds of a
+    // listing (under 256 KiB).
+    let mut http_options = HttpServer::listener_options();
+    http_options.max_connections = options.max_connections;
+    http_options.connection.drain_timeout = options.connection.drain_timeout;
     for addr in flags.http {
-        let bound = reactor.listen_tcp_with(addr, options.clone(), http.clone());
+        let bound = reactor.listen_tcp_with(addr, http_options.clone(), http.clone());
         common::bind_or_exit(&mut reactor, "http", bound);
     }
     common::serve(reactor)

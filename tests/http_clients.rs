@@ -315,7 +315,41 @@ fn http_get(addr: SocketAddr, target: &str) -> Response {
     if let Some(length) = header(&head, "Content-Length") {
         assert_eq!(length, body.len().to_string(), "Content-Length of GET {target}");
     }
+    let body = if header(&head, "Transfer-Encoding") == Some("chunked") {
+        dechunk(&body, target)
+    } else {
+        body
+    };
     Response { status, head, body }
+}
+
+/// The payload of a chunked body (RFC 9112 §7.1), checked for its framing.
+#[track_caller]
+fn dechunk(mut raw: &[u8], target: &str) -> Vec<u8> {
+    let mut body = Vec::new();
+    loop {
+        let line_end = raw
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .unwrap_or_else(|| panic!("chunk size line in GET {target}"));
+        let size = std::str::from_utf8(&raw[..line_end])
+            .ok()
+            .and_then(|hex| usize::from_str_radix(hex, 16).ok())
+            .unwrap_or_else(|| panic!("hex chunk size in GET {target}"));
+        raw = &raw[line_end + 2..];
+        if size == 0 {
+            assert_eq!(raw, b"\r\n", "end of the chunked body of GET {target}");
+            return body;
+        }
+        assert!(raw.len() >= size + 2, "a whole chunk in GET {target}");
+        body.extend_from_slice(&raw[..size]);
+        assert_eq!(
+            &raw[size..size + 2],
+            b"\r\n",
+            "CRLF after a chunk in GET {target}"
+        );
+        raw = &raw[size + 2..];
+    }
 }
 
 /// Runs Chromium headless on `url` and returns the DOM it dumps; fails if it

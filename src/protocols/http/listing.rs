@@ -21,8 +21,10 @@
 //! Relative links resolve against the page's URL, so the page must be served
 //! at a URL ending with `/` (the handler redirects `/dir` to `/dir/`).
 //!
-//! Cost: one pass over the entries after sorting them, O(n log n); the page
-//! is about 200 bytes per entry.
+//! Cost: about 200 bytes of page per entry. [`render_listing`] builds a
+//! whole page (for tests and embedders); the server renders the same page a
+//! chunk at a time from the three pieces it is made of, [`page_start`],
+//! [`push_row`] and [`page_end`] (see [`super::dir`]).
 
 use std::fmt::Write as _;
 use std::time::SystemTime;
@@ -43,12 +45,25 @@ pub struct Entry {
 }
 
 /// The listing page of the directory at `url_path` (the decoded request
-/// path, ending with `/`) holding `entries`, in any order.
+/// path, ending with `/`) holding `entries`, in any order, built whole. The
+/// server streams the same page a chunk at a time ([`super::dir`]) from
+/// [`page_start`], [`push_row`] and [`page_end`].
 pub fn render_listing(url_path: &str, entries: &[Entry]) -> String {
     let mut sorted: Vec<&Entry> = entries.iter().filter(|e| is_single_segment(&e.name)).collect();
     sorted.sort_by(|a, b| b.is_dir.cmp(&a.is_dir).then_with(|| a.name.cmp(&b.name)));
-    let title = escape_html(&format!("Index of {url_path}"));
     let mut html = String::with_capacity(640 + 200 * sorted.len());
+    page_start(&mut html, url_path);
+    for entry in sorted {
+        push_row(&mut html, entry);
+    }
+    page_end(&mut html);
+    html
+}
+
+/// Appends the start of the page for `url_path`: the document head, the
+/// title, the table head and (except at the root `/`) the parent link.
+pub fn page_start(html: &mut String, url_path: &str) {
+    let title = escape_html(&format!("Index of {url_path}"));
     // Writing to a String cannot fail, so the results of write! are ignored.
     let _ = write!(
         html,
@@ -63,23 +78,29 @@ pub fn render_listing(url_path: &str, entries: &[Entry]) -> String {
     if url_path != "/" {
         html.push_str("<tr><td><a href=\"../\">../</a></td><td class=\"size\">-</td><td>-</td></tr>\n");
     }
-    for entry in sorted {
-        let slash = if entry.is_dir { "/" } else { "" };
-        let size = if entry.is_dir {
-            "-".to_owned()
-        } else {
-            human_size(entry.size)
-        };
-        let modified = entry.modified.map_or_else(|| "-".to_owned(), format_http_date);
-        let _ = writeln!(
-            html,
-            "<tr><td><a href=\"{}{slash}\">{}{slash}</a></td><td class=\"size\">{size}</td><td>{modified}</td></tr>",
-            percent_encode_segment(&entry.name),
-            escape_html(&entry.name),
-        );
-    }
+}
+
+/// Appends one table row: the entry's link, its size (none for a
+/// directory) and its modification time.
+pub fn push_row(html: &mut String, entry: &Entry) {
+    let slash = if entry.is_dir { "/" } else { "" };
+    let size = if entry.is_dir {
+        "-".to_owned()
+    } else {
+        human_size(entry.size)
+    };
+    let modified = entry.modified.map_or_else(|| "-".to_owned(), format_http_date);
+    let _ = writeln!(
+        html,
+        "<tr><td><a href=\"{}{slash}\">{}{slash}</a></td><td class=\"size\">{size}</td><td>{modified}</td></tr>",
+        percent_encode_segment(&entry.name),
+        escape_html(&entry.name),
+    );
+}
+
+/// Appends the end of the page.
+pub fn page_end(html: &mut String) {
     html.push_str("</tbody>\n</table>\n</body>\n</html>\n");
-    html
 }
 
 /// `name` with every byte outside the unreserved set `A-Z a-z 0-9 - . _ ~`

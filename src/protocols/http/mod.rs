@@ -8,6 +8,7 @@
 //! same confinement as the plain file protocol.
 
 pub mod date;
+pub mod dir;
 pub mod listing;
 pub mod mime;
 pub mod range;

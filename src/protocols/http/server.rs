@@ -11,7 +11,7 @@
 //! | with a single satisfiable `Range: bytes=` | 206 and `Content-Range` |
 //! | with an unsatisfiable one | 416 and `Content-Range: bytes */LEN` |
 //! | with `If-Modified-Since` not older than the file | 304, no body |
-//! | a directory, path ending in `/` | 200, an HTML listing |
+//! | a directory, path ending in `/` | 200, an HTML listing of what a request would serve, streamed (chunked, or close-delimited for HTTP/1.0) |
 //! | a directory without the `/` | 301 to the path with it |
 //! | a missing name | 404 |
 //! | a name outside the root, unreadable, or not a file or directory | 403 |
@@ -28,6 +28,10 @@
 //!   the same code as the plain protocol: constant memory per connection
 //!   whatever the file's size, and a stalled reader is cut by the body's
 //!   stall watchdog (the idle timeout) and the core's drain timeout;
+//! - a listing is rendered as the client reads it ([`super::dir`]): a few
+//!   entries per turn of the loop, none while the queue is above its high
+//!   watermark, so a directory of any size stalls no other client and one
+//!   that is not read holds at most the high watermark plus one chunk;
 //! - requests on one connection are answered in order: while a body is being
 //!   queued, or the queue is above its high watermark, the connection stops
 //!   reading, so pipelined requests wait in the socket and TCP flow control
@@ -54,14 +58,17 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use log::{debug, info, log_enabled, Level};
 
 use super::date::{format_http_date, parse_http_date};
-use super::listing::{percent_encode_segment, render_listing, Entry};
+use super::dir::{Framing, Index, Indexes, Listing};
+use super::listing::percent_encode_segment;
 use super::mime::content_type;
 use super::range::{parse_range, RangeOutcome};
 use super::request::{decode_path, parse_request, HeadError, Method, Parse, Request, Version};
 use crate::protocols::body::{FileBody, Progress};
 use crate::protocols::file::loggable;
 use crate::protocols::path::{Kind, Refusal, Resolved, Root};
-use crate::{Addr, CloseReason, Context, StreamFactory, StreamHandler, TimerId};
+use crate::{
+    Addr, CloseReason, ConnectionOptions, Context, ListenerOptions, StreamFactory, StreamHandler, TimerId,
+};
 
 /// How long a kept-alive connection may wait for its next request, unless
 /// set with [`HttpServer::with_idle_timeout`].
@@ -98,6 +105,8 @@ struct Config {
     root: Root,
     idle_timeout: Duration,
     header_timeout: Duration,
+    /// The indexes of the directories being listed right now.
+    indexes: Indexes,
 }
 
 impl HttpServer {
@@ -118,6 +127,7 @@ impl HttpServer {
                 root,
                 idle_timeout: DEFAULT_IDLE_TIMEOUT,
                 header_timeout: DEFAULT_HEADER_TIMEOUT,
+                indexes: Indexes::default(),
             }),
         }
     }
@@ -140,6 +150,22 @@ impl HttpServer {
     /// The served directory.
     pub fn root(&self) -> &Root {
         &self.config.root
+    }
+
+    /// Listener options for HTTP: a high watermark of 192 KiB (low: 64 KiB),
+    /// so that a client that does not read holds at most 192 KiB plus one
+    /// listing chunk (under 256 KiB in all) of generated output in the
+    /// server. File bodies are unaffected (they are queued as regions, not
+    /// bytes). Other options are the defaults.
+    pub fn listener_options() -> ListenerOptions {
+        ListenerOptions {
+            connection: ConnectionOptions {
+                high_water: 192 * 1024,
+                low_water: 64 * 1024,
+                ..ConnectionOptions::default()
+            },
+            ..ListenerOptions::default()
+        }
     }
 }
 
@@ -175,11 +201,14 @@ enum Wait {
 /// ```text
 /// Reading  --head complete, answer queued-----------> Reading   (keep-alive; idle timer)
 /// Reading  --head complete, body left to queue------> Sending   (reading paused)
+/// Reading  --directory listing started--------------> Listing   (reading paused)
 /// Reading  --answer queued above the high watermark-> Blocked   (reading paused)
 /// Reading  --not keep-alive / 400 / 431 / 408-------> Closing
 /// Reading  --idle timeout, FIN, shutdown------------> Closing   (nothing sent)
 /// Sending  --drain, body all queued-----------------> Reading / Blocked / Closing
 /// Sending  --stall watchdog, shutdown---------------> Closing   (rest queued as one region)
+/// Listing  --drain or tick, page all queued---------> Reading / Blocked / Closing
+/// Listing  --stall watchdog-------------------------> Closing   (page cut)
 /// Blocked  --drain----------------------------------> Reading   (reading resumed: pipelined requests)
 /// Closing  --flushed / drain_timeout / error--------> (core closes; on_close logs a cut answer)
 /// ```
@@ -189,6 +218,9 @@ enum Phase {
     Reading { wait: Wait, timer: Option<TimerId> },
     /// Queuing a file body; requests behind it wait.
     Sending(FileBody),
+    /// Rendering a directory listing a chunk per turn; requests behind it
+    /// wait.
+    Listing(Listing),
     /// Answers queued past the high watermark; requests behind them wait
     /// for the drain.
     Blocked,
@@ -254,6 +286,8 @@ enum Body {
     Bytes(Vec<u8>),
     /// A span of a file.
     File { file: File, offset: u64, len: u64 },
+    /// A directory's listing page, rendered as it is sent.
+    Listing { index: Rc<Index>, url_path: String },
 }
 
 impl HttpStream {
@@ -309,8 +343,10 @@ impl HttpStream {
     /// -> Closing: close once everything queued is flushed.
     fn close(&mut self, cx: &mut Context<'_>) {
         self.stop_waiting(cx);
-        if let Phase::Sending(body) = &mut self.phase {
-            body.cancel(cx);
+        match &mut self.phase {
+            Phase::Sending(body) => body.cancel(cx),
+            Phase::Listing(listing) => listing.cancel(cx),
+            Phase::Reading { .. } | Phase::Blocked | Phase::Closing => {}
         }
         self.phase = Phase::Closing;
         cx.close();
@@ -334,7 +370,9 @@ impl HttpStream {
     fn answer(&mut self, cx: &mut Context<'_>, req: &Request) {
         let started = cx.now();
         let (head, body) = self.decide(req);
-        let keep_alive = req.keep_alive() && !matches!(head.status, 400 | 408 | 431);
+        // An HTTP/1.0 client learns where a listing ends from the close.
+        let close_delimited = req.version == Version::Http10 && matches!(body, Body::Listing { .. });
+        let keep_alive = req.keep_alive() && !close_delimited && !matches!(head.status, 400 | 408 | 431);
         let body = if req.method == Method::Head {
             Body::None
         } else {
@@ -400,6 +438,17 @@ impl HttpStream {
                     }
                 }
             }
+            Body::Listing { index, url_path } => {
+                let framing = match version {
+                    Version::Http11 => Framing::Chunked,
+                    Version::Http10 => Framing::Close,
+                };
+                let listing = Listing::new(index, &url_path, framing, bytes, self.config.idle_timeout);
+                self.exchange = Some(exchange);
+                self.stop_waiting(cx);
+                self.phase = Phase::Listing(listing);
+                return self.pump_listing(cx);
+            }
         }
         let keep_alive = exchange.keep_alive;
         self.log(cx, &exchange, None);
@@ -452,9 +501,53 @@ impl HttpStream {
                 let (head, body) = error(301, None);
                 (head.field("Location", location), body)
             }
-            Kind::Dir => listing(&path, &resolved),
+            Kind::Dir => self.listing(req, &path, &resolved),
             Kind::File if wants_dir => error(404, None),
             Kind::File => file_answer(req, name, resolved),
+        }
+    }
+
+    /// The listing of a directory: 200 with an HTML page, produced as it is
+    /// sent, or 403 if the directory cannot be read. A `HEAD` reads nothing.
+    fn listing(&self, req: &Request, path: &str, resolved: &Resolved) -> (Head, Body) {
+        let mut head = Head::new(200, None).field("Content-Type", "text/html; charset=utf-8");
+        if req.version == Version::Http11 {
+            head = head.field("Transfer-Encoding", "chunked");
+        }
+        if req.method == Method::Head {
+            return (head, Body::None);
+        }
+        match self.config.indexes.get(&resolved.path, &resolved.metadata) {
+            Ok(index) => (
+                head,
+                Body::Listing {
+                    index,
+                    url_path: path.to_owned(),
+                },
+            ),
+            Err(err) => {
+                debug!("cannot list {}: {err}", resolved.path.display());
+                error(403, None)
+            }
+        }
+    }
+
+    /// Renders the next chunk of the listing being sent; once the page is all
+    /// queued, logs the answer and moves on.
+    fn pump_listing(&mut self, cx: &mut Context<'_>) {
+        let Phase::Listing(listing) = &mut self.phase else {
+            return;
+        };
+        if listing.pump(cx, &self.config.root) != Progress::Queued {
+            // Waiting: a drain or the tick brings it back. Failed: the
+            // connection is closing and on_close logs the cut answer.
+            return;
+        }
+        let rendered = listing.rendered();
+        if let Some(mut exchange) = self.exchange.take() {
+            exchange.bytes = rendered;
+            self.log(cx, &exchange, None);
+            self.next(cx, exchange.keep_alive);
         }
     }
 
@@ -492,7 +585,7 @@ impl StreamHandler for HttpStream {
         loop {
             match self.phase {
                 Phase::Closing => return data.len(),
-                Phase::Sending(_) | Phase::Blocked => {
+                Phase::Sending(_) | Phase::Listing(_) | Phase::Blocked => {
                     // Requests behind the current answer wait in the socket.
                     if !self.paused {
                         self.paused = true;
@@ -527,7 +620,7 @@ impl StreamHandler for HttpStream {
         self.peer_done = true;
         match self.phase {
             // The peer finished sending: close once the answer is out.
-            Phase::Sending(_) | Phase::Blocked | Phase::Closing => {}
+            Phase::Sending(_) | Phase::Listing(_) | Phase::Blocked | Phase::Closing => {}
             Phase::Reading { .. } => self.close(cx),
         }
     }
@@ -543,6 +636,7 @@ impl StreamHandler for HttpStream {
                 }
                 Progress::Waiting | Progress::Failed => {}
             },
+            Phase::Listing(_) => self.pump_listing(cx),
             Phase::Blocked => self.next(cx, true),
             Phase::Reading { .. } | Phase::Closing => {}
         }
@@ -581,6 +675,19 @@ impl StreamHandler for HttpStream {
                     cx.close();
                 }
             }
+            Phase::Listing(listing) => match listing.on_timer(timer) {
+                Some(true) => self.pump_listing(cx),
+                Some(false) => {
+                    debug!(
+                        "{} {}: nothing drained for {:?}; closing with the listing cut",
+                        cx.key(),
+                        self.peer,
+                        self.config.idle_timeout
+                    );
+                    self.close(cx);
+                }
+                None => {}
+            },
             Phase::Reading { .. } | Phase::Blocked | Phase::Closing => {}
         }
     }
@@ -594,13 +701,22 @@ impl StreamHandler for HttpStream {
                     cx.close();
                 }
             }
+            // Let the page finish within the shutdown timeout, then close.
+            Phase::Listing(_) => {
+                if let Some(exchange) = &mut self.exchange {
+                    exchange.keep_alive = false;
+                }
+            }
             Phase::Reading { .. } | Phase::Blocked => self.close(cx),
             Phase::Closing => {}
         }
     }
 
     fn on_close(&mut self, cx: &mut Context<'_>, reason: &CloseReason) {
-        if let Some(exchange) = self.exchange.take() {
+        if let Some(mut exchange) = self.exchange.take() {
+            if let Phase::Listing(listing) = &self.phase {
+                exchange.bytes = listing.rendered();
+            }
             // A body handed to the core whole (shutdown, stall) ends well
             // only if the core flushed it.
             let complete = matches!(self.phase, Phase::Closing)
@@ -671,44 +787,6 @@ fn if_range_holds(req: &Request, modified: Option<SystemTime>) -> bool {
         (Some(date), Some(modified)) => whole_seconds(date) == whole_seconds(modified),
         _ => false,
     }
-}
-
-/// The listing of a directory: 200 with an HTML page, or 403 if it cannot
-/// be read.
-fn listing(path: &str, resolved: &Resolved) -> (Head, Body) {
-    let entries = match read_entries(&resolved.path) {
-        Ok(entries) => entries,
-        Err(err) => {
-            debug!("cannot list {}: {err}", resolved.path.display());
-            return error(403, None);
-        }
-    };
-    let page = render_listing(path, &entries).into_bytes();
-    let head = Head::new(200, Some(page.len() as u64)).field("Content-Type", "text/html; charset=utf-8");
-    (head, Body::Bytes(page))
-}
-
-/// The entries of a directory whose names are UTF-8 (no other name can be
-/// asked for), with what the listing shows. A symlink is shown as what it
-/// points to; one that dangles, as itself.
-fn read_entries(dir: &Path) -> io::Result<Vec<Entry>> {
-    let mut entries = Vec::new();
-    for entry in std::fs::read_dir(dir)? {
-        let entry = entry?;
-        let Ok(name) = entry.file_name().into_string() else {
-            continue;
-        };
-        let Ok(metadata) = std::fs::metadata(entry.path()).or_else(|_| entry.metadata()) else {
-            continue;
-        };
-        entries.push(Entry {
-            name,
-            is_dir: metadata.is_dir(),
-            size: metadata.len(),
-            modified: metadata.modified().ok(),
-        });
-    }
-    Ok(entries)
 }
 
 /// The status for a name that is not served.

@@ -1,0 +1,380 @@
+//! Directory listings produced as the client reads them: a [`Listing`]
+//! renders a few entries per turn of the loop and stops while the
+//! connection's output is above its high watermark, so a directory of any
+//! size neither stalls the loop nor makes one client cost the server the
+//! whole page.
+//!
+//! Two pieces:
+//! - an [`Index`]: the directory's entry names, read once and sorted
+//!   (directories first, then byte order). It holds names only, no page and
+//!   no metadata, and is shared by every listing of the same directory
+//!   through [`Indexes`], which keeps only weak references: the index goes
+//!   away with the last listing that uses it. A directory whose modification
+//!   time (or identity) changed since is read again;
+//! - a [`Listing`]: one connection's walk over an index. Each
+//!   [`Listing::pump`] renders one chunk (at most [`BATCH`] entries, or
+//!   about [`CHUNK`] bytes), sends it, and then either asks for the next
+//!   turn with a zero-delay timer or, above the high watermark, waits for
+//!   the drain.
+//!
+//! Always true:
+//! - a listing shows only what a request would serve: an entry is looked up
+//!   when its row is rendered, and left out unless it is a regular file or a
+//!   directory, readable, and (for a symlink) resolves inside the root. A
+//!   symlink pointing outside shows nothing, not even its target's size or
+//!   date; FIFOs, sockets and devices are not listed;
+//! - per turn, one listing looks up at most [`BATCH`] entries and renders at
+//!   most [`CHUNK`] bytes plus one row, whatever the directory's size;
+//! - output is rendered only while the queue is below the high watermark, so
+//!   a client that does not read holds at most the high watermark plus one
+//!   chunk of listing in the server ([`super::HttpServer::listener_options`]
+//!   keeps that under 256 KiB);
+//! - a stall watchdog, like a file body's, closes the connection when
+//!   nothing has drained for the stall timeout.
+//!
+//! With HTTP/1.1 the page goes out with `Transfer-Encoding: chunked`, one
+//! chunk per turn; an HTTP/1.0 client gets it delimited by the close.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::ffi::CString;
+use std::fs::Metadata;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::rc::{Rc, Weak};
+use std::time::Duration;
+
+use super::listing::{page_end, page_start, push_row, Entry};
+use crate::protocols::body::Progress;
+use crate::protocols::path::Root;
+use crate::{Context, TimerId};
+
+/// Most entries one listing looks up and renders per turn of the loop.
+pub const BATCH: usize = 128;
+
+/// Rendering of a chunk stops once it holds this many bytes (a row can take
+/// it past by at most one row, about 2.6 KiB for a 255-byte name).
+pub const CHUNK: usize = 16 * 1024;
+
+/// What tells one state of a directory from another: its identity and its
+/// modification time, which changes whenever an entry is added, removed or
+/// renamed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    dev: u64,
+    ino: u64,
+    mtime: i64,
+    mtime_nsec: i64,
+}
+
+impl Stamp {
+    fn of(metadata: &Metadata) -> Stamp {
+        Stamp {
+            dev: metadata.dev(),
+            ino: metadata.ino(),
+            mtime: metadata.mtime(),
+            mtime_nsec: metadata.mtime_nsec(),
+        }
+    }
+}
+
+/// One name in an index: where it lies in the index's text.
+#[derive(Debug, Clone, Copy)]
+struct Name {
+    start: usize,
+    end: usize,
+}
+
+/// A directory's entry names, sorted as the page lists them. The names lie
+/// end to end in one string: two allocations whatever the directory's size,
+/// which go back to the system whole when the index is dropped.
+#[derive(Debug)]
+pub struct Index {
+    /// The directory's real path.
+    dir: PathBuf,
+    stamp: Stamp,
+    text: Box<str>,
+    names: Box<[Name]>,
+}
+
+impl Index {
+    /// Reads the directory at `dir` (a real path inside the root) whose
+    /// metadata is `metadata`. Names that are not UTF-8 (no request can name
+    /// them) or not one path segment are left out.
+    ///
+    /// # Errors
+    ///
+    /// The directory cannot be read.
+    pub fn read(dir: &Path, metadata: &Metadata) -> io::Result<Index> {
+        // (listed with the directories, name): a symlink counts as what it
+        // points to now. Rendering looks each entry up again, so this sets
+        // only the order.
+        let mut read: Vec<(bool, String)> = Vec::new();
+        for entry in std::fs::read_dir(dir)? {
+            let entry = entry?;
+            let Ok(name) = entry.file_name().into_string() else {
+                continue;
+            };
+            if matches!(name.as_str(), "" | "." | "..") || name.contains('/') {
+                continue;
+            }
+            let Ok(kind) = entry.file_type() else {
+                continue;
+            };
+            let dir = if kind.is_symlink() {
+                std::fs::metadata(entry.path()).is_ok_and(|m| m.is_dir())
+            } else {
+                kind.is_dir()
+            };
+            read.push((dir, name));
+        }
+        read.sort_unstable_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+        let mut text = String::with_capacity(read.iter().map(|(_, name)| name.len()).sum());
+        let mut names = Vec::with_capacity(read.len());
+        for (_, name) in read {
+            let start = text.len();
+            text.push_str(&name);
+            names.push(Name {
+                start,
+                end: text.len(),
+            });
+        }
+        Ok(Index {
+            dir: dir.to_owned(),
+            stamp: Stamp::of(metadata),
+            text: text.into_boxed_str(),
+            names: names.into_boxed_slice(),
+        })
+    }
+
+    /// How many names the index holds (before any is left out as not
+    /// servable).
+    pub fn len(&self) -> usize {
+        self.names.len()
+    }
+
+    /// Whether the directory had no names.
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty()
+    }
+
+    /// The row of the `i`th name, if a request for it would be served.
+    fn entry(&self, root: &Root, i: usize) -> Option<Entry> {
+        let span = self.names.get(i)?;
+        let name = self.text.get(span.start..span.end)?;
+        let path = self.dir.join(name);
+        // lstat first: whatever the index saw, a symlink now is checked as one.
+        let mut metadata = std::fs::symlink_metadata(&path).ok()?;
+        if metadata.file_type().is_symlink() {
+            let real = std::fs::canonicalize(&path).ok()?;
+            if !real.starts_with(root.dir()) {
+                return None;
+            }
+            metadata = std::fs::metadata(&real).ok()?;
+        }
+        if !(metadata.is_file() || metadata.is_dir()) || !readable(&path) {
+            return None;
+        }
+        Some(Entry {
+            name: name.to_owned(),
+            is_dir: metadata.is_dir(),
+            size: metadata.len(),
+            modified: metadata.modified().ok(),
+        })
+    }
+}
+
+/// Whether this process may open `path` for reading (`faccessat(2)` with the
+/// effective ids, as `open` checks them).
+fn readable(path: &Path) -> bool {
+    let Ok(c_path) = CString::new(path.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: `c_path` is a valid NUL-terminated string that outlives the
+    // call; faccessat only reads it.
+    unsafe { libc::faccessat(libc::AT_FDCWD, c_path.as_ptr(), libc::R_OK, libc::AT_EACCESS) == 0 }
+}
+
+/// The indexes of one server's directories, shared by its connections. Holds
+/// weak references only: an index lives as long as a listing uses it.
+#[derive(Debug, Default)]
+pub struct Indexes {
+    by_dir: RefCell<HashMap<PathBuf, Weak<Index>>>,
+}
+
+impl Clone for Indexes {
+    /// A new, empty set: indexes are shared only within one server.
+    fn clone(&self) -> Indexes {
+        Indexes::default()
+    }
+}
+
+impl Indexes {
+    /// The index of the directory at `dir` (a real path inside the root)
+    /// whose metadata is `metadata`: the one in use if it is still current,
+    /// else read now.
+    ///
+    /// # Errors
+    ///
+    /// The directory cannot be read.
+    pub fn get(&self, dir: &Path, metadata: &Metadata) -> io::Result<Rc<Index>> {
+        let stamp = Stamp::of(metadata);
+        let mut by_dir = self.by_dir.borrow_mut();
+        if let Some(index) = by_dir.get(dir).and_then(Weak::upgrade) {
+            if index.stamp == stamp {
+                return Ok(index);
+            }
+        }
+        let index = Rc::new(Index::read(dir, metadata)?);
+        // Forget directories no listing uses any more, so the map stays as
+        // small as the set of directories being listed right now.
+        by_dir.retain(|_, index| index.strong_count() > 0);
+        by_dir.insert(dir.to_owned(), Rc::downgrade(&index));
+        Ok(index)
+    }
+}
+
+/// How the end of the page is shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// HTTP/1.1: `Transfer-Encoding: chunked`, one chunk per call.
+    Chunked,
+    /// HTTP/1.0: the page ends with the connection.
+    Close,
+}
+
+/// One connection's listing page, rendered a chunk at a time.
+#[derive(Debug)]
+pub struct Listing {
+    index: Rc<Index>,
+    /// The decoded request path (ending with `/`), for the title and the
+    /// parent link.
+    url_path: String,
+    framing: Framing,
+    /// The response head, sent with the first chunk.
+    head: Option<Vec<u8>>,
+    /// The next name of the index to render.
+    next: usize,
+    /// Page bytes rendered so far (not counting chunk framing).
+    rendered: u64,
+    /// The zero-delay timer that brings the listing back next turn.
+    tick: Option<TimerId>,
+    stall: Duration,
+    watchdog: Option<TimerId>,
+}
+
+impl Listing {
+    /// The page for `index` at `url_path`, after `head`; nothing is queued
+    /// until [`Listing::pump`]. The stall watchdog fires when nothing has
+    /// drained for `stall`.
+    pub fn new(
+        index: Rc<Index>,
+        url_path: &str,
+        framing: Framing,
+        head: Vec<u8>,
+        stall: Duration,
+    ) -> Listing {
+        Listing {
+            index,
+            url_path: url_path.to_owned(),
+            framing,
+            head: Some(head),
+            next: 0,
+            rendered: 0,
+            tick: None,
+            stall,
+            watchdog: None,
+        }
+    }
+
+    /// Page bytes rendered so far.
+    pub fn rendered(&self) -> u64 {
+        self.rendered
+    }
+
+    /// Renders and sends the next chunk, unless the queue is above its high
+    /// watermark. Call it to start, from `on_drain`, and when
+    /// [`Listing::on_timer`] says so.
+    pub fn pump(&mut self, cx: &mut Context<'_>, root: &Root) -> Progress {
+        if cx.is_above_high_water() {
+            self.arm_watchdog(cx);
+            return Progress::Waiting;
+        }
+        let mut page = String::with_capacity(CHUNK + 4096);
+        if self.next == 0 {
+            page_start(&mut page, &self.url_path);
+        }
+        let mut looked_up = 0;
+        while looked_up < BATCH && page.len() < CHUNK && self.next < self.index.names.len() {
+            if let Some(entry) = self.index.entry(root, self.next) {
+                push_row(&mut page, &entry);
+            }
+            self.next += 1;
+            looked_up += 1;
+        }
+        let done = self.next >= self.index.names.len();
+        if done {
+            page_end(&mut page);
+        }
+        self.rendered += page.len() as u64;
+        let mut out = self.head.take().unwrap_or_default();
+        match self.framing {
+            Framing::Chunked => {
+                if !page.is_empty() {
+                    out.extend_from_slice(format!("{:x}\r\n", page.len()).as_bytes());
+                    out.extend_from_slice(page.as_bytes());
+                    out.extend_from_slice(b"\r\n");
+                }
+                if done {
+                    out.extend_from_slice(b"0\r\n\r\n");
+                }
+            }
+            Framing::Close => out.extend_from_slice(page.as_bytes()),
+        }
+        if !out.is_empty() && !cx.send_vec(out) {
+            self.cancel(cx);
+            return Progress::Failed;
+        }
+        if done {
+            self.cancel(cx);
+            return Progress::Queued;
+        }
+        if !cx.is_above_high_water() && self.tick.is_none() {
+            self.tick = cx.set_timer(Duration::ZERO);
+        }
+        self.arm_watchdog(cx);
+        Progress::Waiting
+    }
+
+    /// What `timer` means to this listing: `Some(true)` if it is the tick
+    /// (call [`Listing::pump`]), `Some(false)` if it is the stall watchdog
+    /// (nothing drained for the stall timeout: close the connection), `None`
+    /// if it is not this listing's.
+    pub fn on_timer(&mut self, timer: TimerId) -> Option<bool> {
+        if self.tick == Some(timer) {
+            self.tick = None;
+            Some(true)
+        } else if self.watchdog == Some(timer) {
+            self.watchdog = None;
+            Some(false)
+        } else {
+            None
+        }
+    }
+
+    /// Stops both timers (the listing is done with or given up on).
+    pub fn cancel(&mut self, cx: &mut Context<'_>) {
+        for timer in [self.tick.take(), self.watchdog.take()].into_iter().flatten() {
+            cx.cancel_timer(timer);
+        }
+    }
+
+    fn arm_watchdog(&mut self, cx: &mut Context<'_>) {
+        let pushed_back = self.watchdog.is_some_and(|w| cx.reset_timer(w, self.stall));
+        if !pushed_back {
+            self.watchdog = cx.set_timer(self.stall);
+        }
+    }
+}
