@@ -15,6 +15,12 @@
 //! `no_file` looks like a refusal. A reset, a read error, a server silent
 //! for a minute, or SIGINT/SIGTERM is detected, and leaves no file. HTTP
 //! (`Content-Length`) does not have these limits.
+//!
+//! Exit status: 0 for a saved file; 1 with `not found: NAME` for a
+//! `no_file` answer (and only then); 1 with `download of NAME failed` for
+//! anything else, a reset among them: a server that cannot open the file
+//! for a reason other than its name (out of descriptors) resets the
+//! connection rather than say `no_file`.
 
 mod common;
 
@@ -104,9 +110,24 @@ fn main() -> ExitCode {
         }
         Err(err) => {
             let _ = std::fs::remove_file(&temp);
-            common::fail(&format!("{}: {err}", flags.addr))
+            common::fail(&failure(&flags, &err))
         }
     }
+}
+
+/// The one-line message for a failed download: never "not found", which
+/// only a `no_file` answer may say.
+fn failure(flags: &Flags, err: &io::Error) -> String {
+    let hint = match err.kind() {
+        io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted | io::ErrorKind::BrokenPipe => {
+            " (the server reset the connection: it could not send the file now; try again later)"
+        }
+        _ => "",
+    };
+    format!(
+        "{}: download of {} failed, nothing saved: {err}{hint}",
+        flags.addr, flags.name
+    )
 }
 
 enum Outcome {
@@ -119,8 +140,13 @@ fn download(flags: &Flags, temp: &Path, stop: &AtomicBool) -> io::Result<Outcome
     let mut stream = TcpStream::connect_timeout(&flags.addr, CONNECT_TIMEOUT)?;
     stream.set_write_timeout(Some(STALL_TIMEOUT))?;
     stream.set_read_timeout(Some(POLL))?;
-    stream.write_all(flags.name.as_bytes())?;
-    stream.write_all(b"\n")?;
+    // The name and its newline in one write, so they arrive in one segment:
+    // a server that takes the first chunk as the whole name (the classic
+    // Python server) must not see the name without its end.
+    let mut request = Vec::with_capacity(flags.name.len() + 1);
+    request.extend_from_slice(flags.name.as_bytes());
+    request.push(b'\n');
+    stream.write_all(&request)?;
     let mut file = OpenOptions::new().write(true).create_new(true).open(temp)?;
     let mut progress = Progress::new();
     let mut head = Vec::with_capacity(NO_FILE.len());

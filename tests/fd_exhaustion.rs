@@ -5,10 +5,15 @@
 //! away rather than leave them hanging in the backlog, serve again as soon
 //! as descriptors free up, and end with as many descriptors open as it
 //! started with.
+//!
+//! And out of descriptors, the file server must never report an existing
+//! file missing (security issue, item 4): HTTP answers 503 with
+//! `Retry-After`, the plain protocol resets instead of sending `no_file`,
+//! and `file_client` fails without saying `not found`.
 mod common;
 
 use std::fs::File;
-use std::io::{ErrorKind, Read, Write};
+use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
@@ -29,10 +34,15 @@ const WINDOW: Duration = Duration::from_secs(1);
 /// Starts the echo example with its descriptor limit lowered to [`LIMIT`]
 /// and its log (at info level for evloop) going to `log`.
 fn start_limited_echo(log: &Path) -> ServerProcess {
-    let mut command = Command::new(example_path("echo"));
-    command
-        .args(["--tcp", "127.0.0.1:0"])
-        .env("RUST_LOG", "evloop=info");
+    start_limited("echo", &["--tcp", "127.0.0.1:0"], 1, log)
+}
+
+/// Starts example `name` with `args`, its descriptor limit lowered to
+/// [`LIMIT`] and its log (at info level for evloop) going to `log`; waits
+/// for `announces` announce lines.
+fn start_limited(name: &str, args: &[&str], announces: usize, log: &Path) -> ServerProcess {
+    let mut command = Command::new(example_path(name));
+    command.args(args).env("RUST_LOG", "evloop=info");
     // SAFETY: the closure runs in the child between fork and exec, and only
     // calls setrlimit(2), which is async-signal-safe, with a valid,
     // initialised `rlimit`; it allocates nothing and takes no lock.
@@ -49,7 +59,7 @@ fn start_limited_echo(log: &Path) -> ServerProcess {
         });
     }
     let stderr = File::create(log).expect("log file");
-    ServerProcess::start_logging_to(&mut command, 1, Stdio::from(stderr))
+    ServerProcess::start_logging_to(&mut command, announces, Stdio::from(stderr))
 }
 
 /// The process's CPU time so far (user + system), from `/proc/PID/stat`.
@@ -203,5 +213,171 @@ fn out_of_descriptors_the_server_rests_logs_once_turns_clients_away_and_recovers
         );
         std::thread::sleep(Duration::from_millis(10));
     }
+    assert!(server.terminate().success());
+}
+
+/// How many of the descriptors numbered below [`LIMIT`] the server has
+/// open: when all are, it can open nothing more (a descriptor inherited
+/// above the limit counts in `fd_count` but leaves a hole below it).
+fn usable_fds(server: &ServerProcess) -> usize {
+    std::fs::read_dir(format!("/proc/{}/fd", server.child.id()))
+        .map(|dir| {
+            dir.filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u64>().ok())
+                .filter(|&fd| fd < LIMIT)
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// Waits until the number of [`usable_fds`] the server has open satisfies
+/// `want`, or fails after [`STEP`].
+#[track_caller]
+fn wait_for_fd_count(server: &ServerProcess, want: impl Fn(usize) -> bool, what: &str) {
+    let deadline = Instant::now() + STEP;
+    while !want(usable_fds(server)) {
+        assert!(
+            Instant::now() < deadline,
+            "{what}: {} descriptors open",
+            usable_fds(server)
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// GETs `target` on a kept-alive connection; returns the status, the
+/// fields (names lowercased) and the body.
+#[track_caller]
+fn http_get(reader: &mut BufReader<TcpStream>, target: &str) -> (u16, Vec<(String, String)>, Vec<u8>) {
+    let request = format!("GET {target} HTTP/1.1\r\nHost: test\r\n\r\n");
+    reader.get_mut().write_all(request.as_bytes()).expect("request");
+    let mut line = String::new();
+    reader.read_line(&mut line).expect("status line");
+    let status = line
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("status line {line:?}"));
+    let mut fields = Vec::new();
+    loop {
+        line.clear();
+        reader.read_line(&mut line).expect("field line");
+        let field = line.trim_end();
+        if field.is_empty() {
+            break;
+        }
+        let (name, value) = field.split_once(':').expect("name: value");
+        fields.push((name.to_ascii_lowercase(), value.trim().to_owned()));
+    }
+    let length = fields
+        .iter()
+        .find(|(n, _)| n == "content-length")
+        .map_or(0, |(_, v)| v.parse().expect("length"));
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body).expect("body");
+    (status, fields, body)
+}
+
+fn field<'a>(fields: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    fields.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+}
+
+#[test]
+fn out_of_descriptors_an_existing_file_is_never_reported_missing() {
+    let dir = TempDir::new("fd-exhaustion-files");
+    let root = dir.0.join("root");
+    let out = dir.0.join("out");
+    std::fs::create_dir_all(&root).expect("root");
+    std::fs::create_dir_all(&out).expect("out");
+    let content = pattern(10_000, 4);
+    std::fs::write(root.join("data.bin"), &content).expect("file");
+    let log = dir.0.join("stderr.log");
+    let root_arg = root.to_str().expect("utf-8 path");
+    let args = [
+        "--tcp",
+        "127.0.0.1:0",
+        "--http",
+        "127.0.0.1:0",
+        "--root",
+        root_arg,
+        "--idle-timeout",
+        "60",
+    ];
+    let mut server = start_limited("file_server", &args, 2, &log);
+    let (plain, http) = (server.socket_addr("tcp"), server.socket_addr("http"));
+
+    // A plain client, accepted, that has not sent its name yet.
+    let base = usable_fds(&server);
+    let mut named_late = connect(plain);
+    wait_for_fd_count(&server, |n| n == base + 1, "the plain client accepted");
+    // An HTTP client, served while descriptors are plenty, kept alive.
+    let mut web = BufReader::new(connect(http));
+    let (status, _, body) = http_get(&mut web, "/data.bin");
+    assert!(status == 200 && body == content, "{status} before the shortage");
+    wait_for_fd_count(&server, |n| n == base + 2, "the file closed after its answer");
+
+    // Hold connections, one at a time, until the server's last descriptor
+    // is taken: no connect is left waiting in the backlog.
+    let mut held = Vec::new();
+    while usable_fds(&server) < LIMIT as usize {
+        assert!(held.len() < LIMIT as usize, "the limit never bit");
+        let count = usable_fds(&server);
+        held.push(connect(plain));
+        wait_for_fd_count(&server, |n| n > count, "a held connection accepted");
+    }
+    assert_eq!(usable_fds(&server), LIMIT as usize);
+
+    // HTTP: 503 with Retry-After, never 404; the connection stays usable.
+    for _ in 0..2 {
+        let (status, fields, _) = http_get(&mut web, "/data.bin");
+        assert_eq!(status, 503, "out of descriptors, an existing file got {status}");
+        assert_eq!(field(&fields, "retry-after"), Some("5"));
+    }
+    wait_for_log(&log, &["WARN", "data.bin", "answering 503"]);
+
+    // The plain protocol: a reset, never the bytes `no_file`.
+    named_late.write_all(b"data.bin\n").expect("name");
+    let mut got = Vec::new();
+    let read = named_late.read_to_end(&mut got);
+    assert!(
+        got.is_empty(),
+        "{:?} instead of a reset",
+        String::from_utf8_lossy(&got)
+    );
+    match read {
+        Err(err) => assert_eq!(err.kind(), ErrorKind::ConnectionReset, "{err}"),
+        Ok(_) => panic!("a clean close, which reads as an empty file, instead of a reset"),
+    }
+    wait_for_log(&log, &["WARN", "data.bin", "resetting"]);
+
+    // file_client on the one descriptor that reset freed: accepted, then
+    // the open fails. It must fail, not say `not found`, leave no file.
+    wait_for_fd_count(&server, |n| n == LIMIT as usize - 1, "the reset descriptor freed");
+    let output = out.join("data.bin");
+    let client = Command::new(example_path("file_client"))
+        .arg(plain.to_string())
+        .arg("data.bin")
+        .arg("-o")
+        .arg(&output)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run file_client");
+    let stderr = String::from_utf8_lossy(&client.stderr);
+    assert!(!client.status.success(), "file_client succeeded: {stderr}");
+    assert!(!stderr.contains("not found"), "file_client said: {stderr}");
+    assert!(stderr.contains("failed"), "file_client said: {stderr}");
+    let left: Vec<_> = std::fs::read_dir(&out).expect("out dir").collect();
+    assert!(left.is_empty(), "file_client left {left:?}");
+    assert!(
+        log_lines(&log, &["WARN", "resetting"]).len() >= 2,
+        "file_client's connection was not the one reset:\n{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+
+    // Descriptors back: the same connection gets the file again.
+    drop(held);
+    wait_for_fd_count(&server, |n| n < LIMIT as usize / 2, "held descriptors freed");
+    let (status, _, body) = http_get(&mut web, "/data.bin");
+    assert!(status == 200 && body == content, "{status} after the shortage");
+    drop(web);
     assert!(server.terminate().success());
 }

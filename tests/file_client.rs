@@ -103,6 +103,33 @@ fn connection_reset_mid_download_fails_and_leaves_no_file() {
 }
 
 #[test]
+fn a_reset_before_any_byte_is_a_failure_not_a_missing_file() {
+    // What a server out of descriptors does (security issue, item 4): it
+    // reads the name, cannot open the file, and resets.
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr").to_string();
+    let server = std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().expect("accept");
+        let mut name = [0; 64];
+        let n = stream.read(&mut name).expect("name");
+        reset_on_close(&stream);
+        name[..n].to_vec()
+    });
+    let out_dir = Dir::new("reset-at-once");
+    let failed = client(&addr, "data.bin", &out_dir.0.join("data.bin"));
+    let first_read = server.join().expect("fake server");
+    assert_eq!(
+        first_read, b"data.bin\n",
+        "the name and its newline in one segment"
+    );
+    let stderr = String::from_utf8_lossy(&failed.stderr);
+    assert_eq!(failed.status.code(), Some(1), "{stderr}");
+    assert!(!stderr.contains("not found"), "{stderr}");
+    assert!(stderr.contains("download of data.bin failed"), "{stderr}");
+    assert_eq!(out_dir.entries(), Vec::<String>::new(), "nothing left behind");
+}
+
+#[test]
 fn default_output_is_the_base_name_in_the_current_directory() {
     let root = Dir::new("base-root");
     std::fs::create_dir_all(root.0.join("sub")).expect("sub");

@@ -32,6 +32,16 @@ impl Site {
         std::fs::write(dir.0.join("secret.txt"), SECRET).expect("secret");
         std::os::unix::fs::symlink(dir.0.join("secret.txt"), root.join("escape")).expect("symlink");
         std::os::unix::fs::symlink(&dir.0, root.join("updir")).expect("symlink");
+        // Modified well before now: a `Last-Modified` less than a second old
+        // is weak, and could not validate an `If-Range` (RFC 9110 §8.8.2.2).
+        for name in ["hello.txt", "empty", "page.html", "sub/big.bin", "sub/a b.txt"] {
+            let file = std::fs::File::options()
+                .write(true)
+                .open(root.join(name))
+                .expect("file");
+            file.set_modified(std::time::UNIX_EPOCH + Duration::from_secs(FILE_TIME))
+                .expect("set mtime");
+        }
         Site { dir }
     }
 
@@ -60,6 +70,16 @@ impl Site {
 }
 
 const SECRET: &[u8] = b"TOP-SECRET-4d1f0c";
+
+/// When the site's files were last modified, in seconds since the epoch:
+/// 2023-11-14T22:13:20Z.
+const FILE_TIME: u64 = 1_700_000_000;
+
+/// `hello.txt`'s entity tag: `FILE_TIME` and 12 bytes, in hex.
+const HELLO_ETAG: &str = "\"6553f100-c\"";
+
+/// `hello.txt`'s `Last-Modified`.
+const HELLO_DATE: &str = "Tue, 14 Nov 2023 22:13:20 GMT";
 
 /// One response read off the wire.
 #[derive(Debug)]
@@ -320,6 +340,132 @@ fn if_modified_since_gets_304_when_nothing_changed() {
     // The connection is still in step after a body-less 304.
     assert_eq!(client.get("/empty", "").status, 200);
     // Gone first, so the shutdown need not wait out their lingering.
+    drop(client);
+    assert_eq!(server.shutdown(STEP), 0);
+}
+
+#[test]
+fn every_file_answer_carries_a_strong_etag_from_time_and_size() {
+    let site = Site::new("etag");
+    let server = site.serve_default();
+    let mut client = Client::new(server.info);
+    let full = client.get("/hello.txt", "");
+    assert_eq!(full.header("ETag"), Some(HELLO_ETAG));
+    assert_eq!(full.header("Last-Modified"), Some(HELLO_DATE));
+    let part = client.get("/hello.txt", "Range: bytes=0-1\r\n");
+    assert_eq!((part.status, part.header("ETag")), (206, Some(HELLO_ETAG)));
+    client.send(b"HEAD /hello.txt HTTP/1.1\r\nHost: t\r\n\r\n");
+    let head = client.read(true);
+    assert_eq!((head.status, head.header("ETag")), (200, Some(HELLO_ETAG)));
+    let cached = client.get("/hello.txt", &format!("If-None-Match: {HELLO_ETAG}\r\n"));
+    assert_eq!(cached.status, 304);
+    assert_eq!(cached.header("ETag"), Some(HELLO_ETAG));
+    assert_eq!(cached.header("Last-Modified"), Some(HELLO_DATE));
+    assert_eq!(cached.header("Content-Length"), None);
+    // The body-less 304 left the connection in step.
+    assert_eq!(client.get("/empty", "").header("ETag"), Some("\"6553f100-0\""));
+    // Another size, another tag.
+    let big = client.get("/sub/big.bin", "Range: bytes=0-0\r\n");
+    assert_eq!(big.header("ETag"), Some(format!("\"6553f100-{BIG:x}\"").as_str()));
+    drop(client);
+    assert_eq!(server.shutdown(STEP), 0);
+}
+
+#[test]
+fn if_none_match_that_fails_overrides_a_matching_if_modified_since() {
+    // The case of the report: a 304 here would leave a stale copy in place.
+    let site = Site::new("inm-ims");
+    let server = site.serve_default();
+    let mut client = Client::new(server.info);
+    let got = client.get(
+        "/hello.txt",
+        &format!("If-None-Match: \"nope\"\r\nIf-Modified-Since: {HELLO_DATE}\r\n"),
+    );
+    assert_eq!((got.status, got.body.as_slice()), (200, &b"hello, http\n"[..]));
+    // With the tag the server sent, weakly compared, or `*`: 304.
+    let values = [
+        HELLO_ETAG.to_owned(),
+        format!("W/{HELLO_ETAG}"),
+        format!("\"a\", {HELLO_ETAG}"),
+        "*".to_owned(),
+    ];
+    for value in values {
+        let got = client.get("/hello.txt", &format!("If-None-Match: {value}\r\n"));
+        assert_eq!(got.status, 304, "If-None-Match: {value}");
+    }
+    // A malformed list matches nothing: the file.
+    let junk = client.get("/hello.txt", "If-None-Match: nope\r\n");
+    assert_eq!(junk.status, 200);
+    drop(client);
+    assert_eq!(server.shutdown(STEP), 0);
+}
+
+#[test]
+fn if_match_that_fails_or_an_old_if_unmodified_since_gets_412() {
+    let site = Site::new("412");
+    let server = site.serve_default();
+    let mut client = Client::new(server.info);
+    let failed = client.get("/hello.txt", "If-Match: \"nope\"\r\n");
+    assert_eq!(failed.status, 412);
+    assert_eq!(failed.text(), "412 Precondition Failed\n");
+    // Strong comparison: the weak form of the current tag fails too.
+    let weak = client.get("/hello.txt", &format!("If-Match: W/{HELLO_ETAG}\r\n"));
+    assert_eq!(weak.status, 412);
+    // If-Match is evaluated before If-None-Match.
+    let both = client.get(
+        "/hello.txt",
+        &format!("If-Match: \"nope\"\r\nIf-None-Match: {HELLO_ETAG}\r\n"),
+    );
+    assert_eq!(both.status, 412);
+    for value in [HELLO_ETAG, "*"] {
+        let held = client.get("/hello.txt", &format!("If-Match: {value}\r\n"));
+        assert_eq!((held.status, held.body.len()), (200, 12), "If-Match: {value}");
+    }
+    let old = client.get(
+        "/hello.txt",
+        "If-Unmodified-Since: Sun, 06 Nov 1994 08:49:37 GMT\r\n",
+    );
+    assert_eq!(old.status, 412);
+    let same = client.get("/hello.txt", &format!("If-Unmodified-Since: {HELLO_DATE}\r\n"));
+    assert_eq!(same.status, 200);
+    // A 412 keeps the connection.
+    assert_eq!(client.get("/empty", "").status, 200);
+    drop(client);
+    assert_eq!(server.shutdown(STEP), 0);
+}
+
+#[test]
+fn a_resume_with_if_range_gets_the_rest_only_while_the_tag_holds() {
+    // `curl -C -` with a validator: the rest of the file, or all of it if
+    // the file changed since the first part was fetched.
+    let site = Site::new("resume");
+    let server = site.serve_default();
+    let mut client = Client::new(server.info);
+    let whole = pattern(BIG, 9);
+    let first = client.get("/sub/big.bin", "Range: bytes=0-99999\r\n");
+    assert_eq!(first.status, 206);
+    let tag = first.header("ETag").expect("ETag").to_owned();
+    let rest = client.get(
+        "/sub/big.bin",
+        &format!("Range: bytes=100000-\r\nIf-Range: {tag}\r\n"),
+    );
+    assert_eq!(rest.status, 206);
+    assert_eq!(
+        rest.header("Content-Range"),
+        Some(format!("bytes 100000-{}/{BIG}", BIG - 1).as_str())
+    );
+    assert!(
+        [first.body, rest.body].concat() == whole,
+        "the two parts make the file"
+    );
+    for stale in ["\"6553f0ff-300011\"".to_owned(), format!("W/{tag}")] {
+        let got = client.get(
+            "/sub/big.bin",
+            &format!("Range: bytes=100000-\r\nIf-Range: {stale}\r\n"),
+        );
+        assert_eq!(got.status, 200, "If-Range: {stale}");
+        assert!(got.body == whole, "the whole file for If-Range: {stale}");
+    }
     drop(client);
     assert_eq!(server.shutdown(STEP), 0);
 }

@@ -16,6 +16,10 @@
 //! - names go through [`Root::resolve_file`], the confinement HTTP shares;
 //!   only regular files inside the root are served, anything else (and a
 //!   name over [`MAX_NAME`] bytes) gets exactly [`NO_FILE`], then a close;
+//! - [`NO_FILE`] means the name is missing or not allowed, nothing else: a
+//!   file that cannot be opened for another reason (out of descriptors, an
+//!   IO error: [`Refusal::Unavailable`]) gets a reset, logged at warn level,
+//!   so the client sees an error rather than a missing or an empty file;
 //! - memory per download is constant, whatever the file's size: the file
 //!   goes out as a [`FileBody`], regions that `sendfile(2)` sends from the
 //!   page cache, the same code HTTP uses;
@@ -39,10 +43,10 @@ use std::path::Path;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use log::{debug, info};
+use log::{debug, info, warn};
 
 use crate::protocols::body::{FileBody, Progress};
-use crate::protocols::path::Root;
+use crate::protocols::path::{Refusal, Root};
 use crate::{Addr, CloseReason, Context, StreamFactory, StreamHandler, TimerId};
 
 /// The answer to a name that is not served.
@@ -115,6 +119,7 @@ impl StreamFactory for FileServer {
 /// ```text
 /// AwaitingName --name, regular file in the root--> Streaming  (body pumped up to the high watermark)
 /// AwaitingName --name refused or too long--------> Finishing  (sent "no_file", closing)
+/// AwaitingName --open failed (not the name)------> Finishing  (reset, no "no_file")
 /// AwaitingName --idle timeout, FIN---------------> Finishing  (closing, nothing sent)
 /// AwaitingName --shutdown------------------------> Finishing  (reset: a FIN would read as an empty file)
 /// Streaming    --drain, more to queue------------> Streaming  (body pumped again)
@@ -141,6 +146,9 @@ enum Answer {
     File { size: u64 },
     /// `no_file`.
     NoFile,
+    /// A reset: the file could not be opened for a reason other than its
+    /// name.
+    Unavailable,
 }
 
 /// One request: the name, the answer, when it came.
@@ -181,17 +189,19 @@ impl FileStream {
         if let Download::AwaitingName { idle: Some(idle) } = self.state {
             cx.cancel_timer(idle);
         }
-        let resolved = if name.len() > MAX_NAME {
-            Err(format!("name of {} bytes, over {MAX_NAME}", name.len()))
-        } else {
-            self.root
-                .resolve_file(name)
-                .map_err(|refusal| refusal.to_string())
-        };
         let mut request = Request {
             name: loggable(name),
             answer: Answer::NoFile,
             started: cx.now(),
+        };
+        let resolved = if name.len() > MAX_NAME {
+            Err(format!("name of {} bytes, over {MAX_NAME}", name.len()))
+        } else {
+            match self.root.resolve_file(name) {
+                // Not the name's fault: `no_file` would be a lie.
+                Err(Refusal::Unavailable(err)) => return self.turn_away(cx, request, &err),
+                resolved => resolved.map_err(|refusal| refusal.to_string()),
+            }
         };
         match resolved {
             Ok(resolved) => {
@@ -215,6 +225,23 @@ impl FileStream {
                 self.finish(cx);
             }
         }
+    }
+
+    /// AwaitingName -> Finishing with a reset: the file could not be opened
+    /// for a reason that says nothing about the name (out of descriptors,
+    /// an IO error). A clean close would read as an empty file and
+    /// `no_file` as a missing one; a reset reads as an error.
+    fn turn_away(&mut self, cx: &mut Context<'_>, mut request: Request, err: &io::Error) {
+        warn!(
+            "{} {} {:?}: cannot open, resetting: {err}",
+            cx.key(),
+            self.peer,
+            request.name
+        );
+        request.answer = Answer::Unavailable;
+        self.request = Some(request);
+        self.state = Download::Finishing;
+        cx.abort();
     }
 
     /// Streaming: queues regions up to the high watermark (a drain brings

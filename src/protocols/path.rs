@@ -19,6 +19,15 @@
 //!   `O_NOCTTY`), so a FIFO placed in the root is refused instead of waiting
 //!   for a writer.
 //!
+//! - a name is said to be missing or forbidden ([`Refusal::NotFound`])
+//!   only when the open failed because of the name itself: it does not
+//!   exist, a component is not a directory, a symlink loops, the name is too
+//!   long, or permission is denied. Any other failure (out of descriptors,
+//!   out of memory, an IO error) is [`Refusal::Unavailable`], which says
+//!   nothing about the name: callers must not report such a file as missing,
+//!   or a client (a mirror script) would take an existing file for deleted.
+//!   [`Refusal::is_temporary`] tells the two apart.
+//!
 //! The plain file protocol and the HTTP handler share this code, so both
 //! follow the same rules.
 
@@ -71,9 +80,16 @@ pub enum Refusal {
     Absolute,
     /// The name has a `..` component.
     Parent,
-    /// It could not be opened: missing ([`io::ErrorKind::NotFound`]), no
-    /// permission, a dangling symlink.
+    /// It could not be opened because of the name: missing
+    /// ([`io::ErrorKind::NotFound`]), a component that is not a directory, a
+    /// dangling or looping symlink, a name too long, or no permission
+    /// ([`io::ErrorKind::PermissionDenied`]). See [`Refusal::from_open_error`].
     NotFound(io::Error),
+    /// It could not be opened (or examined once open) for a reason that says
+    /// nothing about the name: out of descriptors (`EMFILE`, `ENFILE`), out
+    /// of memory, an IO error. The file may well exist; the request may
+    /// succeed later. See [`Refusal::from_open_error`].
+    Unavailable(io::Error),
     /// The name resolves to something outside the root (through a symlink).
     OutsideRoot,
     /// A directory, where only regular files are served
@@ -92,10 +108,57 @@ impl fmt::Display for Refusal {
             Refusal::Absolute => f.write_str("absolute name"),
             Refusal::Parent => f.write_str("name leaves the root with .."),
             Refusal::NotFound(err) => write!(f, "cannot open: {err}"),
+            Refusal::Unavailable(err) => write!(f, "cannot open now: {err}"),
             Refusal::OutsideRoot => f.write_str("resolves outside the root"),
             Refusal::IsDirectory => f.write_str("a directory"),
             Refusal::NotServable => f.write_str("not a regular file or directory"),
         }
+    }
+}
+
+impl Refusal {
+    /// Classifies an error from opening a name (or from examining the
+    /// descriptor just opened): [`Refusal::NotFound`] when the error is
+    /// about the name, [`Refusal::Unavailable`] otherwise.
+    ///
+    /// About the name: `ENOENT`, `ENOTDIR`, `ELOOP`, `ENAMETOOLONG`,
+    /// `EACCES`, `EPERM`, and `ENXIO`/`ENODEV` (a device or socket with
+    /// nothing behind it). Everything else, `EMFILE`, `ENFILE`, `ENOMEM`,
+    /// `EIO`, `EINTR`, `EAGAIN` and errors not listed, is
+    /// [`Refusal::Unavailable`]: when in doubt, a file is not called missing.
+    /// An error without an OS code is classified by its kind
+    /// ([`io::ErrorKind::NotFound`] and [`io::ErrorKind::PermissionDenied`]
+    /// are about the name).
+    pub fn from_open_error(err: io::Error) -> Refusal {
+        let about_the_name = match err.raw_os_error() {
+            Some(code) => matches!(
+                code,
+                libc::ENOENT
+                    | libc::ENOTDIR
+                    | libc::ELOOP
+                    | libc::ENAMETOOLONG
+                    | libc::EACCES
+                    | libc::EPERM
+                    | libc::ENXIO
+                    | libc::ENODEV
+            ),
+            None => matches!(
+                err.kind(),
+                io::ErrorKind::NotFound | io::ErrorKind::PermissionDenied
+            ),
+        };
+        if about_the_name {
+            Refusal::NotFound(err)
+        } else {
+            Refusal::Unavailable(err)
+        }
+    }
+
+    /// Whether the refusal says nothing about the name, and the same request
+    /// may succeed later ([`Refusal::Unavailable`]): a protocol must then
+    /// not answer "missing" or "forbidden".
+    pub fn is_temporary(&self) -> bool {
+        matches!(self, Refusal::Unavailable(_))
     }
 }
 
@@ -125,7 +188,8 @@ impl Root {
     /// # Errors
     ///
     /// A [`Refusal`] saying why the name is not served; a directory is
-    /// [`Refusal::IsDirectory`].
+    /// [`Refusal::IsDirectory`]; [`Refusal::Unavailable`] when it could not
+    /// be opened for a reason other than the name.
     pub fn resolve_file(&self, name: &[u8]) -> Result<Resolved, Refusal> {
         let resolved = self.resolve(name)?;
         match resolved.kind {
@@ -139,7 +203,9 @@ impl Root {
     ///
     /// # Errors
     ///
-    /// A [`Refusal`] saying why the name is not served.
+    /// A [`Refusal`] saying why the name is not served;
+    /// [`Refusal::Unavailable`] when it could not be opened for a reason
+    /// other than the name (out of descriptors, an IO error).
     pub fn resolve(&self, name: &[u8]) -> Result<Resolved, Refusal> {
         let relative = check_name(name)?;
         let joined = self.dir.join(relative);
@@ -147,14 +213,14 @@ impl Root {
             .read(true)
             .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC)
             .open(&joined)
-            .map_err(Refusal::NotFound)?;
-        let path = opened_path(&file, &joined).map_err(Refusal::NotFound)?;
+            .map_err(Refusal::from_open_error)?;
+        let path = opened_path(&file, &joined).map_err(Refusal::from_open_error)?;
         // `Path::starts_with` compares whole components: `/srv/www-old`
         // is not inside `/srv/www`.
         if !path.starts_with(&self.dir) {
             return Err(Refusal::OutsideRoot);
         }
-        let metadata = file.metadata().map_err(Refusal::NotFound)?;
+        let metadata = file.metadata().map_err(Refusal::from_open_error)?;
         let kind = if metadata.is_file() {
             Kind::File
         } else if metadata.is_dir() {
@@ -315,6 +381,50 @@ mod tests {
             other => panic!("{other}"),
         }
         assert!(matches!(refusal(&root, b"a.txt/x"), Refusal::NotFound(_)));
+    }
+
+    #[test]
+    fn open_errors_about_the_name_are_refusals_and_others_unavailable() {
+        let about_the_name = [
+            libc::ENOENT,
+            libc::ENOTDIR,
+            libc::ELOOP,
+            libc::ENAMETOOLONG,
+            libc::EACCES,
+            libc::EPERM,
+            libc::ENXIO,
+            libc::ENODEV,
+        ];
+        for code in about_the_name {
+            let refusal = Refusal::from_open_error(io::Error::from_raw_os_error(code));
+            assert!(matches!(refusal, Refusal::NotFound(_)), "errno {code}: {refusal}");
+            assert!(!refusal.is_temporary());
+        }
+        let not_about_the_name = [
+            libc::EMFILE,
+            libc::ENFILE,
+            libc::ENOMEM,
+            libc::EIO,
+            libc::EINTR,
+            libc::EAGAIN,
+            libc::EOVERFLOW,
+            libc::ESTALE,
+        ];
+        for code in not_about_the_name {
+            let refusal = Refusal::from_open_error(io::Error::from_raw_os_error(code));
+            assert!(
+                matches!(refusal, Refusal::Unavailable(_)),
+                "errno {code}: {refusal}"
+            );
+            assert!(refusal.is_temporary());
+        }
+        // Errors without an OS code, by their kind.
+        let missing = Refusal::from_open_error(io::ErrorKind::NotFound.into());
+        assert!(matches!(missing, Refusal::NotFound(_)));
+        let denied = Refusal::from_open_error(io::ErrorKind::PermissionDenied.into());
+        assert!(matches!(denied, Refusal::NotFound(_)));
+        let other = Refusal::from_open_error(io::ErrorKind::OutOfMemory.into());
+        assert!(matches!(other, Refusal::Unavailable(_)));
     }
 
     #[test]

@@ -7,10 +7,13 @@
 //!
 //! | request | answer |
 //! |---|---|
-//! | `GET`/`HEAD` of a regular file | 200, `Content-Length`, `Content-Type`, `Last-Modified`, `Accept-Ranges` |
+//! | `GET`/`HEAD` of a regular file | 200, `Content-Length`, `Content-Type`, `ETag`, `Last-Modified`, `Accept-Ranges` |
 //! | with a single satisfiable `Range: bytes=` | 206 and `Content-Range` |
 //! | with an unsatisfiable one | 416 and `Content-Range: bytes */LEN` |
-//! | with `If-Modified-Since` not older than the file | 304, no body |
+//! | with an `If-Range` that does not hold (another tag, a weak one, another date) | 200, the whole file |
+//! | with an `If-Match` no tag of which matches strongly, or an `If-Unmodified-Since` older than the file | 412 |
+//! | with an `If-None-Match` that matches, or (without one) an `If-Modified-Since` not older than the file | 304 with `ETag` and `Last-Modified`, no body |
+//! | a file that cannot be opened for a reason other than its name (out of descriptors, an IO error) | 503 with `Retry-After: 5`, logged at warn; the connection stays usable |
 //! | a directory, path ending in `/` | 200, an HTML listing of what a request would serve, streamed (chunked, or close-delimited for HTTP/1.0) |
 //! | a directory without the `/` | 301 to the path with it |
 //! | a missing name | 404 |
@@ -20,7 +23,13 @@
 //! | a head over 8 KiB or 64 fields | 431, then close |
 //! | a head that does not arrive within the header timeout | 408, then close |
 //!
+//! Preconditions are evaluated in RFC 9110 §13.2.2's order by
+//! [`super::precondition::evaluate`]; the `ETag` is strong, from the
+//! modification time and size (`"<mtime-seconds-hex>-<size-hex>"`).
+//!
 //! Always true:
+//! - a 404 or 403 means the name is missing or not allowed, nothing else: a
+//!   file that exists but cannot be opened now is a 503;
 //! - paths are percent-decoded ([`super::request::decode_path`]), then go
 //!   through [`Root::resolve`], the confinement the plain file protocol
 //!   uses: no byte from outside the root is ever sent;
@@ -55,12 +64,13 @@ use std::path::Path;
 use std::rc::Rc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use log::{debug, info, log_enabled, Level};
+use log::{debug, info, log_enabled, warn, Level};
 
-use super::date::{format_http_date, parse_http_date};
+use super::date::format_http_date;
 use super::dir::{Framing, Index, Indexes, Listing};
 use super::listing::percent_encode_segment;
 use super::mime::content_type;
+use super::precondition::{etag, evaluate, Conditions, Validators, Verdict};
 use super::range::{parse_range, RangeOutcome};
 use super::request::{decode_path, parse_request, HeadError, Method, Parse, Request, Version};
 use crate::protocols::body::{FileBody, Progress};
@@ -81,6 +91,10 @@ pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The `Allow` value of a 405.
 const ALLOW: &str = "GET, HEAD";
+
+/// The `Retry-After` value, in seconds, of a 503 for a file that cannot be
+/// opened now (out of descriptors).
+const RETRY_AFTER: &str = "5";
 
 /// Serves the files and directories under a root over HTTP/1.1: one
 /// [`HttpStream`] per connection.
@@ -490,6 +504,16 @@ impl HttpStream {
         };
         let resolved = match self.config.root.resolve(name.as_bytes()) {
             Ok(resolved) => resolved,
+            Err(Refusal::Unavailable(err)) => {
+                // Not the name's fault: a 404 would tell a mirror the file
+                // is gone.
+                warn!(
+                    "{} {:?}: cannot open, answering 503: {err}",
+                    self.peer,
+                    loggable(name.as_bytes())
+                );
+                return error(503, Some(("Retry-After", RETRY_AFTER)));
+            }
             Err(refusal) => {
                 debug!("{:?}: {refusal}", loggable(name.as_bytes()));
                 return error(refusal_status(&refusal), None);
@@ -508,7 +532,8 @@ impl HttpStream {
     }
 
     /// The listing of a directory: 200 with an HTML page, produced as it is
-    /// sent, or 403 if the directory cannot be read. A `HEAD` reads nothing.
+    /// sent; 403 if the directory cannot be read, 503 if it cannot be read
+    /// now (out of descriptors). A `HEAD` reads nothing.
     fn listing(&self, req: &Request, path: &str, resolved: &Resolved) -> (Head, Body) {
         let mut head = Head::new(200, None).field("Content-Type", "text/html; charset=utf-8");
         if req.version == Version::Http11 {
@@ -525,10 +550,21 @@ impl HttpStream {
                     url_path: path.to_owned(),
                 },
             ),
-            Err(err) => {
-                debug!("cannot list {}: {err}", resolved.path.display());
-                error(403, None)
-            }
+            Err(err) => match Refusal::from_open_error(err) {
+                // Out of descriptors, say: the directory is still there.
+                Refusal::Unavailable(err) => {
+                    warn!(
+                        "{} {}: cannot list now, answering 503: {err}",
+                        self.peer,
+                        resolved.path.display()
+                    );
+                    error(503, Some(("Retry-After", RETRY_AFTER)))
+                }
+                refusal => {
+                    debug!("cannot list {}: {refusal}", resolved.path.display());
+                    error(403, None)
+                }
+            },
         }
     }
 
@@ -728,24 +764,29 @@ impl StreamHandler for HttpStream {
     }
 }
 
-/// The answer for a regular file: 200, 206, 304 or 416.
+/// The answer for a regular file: 200, 206, 304, 412 or 416, the
+/// preconditions evaluated first ([`super::precondition`]).
 fn file_answer(req: &Request, name: &str, resolved: Resolved) -> (Head, Body) {
     let len = resolved.metadata.len();
     let modified = resolved.metadata.modified().ok();
-    let mut outcome = RangeOutcome::Full;
-    if let Some(modified) = modified {
-        if let Some(since) = req.if_modified_since().and_then(parse_http_date) {
-            if whole_seconds(modified) <= whole_seconds(since) {
-                let head = Head::new(304, None).field("Last-Modified", format_http_date(modified));
-                return (head, Body::None);
-            }
+    let tag = etag(modified, len);
+    let current = Validators {
+        etag: &tag,
+        modified,
+        now: SystemTime::now(),
+    };
+    let use_range = match evaluate(&req.method, &Conditions::from_request(req), &current) {
+        Verdict::PreconditionFailed => return error(412, None),
+        Verdict::NotModified => {
+            let head = validator_fields(Head::new(304, None), &tag, modified);
+            return (head, Body::None);
         }
-    }
-    if let Some(range) = req.range() {
-        if if_range_holds(req, modified) {
-            outcome = parse_range(range, len);
-        }
-    }
+        Verdict::Send { use_range } => use_range,
+    };
+    let outcome = match req.range() {
+        Some(range) if use_range => parse_range(range, len),
+        _ => RangeOutcome::Full,
+    };
     let (status, offset, span) = match outcome {
         RangeOutcome::Full => (200, 0, len),
         RangeOutcome::Partial { start, end_inclusive } => (206, start, end_inclusive - start + 1),
@@ -755,12 +796,10 @@ fn file_answer(req: &Request, name: &str, resolved: Resolved) -> (Head, Body) {
             return (head, body);
         }
     };
-    let mut head = Head::new(status, Some(span))
+    let head = Head::new(status, Some(span))
         .field("Content-Type", content_type(Path::new(name)))
         .field("Accept-Ranges", "bytes");
-    if let Some(modified) = modified {
-        head = head.field("Last-Modified", format_http_date(modified));
-    }
+    let mut head = validator_fields(head, &tag, modified);
     if let Some(content_range) = outcome.content_range(len) {
         head = head.field("Content-Range", content_range);
     }
@@ -776,24 +815,22 @@ fn file_answer(req: &Request, name: &str, resolved: Resolved) -> (Head, Body) {
     (head, body)
 }
 
-/// Whether a `Range` may be honoured (RFC 9110 §13.1.5): no `If-Range`, or
-/// one holding exactly the file's `Last-Modified` date. An entity tag (this
-/// server sends none) never matches.
-fn if_range_holds(req: &Request, modified: Option<SystemTime>) -> bool {
-    let Some(if_range) = req.header("if-range") else {
-        return true;
-    };
-    match (parse_http_date(if_range), modified) {
-        (Some(date), Some(modified)) => whole_seconds(date) == whole_seconds(modified),
-        _ => false,
+/// Adds a file's validators: `ETag` and, if known, `Last-Modified`.
+fn validator_fields(head: Head, tag: &str, modified: Option<SystemTime>) -> Head {
+    let head = head.field("ETag", tag);
+    match modified {
+        Some(modified) => head.field("Last-Modified", format_http_date(modified)),
+        None => head,
     }
 }
 
-/// The status for a name that is not served.
+/// The status for a name that is not served: 404 or 403 only when the
+/// refusal is about the name, 503 when it is not ([`Refusal::Unavailable`]).
 fn refusal_status(refusal: &Refusal) -> u16 {
     match refusal {
         Refusal::NotFound(err) if err.kind() == io::ErrorKind::PermissionDenied => 403,
         Refusal::NotFound(_) | Refusal::Empty => 404,
+        Refusal::Unavailable(_) => 503,
         Refusal::NotUtf8
         | Refusal::Nul
         | Refusal::Absolute
@@ -868,6 +905,7 @@ fn reason(status: u16) -> &'static str {
         404 => "Not Found",
         405 => "Method Not Allowed",
         408 => "Request Timeout",
+        412 => "Precondition Failed",
         416 => "Range Not Satisfiable",
         431 => "Request Header Fields Too Large",
         503 => "Service Unavailable",
@@ -938,5 +976,7 @@ mod tests {
         assert_eq!(refusal_status(&denied), 403);
         assert_eq!(refusal_status(&Refusal::Parent), 403);
         assert_eq!(refusal_status(&Refusal::OutsideRoot), 403);
+        let emfile = Refusal::Unavailable(io::Error::from_raw_os_error(libc::EMFILE));
+        assert_eq!(refusal_status(&emfile), 503);
     }
 }

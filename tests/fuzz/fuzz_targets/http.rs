@@ -1,6 +1,6 @@
 //! HTTP request handling against the module docs: `request::{parse_request,
-//! decode_path}`, `range::parse_range` and `date::{parse_http_date,
-//! format_http_date}`.
+//! decode_path}`, `range::parse_range`, `date::{parse_http_date,
+//! format_http_date}` and `precondition::{evaluate, if_range_holds}`.
 //!
 //! Every input goes through all four, the way the server uses them: as a
 //! request head; when that is a complete request, its target, `Range` and
@@ -31,6 +31,12 @@
 //! agrees with a model of the docs' choices; `content_range` is formatted as
 //! documented.
 //!
+//! Preconditions (precondition.rs): the conditional fields of a complete
+//! request, and the raw bytes as each conditional field, never panic; a
+//! 304 only for `GET`/`HEAD`, a range only when there is one; a list that
+//! holds the current tag (strongly, for `If-Match`) passes; an `If-Range`
+//! holds only for the exact current tag or the exact date.
+//!
 //! Dates (date.rs "Always true"): parsing ignores surrounding whitespace; a
 //! parsed time formats to a 29-byte IMF-fixdate with the right weekday that
 //! parses back to the same time (times past 9999-12-31T23:59:59, which only
@@ -43,6 +49,9 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use evloop::protocols::http::date::{format_http_date, parse_http_date};
+use evloop::protocols::http::precondition::{
+    etag, evaluate, if_range_holds, Conditions, Validators, Verdict,
+};
 use evloop::protocols::http::range::{parse_range, RangeOutcome};
 use evloop::protocols::http::request::{
     decode_path, parse_request, HeadError, Method, Parse, PathError, Request, Version, MAX_HEAD, MAX_HEADERS,
@@ -57,6 +66,7 @@ fuzz_target!(|data: &[u8]| {
     check_range(data, &lengths_from(data));
     check_date(data);
     check_format_any_time(data);
+    check_raw_conditions(data);
 });
 
 // ---------------------------------------------------------------- requests
@@ -263,6 +273,97 @@ fn check_complete(data: &[u8], req: &Request) {
     }
     if let Some(date) = req.if_modified_since() {
         check_date(date);
+    }
+    let conditions = Conditions::from_request(req);
+    assert_eq!(conditions.if_match, all(req, "if-match").collect::<Vec<_>>());
+    assert_eq!(
+        conditions.if_none_match,
+        all(req, "if-none-match").collect::<Vec<_>>()
+    );
+    assert_eq!(conditions.has_range, req.range().is_some());
+    check_conditions(&req.method, &conditions);
+}
+
+// ----------------------------------------------------------- preconditions
+
+/// A file modified at a whole second a day ago, and its tag.
+fn validators(tag: &str) -> Validators<'_> {
+    let now = SystemTime::now();
+    Validators {
+        etag: tag,
+        modified: Some(at(unix_seconds(now).expect("now") - 86_400)),
+        now,
+    }
+}
+
+fn check_conditions(method: &Method, conditions: &Conditions<'_>) {
+    let tag = etag(Some(UNIX_EPOCH + Duration::from_secs(1_700_000_000)), 12);
+    let current = validators(&tag);
+    let verdict = evaluate(method, conditions, &current);
+    match verdict {
+        Verdict::NotModified => assert!(matches!(method, Method::Get | Method::Head)),
+        Verdict::Send { use_range } => assert!(!use_range || conditions.has_range),
+        Verdict::PreconditionFailed => {}
+    }
+    if conditions.if_match.is_empty() && conditions.if_unmodified_since.is_none() {
+        assert_ne!(
+            verdict,
+            Verdict::PreconditionFailed,
+            "412 without If-Match or If-Unmodified-Since"
+        );
+    }
+}
+
+/// The raw bytes as each conditional field, alone and with the current tag
+/// on a line of its own.
+fn check_raw_conditions(data: &[u8]) {
+    let tag = etag(Some(UNIX_EPOCH + Duration::from_secs(1_700_000_000)), 12);
+    let current = validators(&tag);
+    let get = Method::Get;
+    let alone = [
+        Conditions {
+            if_match: vec![data],
+            ..Conditions::default()
+        },
+        Conditions {
+            if_unmodified_since: Some(data),
+            ..Conditions::default()
+        },
+        Conditions {
+            if_none_match: vec![data],
+            ..Conditions::default()
+        },
+        Conditions {
+            if_modified_since: Some(data),
+            ..Conditions::default()
+        },
+        Conditions {
+            if_range: Some(data),
+            has_range: true,
+            ..Conditions::default()
+        },
+    ];
+    for conditions in &alone {
+        check_conditions(&get, conditions);
+        check_conditions(&Method::Head, conditions);
+    }
+    let with_tag = Conditions {
+        if_match: vec![data, tag.as_bytes()],
+        ..Conditions::default()
+    };
+    assert_ne!(evaluate(&get, &with_tag, &current), Verdict::PreconditionFailed);
+    let with_tag = Conditions {
+        if_none_match: vec![data, tag.as_bytes()],
+        ..Conditions::default()
+    };
+    assert_eq!(evaluate(&get, &with_tag, &current), Verdict::NotModified);
+    if if_range_holds(data, &current) {
+        let value = trim_ows(data);
+        let date = parse_http_date(value);
+        assert!(
+            value == tag.as_bytes() || (date.is_some() && date == current.modified),
+            "If-Range {data:?} held"
+        );
     }
 }
 
