@@ -36,9 +36,18 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use signal_hook::consts::{SIGINT, SIGTERM};
 
+/// What `--help` says the plain protocol cannot tell.
+const LIMITS: &str = "\
+What the plain protocol cannot tell: it sends no length, so a server that
+crashes or is killed mid-download, closing normally, looks like a complete,
+shorter file; and a file whose content is exactly `no_file` looks like a
+refusal. A reset or a silent server is detected and leaves no file. Where it
+matters, download over HTTP (file_server --http), where Content-Length tells
+a cut download from a whole one: curl -fO http://ADDR/NAME";
+
 /// Downloads NAME from a file server speaking the plain TCP protocol.
 #[derive(Parser)]
-#[command(name = "file_client")]
+#[command(name = "file_client", after_help = LIMITS)]
 struct Flags {
     /// Server address, ip:port
     addr: SocketAddr,

@@ -37,6 +37,18 @@ fn help_prints_usage_and_exits_0_for_every_program() {
 }
 
 #[test]
+fn file_client_help_says_a_cut_download_can_look_complete_and_points_to_http() {
+    let out = Command::new(example_path("file_client"))
+        .arg("--help")
+        .output()
+        .expect("run");
+    let usage = String::from_utf8_lossy(&out.stdout);
+    for words in ["no length", "crashes", "looks like a complete", "HTTP", "Content-Length"] {
+        assert!(usage.contains(words), "{words:?} missing from: {usage}");
+    }
+}
+
+#[test]
 fn a_bad_argument_is_one_line_and_exit_2_for_every_program() {
     for program in PROGRAMS {
         let out = Command::new(example_path(program))
