@@ -43,7 +43,13 @@ fn file_client_help_says_a_cut_download_can_look_complete_and_points_to_http() {
         .output()
         .expect("run");
     let usage = String::from_utf8_lossy(&out.stdout);
-    for words in ["no length", "crashes", "looks like a complete", "HTTP", "Content-Length"] {
+    for words in [
+        "no length",
+        "crashes",
+        "looks like a complete",
+        "HTTP",
+        "Content-Length",
+    ] {
         assert!(usage.contains(words), "{words:?} missing from: {usage}");
     }
 }
