@@ -13,7 +13,7 @@
 mod common;
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::io::{BufReader, ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
@@ -244,43 +244,6 @@ fn wait_for_fd_count(server: &ServerProcess, want: impl Fn(usize) -> bool, what:
     }
 }
 
-/// GETs `target` on a kept-alive connection; returns the status, the
-/// fields (names lowercased) and the body.
-#[track_caller]
-fn http_get(reader: &mut BufReader<TcpStream>, target: &str) -> (u16, Vec<(String, String)>, Vec<u8>) {
-    let request = format!("GET {target} HTTP/1.1\r\nHost: test\r\n\r\n");
-    reader.get_mut().write_all(request.as_bytes()).expect("request");
-    let mut line = String::new();
-    reader.read_line(&mut line).expect("status line");
-    let status = line
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("status line {line:?}"));
-    let mut fields = Vec::new();
-    loop {
-        line.clear();
-        reader.read_line(&mut line).expect("field line");
-        let field = line.trim_end();
-        if field.is_empty() {
-            break;
-        }
-        let (name, value) = field.split_once(':').expect("name: value");
-        fields.push((name.to_ascii_lowercase(), value.trim().to_owned()));
-    }
-    let length = fields
-        .iter()
-        .find(|(n, _)| n == "content-length")
-        .map_or(0, |(_, v)| v.parse().expect("length"));
-    let mut body = vec![0; length];
-    reader.read_exact(&mut body).expect("body");
-    (status, fields, body)
-}
-
-fn field<'a>(fields: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    fields.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
-}
-
 #[test]
 fn out_of_descriptors_an_existing_file_is_never_reported_missing() {
     let dir = TempDir::new("fd-exhaustion-files");
@@ -311,7 +274,7 @@ fn out_of_descriptors_an_existing_file_is_never_reported_missing() {
     wait_for_fd_count(&server, |n| n == base + 1, "the plain client accepted");
     // An HTTP client, served while descriptors are plenty, kept alive.
     let mut web = BufReader::new(connect(http));
-    let (status, _, body) = http_get(&mut web, "/data.bin");
+    let http::Response { status, body, .. } = http::get(&mut web, "/data.bin", "HTTP/1.1");
     assert!(status == 200 && body == content, "{status} before the shortage");
     wait_for_fd_count(&server, |n| n == base + 2, "the file closed after its answer");
 
@@ -328,9 +291,10 @@ fn out_of_descriptors_an_existing_file_is_never_reported_missing() {
 
     // HTTP: 503 with Retry-After, never 404; the connection stays usable.
     for _ in 0..2 {
-        let (status, fields, _) = http_get(&mut web, "/data.bin");
+        let answer = http::get(&mut web, "/data.bin", "HTTP/1.1");
+        let status = answer.status;
         assert_eq!(status, 503, "out of descriptors, an existing file got {status}");
-        assert_eq!(field(&fields, "retry-after"), Some("5"));
+        assert_eq!(answer.field("retry-after"), Some("5"));
     }
     wait_for_log(&log, &["WARN", "data.bin", "answering 503"]);
 
@@ -376,7 +340,7 @@ fn out_of_descriptors_an_existing_file_is_never_reported_missing() {
     // Descriptors back: the same connection gets the file again.
     drop(held);
     wait_for_fd_count(&server, |n| n < LIMIT as usize / 2, "held descriptors freed");
-    let (status, _, body) = http_get(&mut web, "/data.bin");
+    let http::Response { status, body, .. } = http::get(&mut web, "/data.bin", "HTTP/1.1");
     assert!(status == 200 && body == content, "{status} after the shortage");
     drop(web);
     assert!(server.terminate().success());

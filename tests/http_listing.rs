@@ -7,8 +7,8 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader, Read};
-use std::net::{SocketAddr, TcpStream};
+use std::io::{BufReader, Read};
+use std::net::SocketAddr;
 use std::os::unix::net::UnixListener;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -39,60 +39,9 @@ fn fill(dir: &Path, prefix: &str) {
     }
 }
 
-/// The status, head fields and payload of one response on `reader`,
-/// de-chunked when it is chunked, read to the close when it has neither
-/// length nor chunks.
-fn response(reader: &mut BufReader<TcpStream>) -> (u16, Vec<(String, String)>, Vec<u8>) {
-    let mut line = String::new();
-    reader.read_line(&mut line).expect("status line");
-    let status = line
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("status line {line:?}"));
-    let mut fields = Vec::new();
-    loop {
-        line.clear();
-        reader.read_line(&mut line).expect("field line");
-        let field = line.trim_end();
-        if field.is_empty() {
-            break;
-        }
-        let (name, value) = field.split_once(": ").expect("name: value");
-        fields.push((name.to_ascii_lowercase(), value.to_owned()));
-    }
-    let field = |name: &str| fields.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone());
-    let body = if field("transfer-encoding").as_deref() == Some("chunked") {
-        let mut body = Vec::new();
-        loop {
-            line.clear();
-            reader.read_line(&mut line).expect("chunk size");
-            let size = usize::from_str_radix(line.trim_end(), 16).expect("hex size");
-            let mut chunk = vec![0; size + 2];
-            reader.read_exact(&mut chunk).expect("chunk");
-            assert_eq!(&chunk[size..], b"\r\n", "CRLF after a chunk");
-            if size == 0 {
-                break;
-            }
-            body.extend_from_slice(&chunk[..size]);
-        }
-        body
-    } else if let Some(length) = field("content-length") {
-        read_exact(reader, length.parse().expect("length"))
-    } else {
-        read_to_end(reader)
-    };
-    (status, fields, body)
-}
-
 /// GETs `target` on a fresh connection with `version`.
-fn get(addr: SocketAddr, target: &str, version: &str) -> (u16, Vec<(String, String)>, Vec<u8>) {
-    let mut stream = connect(addr);
-    write_all(
-        &mut stream,
-        format!("GET {target} {version}\r\nHost: t\r\n\r\n").as_bytes(),
-    );
-    response(&mut BufReader::new(stream))
+fn get(addr: SocketAddr, target: &str, version: &str) -> http::Response {
+    http::get(&mut BufReader::new(connect(addr)), target, version)
 }
 
 /// Every `href` on a page, in order.
@@ -131,13 +80,10 @@ fn a_listing_shows_only_what_a_request_would_serve() {
 
     let server = serve(&root);
     let addr = server.socket_addr("http");
-    let (status, fields, page) = get(addr, "/", "HTTP/1.1");
-    assert_eq!(status, 200);
-    assert!(
-        fields.contains(&("transfer-encoding".to_owned(), "chunked".to_owned())),
-        "{fields:?}"
-    );
-    let page = String::from_utf8(page).expect("UTF-8 page");
+    let answer = get(addr, "/", "HTTP/1.1");
+    assert_eq!(answer.status, 200);
+    assert_eq!(answer.field("transfer-encoding"), Some("chunked"), "{answer:?}");
+    let page = String::from_utf8(answer.body).expect("UTF-8 page");
     assert!(page.ends_with("</html>\n"), "the whole page: {page}");
     let listed: BTreeSet<String> = hrefs(&page).into_iter().collect();
     let want: BTreeSet<String> = ["a.txt", "sub/", "inside", "inside-dir/"]
@@ -151,13 +97,13 @@ fn a_listing_shows_only_what_a_request_would_serve() {
 
     // Both ways round: every link is served, every entry left out is not.
     for href in &listed {
-        let (status, _, _) = get(addr, &format!("/{href}"), "HTTP/1.1");
+        let status = get(addr, &format!("/{href}"), "HTTP/1.1").status;
         assert_eq!(status, 200, "GET /{href}");
     }
     for entry in std::fs::read_dir(&root).expect("root") {
         let name = entry.expect("entry").file_name().into_string().expect("UTF-8");
         if !listed.contains(&name) && !listed.contains(&format!("{name}/")) {
-            let (status, _, _) = get(addr, &format!("/{name}"), "HTTP/1.1");
+            let status = get(addr, &format!("/{name}"), "HTTP/1.1").status;
             assert!(
                 matches!(status, 403 | 404),
                 "GET /{name} of an entry left out: {status}"
@@ -166,17 +112,11 @@ fn a_listing_shows_only_what_a_request_would_serve() {
     }
 
     // HTTP/1.0 gets the same page, ended by the close.
-    let (status, fields, old) = get(addr, "/", "HTTP/1.0");
-    assert_eq!(status, 200);
-    assert!(
-        fields.contains(&("connection".to_owned(), "close".to_owned())),
-        "{fields:?}"
-    );
-    assert!(
-        !fields.iter().any(|(n, _)| n == "transfer-encoding"),
-        "{fields:?}"
-    );
-    assert_eq!(String::from_utf8(old).expect("UTF-8"), page);
+    let old = get(addr, "/", "HTTP/1.0");
+    assert_eq!(old.status, 200);
+    assert_eq!(old.field("connection"), Some("close"), "{old:?}");
+    assert_eq!(old.field("transfer-encoding"), None, "{old:?}");
+    assert_eq!(String::from_utf8(old.body).expect("UTF-8"), page);
 }
 
 /// The server's CPU time so far, in clock ticks (user + system).
@@ -246,9 +186,9 @@ fn a_client_that_does_not_read_a_listing_holds_at_most_256_kib_and_gives_it_back
     let fds = server.fd_count();
     // One whole pull first, so the baseline includes what any listing
     // leaves behind (the allocator's arenas, the date cache).
-    let (status, _, page) = get(addr, "/big/", "HTTP/1.1");
-    assert_eq!(status, 200);
-    assert!(page.len() > 6_000_000, "page of {} bytes", page.len());
+    let whole = get(addr, "/big/", "HTTP/1.1");
+    assert_eq!(whole.status, 200);
+    assert!(whole.body.len() > 6_000_000, "page of {} bytes", whole.body.len());
     let before = server.rss_kib();
 
     // The index of names (shared, about 3 MiB here) comes on top.
@@ -298,10 +238,9 @@ fn small_requests_go_between_the_chunks_of_big_listings() {
                 // Bounded: at most 200 pulls, and the main thread stops them.
                 while times.len() < 200 && !stop.load(Ordering::Relaxed) {
                     let begin = Instant::now();
-                    write_all(stream.get_mut(), b"GET /big/ HTTP/1.1\r\nHost: t\r\n\r\n");
-                    let (status, _, page) = response(&mut stream);
-                    assert_eq!(status, 200);
-                    assert!(page.ends_with(b"</html>\n"));
+                    let page = http::get(&mut stream, "/big/", "HTTP/1.1");
+                    assert_eq!(page.status, 200);
+                    assert!(page.body.ends_with(b"</html>\n"));
                     times.push(begin.elapsed());
                     if first {
                         first = false;
@@ -318,10 +257,9 @@ fn small_requests_go_between_the_chunks_of_big_listings() {
     let mut small = Vec::new();
     for _ in 0..SMALL {
         let begin = Instant::now();
-        write_all(client.get_mut(), b"GET /small.txt HTTP/1.1\r\nHost: t\r\n\r\n");
-        let (status, _, body) = response(&mut client);
+        let answer = http::get(&mut client, "/small.txt", "HTTP/1.1");
         small.push(begin.elapsed());
-        assert_eq!((status, body.as_slice()), (200, &b"small"[..]));
+        assert_eq!((answer.status, answer.body.as_slice()), (200, &b"small"[..]));
     }
     stop.store(true, Ordering::Relaxed);
     let mut pulls: Vec<Duration> = pullers

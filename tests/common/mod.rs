@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use evloop::{Handle, Reactor};
 
 pub mod chat;
+pub mod http;
 
 /// How long any single blocking step of a test may take before it fails.
 pub const STEP: Duration = Duration::from_secs(10);
