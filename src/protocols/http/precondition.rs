@@ -162,11 +162,10 @@ pub fn evaluate(method: &Method, conditions: &Conditions<'_>, current: &Validato
 pub fn if_range_holds(validator: &[u8], current: &Validators<'_>) -> bool {
     let value = trim(validator);
     if value.starts_with(b"\"") || value.starts_with(b"W/") {
-        return match parse_list(value) {
-            Some(List::Tags(tags)) => {
-                tags.len() == 1 && tags_match(&tags[0], current.etag, Comparison::Strong)
-            }
-            Some(List::Any) | None => false,
+        // One entity tag, nothing around it: `If-Range` is not a list.
+        return match parse_tag(value) {
+            Some((tag, rest)) => rest.is_empty() && tags_match(&tag, current.etag, Comparison::Strong),
+            None => false,
         };
     }
     let (Some(date), Some(modified)) = (parse_http_date(value), current.modified) else {
@@ -498,8 +497,10 @@ mod tests {
         let same = date(modified);
         let later = date(modified + Duration::from_secs(1));
         let weak = format!("W/{tag}");
-        let cases: [(&[u8], Verdict); 8] = [
+        let listed = format!("{tag},");
+        let cases: [(&[u8], Verdict); 9] = [
             (tag.as_bytes(), RANGE),
+            (listed.as_bytes(), SEND),
             (b"\"6553f0ff-c\"", SEND),
             (weak.as_bytes(), SEND),
             (&same, RANGE),
