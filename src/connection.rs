@@ -1,5 +1,6 @@
 //! [`Connection`] and [`ConnState`]: the per-connection state machine, and
-//! the reactor's read and write paths for stream sockets.
+//! the reactor's read and write paths for stream sockets. The socket itself,
+//! and its system calls, are [`crate::sys::Stream`].
 //!
 //! Always true:
 //! - every change of state goes through [`Connection::set_state`], which logs
@@ -23,21 +24,19 @@
 //!   connection reset, without `on_close` (see `handler.rs`).
 
 use std::fmt;
-use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::net::Shutdown;
-use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
 use std::time::Duration;
 
 use log::{debug, trace};
-use mio::net::{TcpStream, UnixStream};
 
 use crate::handler::guarded;
 use crate::reactor::{Core, Deferred, Notice, TimerTask};
 use crate::registry::Registry;
 use crate::source::Source;
-use crate::write_queue::{copy_file_region, Chunk, Flush, Sink, WriteQueue};
+use crate::sys::Stream;
+use crate::write_queue::{Chunk, Flush, WriteQueue};
 use crate::{Addr, CloseReason, Context, Key, StreamHandler, TimerId};
 
 /// Limits and thresholds of one connection. Set per listener through
@@ -232,171 +231,6 @@ impl fmt::Display for ConnState {
         };
         f.write_str(name)
     }
-}
-
-/// A connected stream socket, TCP or Unix.
-#[derive(Debug)]
-pub(crate) enum Stream {
-    Tcp(TcpStream),
-    Unix(UnixStream),
-}
-
-impl Stream {
-    pub(crate) fn source(&mut self) -> &mut dyn mio::event::Source {
-        match self {
-            Stream::Tcp(s) => s,
-            Stream::Unix(s) => s,
-        }
-    }
-
-    fn shutdown(&self, how: Shutdown) -> io::Result<()> {
-        match self {
-            Stream::Tcp(s) => s.shutdown(how),
-            Stream::Unix(s) => s.shutdown(how),
-        }
-    }
-
-    fn take_error(&self) -> io::Result<Option<io::Error>> {
-        match self {
-            Stream::Tcp(s) => s.take_error(),
-            Stream::Unix(s) => s.take_error(),
-        }
-    }
-
-    pub(crate) fn peer_addr(&self) -> io::Result<Addr> {
-        match self {
-            Stream::Tcp(s) => s.peer_addr().map(Addr::Inet),
-            Stream::Unix(s) => s.peer_addr().map(|a| Addr::from_unix(&a)),
-        }
-    }
-
-    pub(crate) fn local_addr(&self) -> io::Result<Addr> {
-        match self {
-            Stream::Tcp(s) => s.local_addr().map(Addr::Inet),
-            Stream::Unix(s) => s.local_addr().map(|a| Addr::from_unix(&a)),
-        }
-    }
-
-    /// Makes the close send a reset (`SO_LINGER` with a zero timeout).
-    pub(crate) fn set_reset_on_close(&self) {
-        let linger = libc::linger {
-            l_onoff: 1,
-            l_linger: 0,
-        };
-        // SAFETY: the fd is a live socket owned by `self`; the option value
-        // is a properly initialised `linger` and its exact size is passed.
-        let rc = unsafe {
-            libc::setsockopt(
-                self.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_LINGER,
-                (&linger as *const libc::linger).cast(),
-                std::mem::size_of::<libc::linger>() as libc::socklen_t,
-            )
-        };
-        if rc != 0 {
-            trace!("SO_LINGER: {}", io::Error::last_os_error());
-        }
-    }
-}
-
-impl AsRawFd for Stream {
-    fn as_raw_fd(&self) -> RawFd {
-        match self {
-            Stream::Tcp(s) => s.as_raw_fd(),
-            Stream::Unix(s) => s.as_raw_fd(),
-        }
-    }
-}
-
-impl Read for Stream {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            Stream::Tcp(s) => s.read(buf),
-            Stream::Unix(s) => s.read(buf),
-        }
-    }
-}
-
-impl Write for Stream {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Stream::Tcp(s) => s.write(buf),
-            Stream::Unix(s) => s.write(buf),
-        }
-    }
-    /// One buffer goes out with `send`, several with `sendmsg`: both take
-    /// the socket layer's short path, where `writev` first passes through
-    /// the file layer (on a broadcast, one call per receiver per turn).
-    #[cfg(any(target_os = "linux", target_os = "android"))]
-    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
-        match bufs {
-            [one] => self.write(one),
-            _ => send_vectored(self.as_raw_fd(), bufs, libc::MSG_NOSIGNAL),
-        }
-    }
-
-    #[cfg(not(any(target_os = "linux", target_os = "android")))]
-    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
-        match self {
-            Stream::Tcp(s) => s.write_vectored(bufs),
-            Stream::Unix(s) => s.write_vectored(bufs),
-        }
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Sink for Stream {
-    #[cfg(any(target_os = "linux", target_os = "android"))]
-    fn send_file(&mut self, file: &File, offset: u64, len: usize) -> io::Result<usize> {
-        let mut off = offset as libc::off_t;
-        // SAFETY: both fds are open for the duration of the call (the socket
-        // is owned by `self`, the file is borrowed); `off` is a valid,
-        // exclusively borrowed offset the kernel updates.
-        let sent = unsafe { libc::sendfile(self.as_raw_fd(), file.as_raw_fd(), &mut off, len) };
-        if sent >= 0 {
-            return Ok(sent as usize);
-        }
-        let err = io::Error::last_os_error();
-        match err.raw_os_error() {
-            // This pair of descriptors cannot use sendfile: copy instead.
-            Some(libc::EINVAL) | Some(libc::ENOSYS) => copy_file_region(self, file, offset, len),
-            _ => Err(err),
-        }
-    }
-
-    #[cfg(not(any(target_os = "linux", target_os = "android")))]
-    fn send_file(&mut self, file: &File, offset: u64, len: usize) -> io::Result<usize> {
-        copy_file_region(self, file, offset, len)
-    }
-
-    #[cfg(any(target_os = "linux", target_os = "android"))]
-    fn write_vectored_more(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
-        match self {
-            Stream::Tcp(tcp) => send_vectored(tcp.as_raw_fd(), bufs, libc::MSG_MORE | libc::MSG_NOSIGNAL),
-            Stream::Unix(_) => self.write_vectored(bufs),
-        }
-    }
-}
-
-/// `sendmsg` of `bufs` on the socket `fd`, with `flags`.
-#[cfg(any(target_os = "linux", target_os = "android"))]
-fn send_vectored(fd: std::os::fd::RawFd, bufs: &[io::IoSlice<'_>], flags: libc::c_int) -> io::Result<usize> {
-    // SAFETY: an all-zero msghdr is valid (no name, no control data); the
-    // iovec array points at `bufs`, which `IoSlice` lays out as `iovec` and
-    // which outlives the call; the caller's socket keeps `fd` open.
-    let sent = unsafe {
-        let mut msg: libc::msghdr = std::mem::zeroed();
-        msg.msg_iov = bufs.as_ptr() as *mut libc::iovec;
-        msg.msg_iovlen = bufs.len() as _;
-        libc::sendmsg(fd, &msg, flags)
-    };
-    if sent < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(sent as usize)
 }
 
 /// What a handler asked for while its outbound connect was in progress,

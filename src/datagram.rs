@@ -22,69 +22,15 @@ use std::io;
 use std::path::PathBuf;
 
 use log::{debug, trace};
-use mio::net::{UdpSocket, UnixDatagram};
 
 use crate::handler::guarded;
 use crate::reactor::Core;
 use crate::source::Source;
+use crate::sys::DgramSocket;
 use crate::{Addr, Context, DatagramHandler, Key, TimerId};
 
 /// Most bytes of datagrams waiting for a full socket to drain.
 pub(crate) const MAX_QUEUED: usize = 1024 * 1024;
-
-/// A datagram socket, UDP or Unix.
-pub(crate) enum DgramSocket {
-    Udp(UdpSocket),
-    Unix(UnixDatagram),
-}
-
-impl DgramSocket {
-    fn recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, Addr)> {
-        match self {
-            DgramSocket::Udp(s) => s.recv_from(buf).map(|(n, a)| (n, Addr::Inet(a))),
-            DgramSocket::Unix(s) => s.recv_from(buf).map(|(n, a)| (n, Addr::from_unix(&a))),
-        }
-    }
-
-    /// The size of the next Unix datagram when it is larger than `room`
-    /// (Linux reports a datagram's real size to a peek with `MSG_TRUNC`).
-    /// UDP datagrams always fit the scratch buffer: `None`.
-    fn oversized(&self, room: usize) -> io::Result<Option<usize>> {
-        #[cfg(any(target_os = "linux", target_os = "android"))]
-        if let DgramSocket::Unix(s) = self {
-            use std::os::fd::AsRawFd;
-            let mut byte = 0u8;
-            // SAFETY: the fd is a live socket owned by `s`; the buffer is one
-            // valid, exclusively borrowed byte and its length is passed.
-            let len = unsafe {
-                libc::recv(
-                    s.as_raw_fd(),
-                    (&mut byte as *mut u8).cast(),
-                    1,
-                    libc::MSG_PEEK | libc::MSG_TRUNC | libc::MSG_DONTWAIT,
-                )
-            };
-            if len < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            let len = len as usize;
-            return Ok((len > room).then_some(len));
-        }
-        let _ = room;
-        Ok(None)
-    }
-
-    fn send_to(&self, data: &[u8], to: &Addr) -> io::Result<usize> {
-        match (self, to) {
-            (DgramSocket::Udp(s), Addr::Inet(addr)) => s.send_to(data, *addr),
-            (DgramSocket::Unix(s), Addr::Unix(Some(path))) => s.send_to(data, path),
-            _ => Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "address of the wrong family",
-            )),
-        }
-    }
-}
 
 /// A datagram socket with its handler and its queue of refused datagrams.
 pub(crate) struct Datagram {

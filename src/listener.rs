@@ -37,19 +37,18 @@
 
 use std::fs::File;
 use std::io;
-use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use log::{debug, warn};
-use mio::net::{TcpListener, UnixListener};
 use mio::Interest;
 
-use crate::connection::{ConnState, Connection, ConnectionOptions, Stream};
+use crate::connection::{ConnState, Connection, ConnectionOptions};
 use crate::handler::guarded;
 use crate::reactor::{Core, TimerTask};
 use crate::source::Source;
+use crate::sys::{ListenSocket, Stream};
 use crate::{Addr, Key, StreamFactory, TimerId};
 
 /// Most connections accepted in one wakeup of a listener.
@@ -134,50 +133,6 @@ impl Default for ListenerOptions {
         ListenerOptions {
             max_connections: 10_000,
             connection: ConnectionOptions::default(),
-        }
-    }
-}
-
-/// A listening socket, TCP or Unix.
-pub(crate) enum ListenSocket {
-    Tcp(TcpListener),
-    Unix(UnixListener),
-}
-
-impl ListenSocket {
-    fn source(&mut self) -> &mut dyn mio::event::Source {
-        match self {
-            ListenSocket::Tcp(l) => l,
-            ListenSocket::Unix(l) => l,
-        }
-    }
-
-    /// Sets the kernel's queue of pending connections to [`BACKLOG`]:
-    /// `listen` on a socket already listening only changes its backlog.
-    pub(crate) fn raise_backlog(&self) {
-        let fd = match self {
-            ListenSocket::Tcp(l) => l.as_raw_fd(),
-            ListenSocket::Unix(l) => l.as_raw_fd(),
-        };
-        // SAFETY: listen(2) on a descriptor owned by `self`, open for the
-        // duration of the call; it touches no memory of ours.
-        if unsafe { libc::listen(fd, BACKLOG) } != 0 {
-            debug!("raising the listen backlog: {}", io::Error::last_os_error());
-        }
-    }
-
-    fn accept(&self) -> io::Result<(Stream, Addr)> {
-        match self {
-            ListenSocket::Tcp(l) => {
-                let (stream, peer) = l.accept()?;
-                // Small replies must not wait for Nagle's timer.
-                let _ = stream.set_nodelay(true);
-                Ok((Stream::Tcp(stream), Addr::Inet(peer)))
-            }
-            ListenSocket::Unix(l) => {
-                let (stream, peer) = l.accept()?;
-                Ok((Stream::Unix(stream), Addr::from_unix(&peer)))
-            }
         }
     }
 }

@@ -41,13 +41,14 @@ use log::{debug, info, warn};
 use mio::net::{TcpListener, TcpStream, UdpSocket, UnixDatagram, UnixListener, UnixStream};
 use mio::{Events, Interest, Poll, Waker};
 
-use crate::connection::{ConnState, Connection, ConnectionOptions, Stream, WhenOpen};
-use crate::datagram::{Datagram, DgramSocket};
+use crate::connection::{ConnState, Connection, ConnectionOptions, WhenOpen};
+use crate::datagram::Datagram;
 use crate::handle::{Command, Handle};
 use crate::handler::guarded;
-use crate::listener::{ListenSocket, Listener, ListenerOptions};
+use crate::listener::{Listener, ListenerOptions};
 use crate::registry::Registry;
 use crate::source::{Custom, Source};
+use crate::sys::{DgramSocket, ListenSocket, Stream};
 use crate::timer::Timers;
 use crate::token::WAKER_TOKEN;
 use crate::write_queue::Chunk;
@@ -321,7 +322,7 @@ impl Reactor {
         factory: Box<dyn StreamFactory>,
     ) -> Result<Key, Error> {
         let key = self.core.sources.next_key();
-        socket.raise_backlog();
+        socket.raise_backlog(crate::listener::BACKLOG);
         self.core.reserve_spare_fd();
         let mut listener = Listener::new(socket, local, options, factory);
         self.core

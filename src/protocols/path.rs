@@ -484,9 +484,7 @@ mod tests {
     fn fifo_is_refused_without_blocking() {
         let temp = TempRoot::new("fifo");
         let fifo = temp.0.join("pipe");
-        let c_path = std::ffi::CString::new(fifo.to_str().expect("utf-8")).expect("no NUL");
-        // SAFETY: mkfifo(3) with a valid NUL-terminated path.
-        assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+        crate::sys::mkfifo(&fifo).expect("mkfifo");
         let root = Root::new(&temp.0).expect("root");
         assert!(matches!(refusal(&root, b"pipe"), Refusal::NotServable));
     }

@@ -37,10 +37,8 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::ffi::CString;
 use std::fs::Metadata;
 use std::io;
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::rc::{Rc, Weak};
@@ -174,7 +172,7 @@ impl Index {
             }
             metadata = std::fs::metadata(&real).ok()?;
         }
-        if !(metadata.is_file() || metadata.is_dir()) || !readable(&path) {
+        if !(metadata.is_file() || metadata.is_dir()) || !crate::sys::may_read(&path) {
             return None;
         }
         Some(Entry {
@@ -184,17 +182,6 @@ impl Index {
             modified: metadata.modified().ok(),
         })
     }
-}
-
-/// Whether this process may open `path` for reading (`faccessat(2)` with the
-/// effective ids, as `open` checks them).
-fn readable(path: &Path) -> bool {
-    let Ok(c_path) = CString::new(path.as_os_str().as_bytes()) else {
-        return false;
-    };
-    // SAFETY: `c_path` is a valid NUL-terminated string that outlives the
-    // call; faccessat only reads it.
-    unsafe { libc::faccessat(libc::AT_FDCWD, c_path.as_ptr(), libc::R_OK, libc::AT_EACCESS) == 0 }
 }
 
 /// The indexes of one server's directories, shared by its connections. Holds

@@ -1,0 +1,308 @@
+//! Sockets and every system call evloop makes through `unsafe`: the stream,
+//! listening and datagram sockets the reactor drives, and the few calls the
+//! standard library and mio do not offer (`sendmsg` with flags, `sendfile`,
+//! `SO_LINGER`, `listen` again for a larger backlog, a peek at a Unix
+//! datagram's size, `faccessat`).
+//!
+//! Always true: this is the only file in `src/` with `unsafe`; every block
+//! has a `SAFETY` comment saying why the call cannot touch memory it should
+//! not. Each call passes descriptors owned by a value that outlives it, and
+//! buffers whose pointer and length come from one Rust slice.
+
+use std::ffi::CString;
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::net::Shutdown;
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+use log::{debug, trace};
+use mio::net::{TcpListener, TcpStream, UdpSocket, UnixDatagram, UnixListener, UnixStream};
+
+use crate::write_queue::{copy_file_region, Sink};
+use crate::Addr;
+
+/// A connected stream socket, TCP or Unix.
+#[derive(Debug)]
+pub(crate) enum Stream {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+impl Stream {
+    pub(crate) fn source(&mut self) -> &mut dyn mio::event::Source {
+        match self {
+            Stream::Tcp(s) => s,
+            Stream::Unix(s) => s,
+        }
+    }
+
+    pub(crate) fn shutdown(&self, how: Shutdown) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.shutdown(how),
+            Stream::Unix(s) => s.shutdown(how),
+        }
+    }
+
+    pub(crate) fn take_error(&self) -> io::Result<Option<io::Error>> {
+        match self {
+            Stream::Tcp(s) => s.take_error(),
+            Stream::Unix(s) => s.take_error(),
+        }
+    }
+
+    pub(crate) fn peer_addr(&self) -> io::Result<Addr> {
+        match self {
+            Stream::Tcp(s) => s.peer_addr().map(Addr::Inet),
+            Stream::Unix(s) => s.peer_addr().map(|a| Addr::from_unix(&a)),
+        }
+    }
+
+    pub(crate) fn local_addr(&self) -> io::Result<Addr> {
+        match self {
+            Stream::Tcp(s) => s.local_addr().map(Addr::Inet),
+            Stream::Unix(s) => s.local_addr().map(|a| Addr::from_unix(&a)),
+        }
+    }
+
+    /// Makes the close send a reset (`SO_LINGER` with a zero timeout).
+    pub(crate) fn set_reset_on_close(&self) {
+        let linger = libc::linger {
+            l_onoff: 1,
+            l_linger: 0,
+        };
+        // SAFETY: the fd is a live socket owned by `self`; the option value
+        // is a properly initialised `linger` and its exact size is passed.
+        let rc = unsafe {
+            libc::setsockopt(
+                self.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_LINGER,
+                (&linger as *const libc::linger).cast(),
+                std::mem::size_of::<libc::linger>() as libc::socklen_t,
+            )
+        };
+        if rc != 0 {
+            trace!("SO_LINGER: {}", io::Error::last_os_error());
+        }
+    }
+}
+
+impl AsRawFd for Stream {
+    fn as_raw_fd(&self) -> RawFd {
+        match self {
+            Stream::Tcp(s) => s.as_raw_fd(),
+            Stream::Unix(s) => s.as_raw_fd(),
+        }
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.read(buf),
+            Stream::Unix(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.write(buf),
+            Stream::Unix(s) => s.write(buf),
+        }
+    }
+    /// One buffer goes out with `send`, several with `sendmsg`: both take
+    /// the socket layer's short path, where `writev` first passes through
+    /// the file layer (on a broadcast, one call per receiver per turn).
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        match bufs {
+            [one] => self.write(one),
+            _ => send_vectored(self.as_raw_fd(), bufs, libc::MSG_NOSIGNAL),
+        }
+    }
+
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.write_vectored(bufs),
+            Stream::Unix(s) => s.write_vectored(bufs),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Sink for Stream {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    fn send_file(&mut self, file: &File, offset: u64, len: usize) -> io::Result<usize> {
+        let mut off = offset as libc::off_t;
+        // SAFETY: both fds are open for the duration of the call (the socket
+        // is owned by `self`, the file is borrowed); `off` is a valid,
+        // exclusively borrowed offset the kernel updates.
+        let sent = unsafe { libc::sendfile(self.as_raw_fd(), file.as_raw_fd(), &mut off, len) };
+        if sent >= 0 {
+            return Ok(sent as usize);
+        }
+        let err = io::Error::last_os_error();
+        match err.raw_os_error() {
+            // This pair of descriptors cannot use sendfile: copy instead.
+            Some(libc::EINVAL) | Some(libc::ENOSYS) => copy_file_region(self, file, offset, len),
+            _ => Err(err),
+        }
+    }
+
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    fn send_file(&mut self, file: &File, offset: u64, len: usize) -> io::Result<usize> {
+        copy_file_region(self, file, offset, len)
+    }
+
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    fn write_vectored_more(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(tcp) => send_vectored(tcp.as_raw_fd(), bufs, libc::MSG_MORE | libc::MSG_NOSIGNAL),
+            Stream::Unix(_) => self.write_vectored(bufs),
+        }
+    }
+}
+
+/// `sendmsg` of `bufs` on the socket `fd`, with `flags`.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn send_vectored(fd: std::os::fd::RawFd, bufs: &[io::IoSlice<'_>], flags: libc::c_int) -> io::Result<usize> {
+    // SAFETY: an all-zero msghdr is valid (no name, no control data); the
+    // iovec array points at `bufs`, which `IoSlice` lays out as `iovec` and
+    // which outlives the call; the caller's socket keeps `fd` open.
+    let sent = unsafe {
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = bufs.as_ptr() as *mut libc::iovec;
+        msg.msg_iovlen = bufs.len() as _;
+        libc::sendmsg(fd, &msg, flags)
+    };
+    if sent < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(sent as usize)
+}
+
+/// A listening socket, TCP or Unix.
+pub(crate) enum ListenSocket {
+    Tcp(TcpListener),
+    Unix(UnixListener),
+}
+
+impl ListenSocket {
+    pub(crate) fn source(&mut self) -> &mut dyn mio::event::Source {
+        match self {
+            ListenSocket::Tcp(l) => l,
+            ListenSocket::Unix(l) => l,
+        }
+    }
+
+    /// Sets the kernel's queue of pending connections to `backlog`:
+    /// `listen` on a socket already listening only changes its backlog.
+    pub(crate) fn raise_backlog(&self, backlog: libc::c_int) {
+        let fd = match self {
+            ListenSocket::Tcp(l) => l.as_raw_fd(),
+            ListenSocket::Unix(l) => l.as_raw_fd(),
+        };
+        // SAFETY: listen(2) on a descriptor owned by `self`, open for the
+        // duration of the call; it touches no memory of ours.
+        if unsafe { libc::listen(fd, backlog) } != 0 {
+            debug!("raising the listen backlog: {}", io::Error::last_os_error());
+        }
+    }
+
+    pub(crate) fn accept(&self) -> io::Result<(Stream, Addr)> {
+        match self {
+            ListenSocket::Tcp(l) => {
+                let (stream, peer) = l.accept()?;
+                // Small replies must not wait for Nagle's timer.
+                let _ = stream.set_nodelay(true);
+                Ok((Stream::Tcp(stream), Addr::Inet(peer)))
+            }
+            ListenSocket::Unix(l) => {
+                let (stream, peer) = l.accept()?;
+                Ok((Stream::Unix(stream), Addr::from_unix(&peer)))
+            }
+        }
+    }
+}
+
+/// A datagram socket, UDP or Unix.
+pub(crate) enum DgramSocket {
+    Udp(UdpSocket),
+    Unix(UnixDatagram),
+}
+
+impl DgramSocket {
+    pub(crate) fn recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, Addr)> {
+        match self {
+            DgramSocket::Udp(s) => s.recv_from(buf).map(|(n, a)| (n, Addr::Inet(a))),
+            DgramSocket::Unix(s) => s.recv_from(buf).map(|(n, a)| (n, Addr::from_unix(&a))),
+        }
+    }
+
+    /// The size of the next Unix datagram when it is larger than `room`
+    /// (Linux reports a datagram's real size to a peek with `MSG_TRUNC`).
+    /// UDP datagrams always fit the scratch buffer: `None`.
+    pub(crate) fn oversized(&self, room: usize) -> io::Result<Option<usize>> {
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        if let DgramSocket::Unix(s) = self {
+            let mut byte = 0u8;
+            // SAFETY: the fd is a live socket owned by `s`; the buffer is one
+            // valid, exclusively borrowed byte and its length is passed.
+            let len = unsafe {
+                libc::recv(
+                    s.as_raw_fd(),
+                    (&mut byte as *mut u8).cast(),
+                    1,
+                    libc::MSG_PEEK | libc::MSG_TRUNC | libc::MSG_DONTWAIT,
+                )
+            };
+            if len < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            let len = len as usize;
+            return Ok((len > room).then_some(len));
+        }
+        let _ = room;
+        Ok(None)
+    }
+
+    pub(crate) fn send_to(&self, data: &[u8], to: &Addr) -> io::Result<usize> {
+        match (self, to) {
+            (DgramSocket::Udp(s), Addr::Inet(addr)) => s.send_to(data, *addr),
+            (DgramSocket::Unix(s), Addr::Unix(Some(path))) => s.send_to(data, path),
+            _ => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "address of the wrong family",
+            )),
+        }
+    }
+}
+
+/// Whether this process may open `path` for reading: `faccessat(2)` with
+/// the effective ids, as `open` checks them.
+pub(crate) fn may_read(path: &Path) -> bool {
+    let Ok(c_path) = CString::new(path.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: `c_path` is a valid NUL-terminated string that outlives the
+    // call; faccessat only reads it.
+    unsafe { libc::faccessat(libc::AT_FDCWD, c_path.as_ptr(), libc::R_OK, libc::AT_EACCESS) == 0 }
+}
+
+/// Makes a FIFO at `path` (for tests of what serving one must refuse).
+#[cfg(test)]
+pub(crate) fn mkfifo(path: &Path) -> io::Result<()> {
+    let c_path = CString::new(path.as_os_str().as_bytes()).map_err(io::Error::other)?;
+    // SAFETY: mkfifo(3) with a valid NUL-terminated path that outlives the call.
+    if unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
