@@ -1,10 +1,11 @@
-//! [`Connection`] and [`ConnState`]: the per-connection state machine, and
-//! the reactor's read and write paths for stream sockets. The socket itself,
-//! and its system calls, are [`crate::sys::Stream`].
+//! [`Connection`]: one stream connection, and the reactor's read and write
+//! paths for it. Its state machine is data, in [`crate::conn_state`]; the
+//! socket and its system calls are [`crate::sys::Stream`].
 //!
 //! Always true:
-//! - every change of state goes through [`Connection::set_state`], which logs
-//!   it at debug level with the key and the peer;
+//! - every change of state is a move of [`crate::conn_state::next`], made by
+//!   [`Core::apply`], the one place that performs the moves' actions; it
+//!   logs each change at debug level with the key and the peer;
 //! - the socket is registered once, for READABLE and WRITABLE, edge-triggered,
 //!   and never re-registered: an edge fires only when readiness changes, so
 //!   WRITABLE costs nothing while the queue is empty, and toggling it would
@@ -23,7 +24,6 @@
 //! - every handler call is guarded: a handler that panics is dropped and its
 //!   connection reset, without `on_close` (see `handler.rs`).
 
-use std::fmt;
 use std::io::{self, Read};
 use std::net::Shutdown;
 use std::rc::Rc;
@@ -31,6 +31,7 @@ use std::time::Duration;
 
 use log::{debug, trace};
 
+use crate::conn_state::{self, Action, End, Input, State};
 use crate::handler::guarded;
 use crate::reactor::{Core, Deferred, Notice, TimerTask};
 use crate::registry::Registry;
@@ -137,119 +138,14 @@ pub enum OverflowPolicy {
     Drop,
 }
 
-/// The life of a stream connection.
-///
-/// ```text
-/// Connecting  --writable, no socket error------> Open
-/// Connecting  --socket error-------------------> Closed (ConnectFailed)
-/// Connecting  --handler close, nothing queued--> Closed
-/// Connecting  --handler close, output queued---> (connected) Draining, no on_open
-/// Connecting  --handler shutdown_write---------> (connected) WriteClosing, then on_open
-/// Open        --peer FIN (read of 0)-----------> ReadClosed
-/// Open        --handler shutdown_write---------> WriteClosing
-/// Open        --handler close------------------> Draining
-/// ReadClosed  --handler close / shutdown_write-> Draining
-/// WriteClosing --queue empty, FIN sent---------> WriteClosed
-/// WriteClosing --peer FIN----------------------> Draining (peer done)
-/// WriteClosed --peer FIN-----------------------> Closed (PeerClosed)
-/// WriteClosed --handler close------------------> Closed
-/// Draining    --queue empty, peer done---------> Closed
-/// Draining    --queue empty, FIN sent----------> Lingering
-/// Draining    --no progress for drain_timeout--> Closed (DrainTimeout)
-/// Lingering   --peer FIN, error or linger------> Closed
-/// any         --IO error, abort, overflow------> Closed
-/// ```
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ConnState {
-    /// An outbound connect is in progress. In: [`Context::connect`]. Sends
-    /// are queued. Out: the socket turns writable.
-    Connecting,
-    /// Both halves open. In: accepted, or connected. Out: a FIN either way,
-    /// a close, an error.
-    Open,
-    /// The peer sent FIN; no more input. Sends go on. Out: the handler
-    /// closes (the default on `on_read_closed`).
-    ReadClosed,
-    /// The handler shut its write half: the queue is flushing, then a FIN
-    /// goes out. Input is still delivered; sends are refused.
-    WriteClosing,
-    /// Our FIN is sent; input is still delivered. Out: the peer's FIN.
-    WriteClosed,
-    /// The handler closed: the queue is flushing; input is read and
-    /// discarded; sends are refused.
-    Draining {
-        /// The peer's FIN was seen, so no lingering is needed.
-        peer_done: bool,
-    },
-    /// Our FIN is out after a close; input is discarded until the peer's
-    /// FIN or [`ConnectionOptions::linger`].
-    Lingering,
-    /// Finished. The socket closes when the reactor drops the connection,
-    /// right after `on_close`.
-    Closed,
-}
-
-impl ConnState {
-    /// Whether input is delivered to the handler (the read half is open and
-    /// the handler has not closed).
-    pub fn may_receive(self) -> bool {
-        matches!(
-            self,
-            ConnState::Open | ConnState::WriteClosing | ConnState::WriteClosed
-        )
-    }
-
-    /// Whether sends are accepted: Connecting, Open or ReadClosed.
-    pub fn may_send(self) -> bool {
-        matches!(
-            self,
-            ConnState::Connecting | ConnState::Open | ConnState::ReadClosed
-        )
-    }
-
-    /// Whether the socket is still read, to deliver or to discard.
-    fn reads_socket(self) -> bool {
-        self.may_receive()
-            || matches!(
-                self,
-                ConnState::Draining { peer_done: false } | ConnState::Lingering
-            )
-    }
-}
-
-impl fmt::Display for ConnState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let name = match self {
-            ConnState::Connecting => "CONNECTING",
-            ConnState::Open => "OPEN",
-            ConnState::ReadClosed => "READ-CLOSED",
-            ConnState::WriteClosing => "WRITE-CLOSING",
-            ConnState::WriteClosed => "WRITE-CLOSED",
-            ConnState::Draining { .. } => "DRAINING",
-            ConnState::Lingering => "LINGERING",
-            ConnState::Closed => "CLOSED",
-        };
-        f.write_str(name)
-    }
-}
-
-/// What a handler asked for while its outbound connect was in progress,
-/// done (after flushing what is queued) as soon as the connect completes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum WhenOpen {
-    Nothing,
-    /// Shut the write half; the handler still gets `on_open`.
-    ShutdownWrite,
-    /// Close; the handler gets no `on_open`.
-    Close,
-}
-
 /// One stream connection: the socket, its handler, its queues and its state.
 pub(crate) struct Connection {
     pub(crate) stream: Stream,
     /// Taken out while one of its callbacks runs.
     pub(crate) handler: Option<Box<dyn StreamHandler>>,
-    pub(crate) state: ConnState,
+    /// Where the connection stands, with the timer of the deadline it
+    /// waits for, if any.
+    pub(crate) state: State,
     pub(crate) queue: WriteQueue,
     /// Input the handler has not consumed yet.
     pub(crate) pending: Vec<u8>,
@@ -259,11 +155,6 @@ pub(crate) struct Connection {
     pub(crate) options: Rc<ConnectionOptions>,
     /// User timers, cancelled when the connection goes.
     pub(crate) timers: Vec<TimerId>,
-    /// The drain or linger deadline while closing.
-    pub(crate) close_timer: Option<TimerId>,
-    /// A close (with output queued) or a write-half shutdown the handler
-    /// asked for while `Connecting`, done once the connect completes.
-    pub(crate) when_open: WhenOpen,
     pub(crate) read_paused: bool,
     pub(crate) above_high_water: bool,
     /// On the core's list of connections to flush at the end of the turn.
@@ -290,7 +181,7 @@ impl Connection {
         stream: Stream,
         handler: Box<dyn StreamHandler>,
         peer: Addr,
-        state: ConnState,
+        state: State,
         options: Rc<ConnectionOptions>,
     ) -> Self {
         Connection {
@@ -303,8 +194,6 @@ impl Connection {
             listener: None,
             options,
             timers: Vec::new(),
-            close_timer: None,
-            when_open: WhenOpen::Nothing,
             read_paused: false,
             above_high_water: false,
             flush_pending: false,
@@ -312,12 +201,18 @@ impl Connection {
         }
     }
 
-    /// The one place a connection changes state.
-    pub(crate) fn set_state(&mut self, key: Key, state: ConnState) {
-        if self.state != state {
-            debug!("{key} {}: state={}=>{}", self.peer, self.state, state);
-            self.state = state;
+    /// Takes the state a move of the machine gave; logs a change of the
+    /// state a handler sees.
+    fn set_state(&mut self, key: Key, state: State) {
+        if self.state.public() != state.public() {
+            debug!(
+                "{key} {}: state={}=>{}",
+                self.peer,
+                self.state.public(),
+                state.public()
+            );
         }
+        self.state = state;
     }
 }
 
@@ -396,7 +291,7 @@ impl Core {
     /// One stream event: complete a connect, flush, read.
     pub(crate) fn stream_event(&mut self, key: Key, event: &mio::event::Event, scratch: &mut [u8]) {
         let Some(conn) = self.stream_mut(key) else { return };
-        if conn.state == ConnState::Connecting {
+        if let State::Connecting { .. } = conn.state {
             self.finish_connect(key);
         }
         if event.is_readable() || event.is_read_closed() || event.is_error() {
@@ -421,7 +316,7 @@ impl Core {
     /// the edge-triggered error would never be reported again.
     fn surface_socket_error(&mut self, key: Key) {
         let Some(conn) = self.stream_mut(key) else { return };
-        if matches!(conn.state, ConnState::Connecting | ConnState::Closed) {
+        if matches!(conn.state, State::Connecting { .. } | State::Closed) {
             return;
         }
         match conn.stream.take_error() {
@@ -441,19 +336,9 @@ impl Core {
         match outcome {
             Ok(peer) => {
                 conn.peer = peer;
-                conn.set_state(key, ConnState::Open);
-                if conn.when_open == WhenOpen::Close {
-                    // The handler closed before the connection opened: it
-                    // gets no `on_open`, only its queued output goes out.
-                    self.close_stream(key);
-                } else {
-                    if conn.when_open == WhenOpen::ShutdownWrite {
-                        // Asked for while connecting: queued output goes
-                        // first, then the FIN; the handler sees it done.
-                        self.shutdown_stream_write(key);
-                    }
-                    self.with_stream_handler(key, "on_open", |h, cx| h.on_open(cx));
-                }
+                // A close or shutdown asked for while connecting is done
+                // now; `on_open` comes unless the handler closed.
+                self.apply(key, Input::Connected, None);
             }
             // Not connected yet: a spurious wakeup.
             Err(err) if err.kind() == io::ErrorKind::NotConnected => {}
@@ -532,33 +417,7 @@ impl Core {
 
     /// A read returned 0: the peer will send nothing more.
     fn peer_finished(&mut self, key: Key) {
-        let Some(conn) = self.stream_mut(key) else { return };
-        match conn.state {
-            ConnState::Open => {
-                conn.set_state(key, ConnState::ReadClosed);
-                self.with_stream_handler(key, "on_read_closed", |h, cx| h.on_read_closed(cx));
-            }
-            ConnState::WriteClosing => {
-                conn.set_state(key, ConnState::Draining { peer_done: true });
-                // Draining like any close: the flush that is still going
-                // on is bounded by the drain timeout (no other path arms it).
-                if !conn.queue.is_empty() {
-                    let drain = conn.options.drain_timeout;
-                    self.set_close_timer(key, drain, TimerTask::Drain(key));
-                }
-                self.with_stream_handler(key, "on_read_closed", |h, cx| h.on_read_closed(cx));
-            }
-            ConnState::WriteClosed => {
-                // Both halves are done whatever the handler does now: mark
-                // it first, so a close from `on_read_closed` (the default)
-                // cannot turn the reason into `Closed`.
-                self.finish_stream(key, CloseReason::PeerClosed);
-                self.with_stream_handler(key, "on_read_closed", |h, cx| h.on_read_closed(cx));
-            }
-            ConnState::Draining { .. } => conn.set_state(key, ConnState::Draining { peer_done: true }),
-            ConnState::Lingering => self.finish_stream(key, CloseReason::Closed),
-            ConnState::Connecting | ConnState::ReadClosed | ConnState::Closed => {}
-        }
+        self.apply(key, Input::PeerFin, None);
         self.after_output(key);
     }
 
@@ -567,7 +426,7 @@ impl Core {
         let Some(conn) = stream_in(&mut self.sources, key) else {
             return;
         };
-        if matches!(conn.state, ConnState::Connecting | ConnState::Closed) || conn.queue.is_empty() {
+        if matches!(conn.state, State::Connecting { .. } | State::Closed) || conn.queue.is_empty() {
             return;
         }
         let before = conn.queue.level();
@@ -583,7 +442,10 @@ impl Core {
                 };
                 if conn.queue.level() < before {
                     // Progress: push the drain deadline back (O(1)).
-                    if let (ConnState::Draining { .. }, Some(timer)) = (conn.state, conn.close_timer) {
+                    if let State::Draining {
+                        drain: Some(timer), ..
+                    } = conn.state
+                    {
                         let deadline = self.now + conn.options.drain_timeout;
                         self.timers.reset(timer, deadline);
                     }
@@ -625,7 +487,7 @@ impl Core {
                 continue;
             };
             conn.flush_pending = false;
-            if conn.state == ConnState::Connecting {
+            if let State::Connecting { .. } = conn.state {
                 // Written once connected; the cap applies now.
                 self.after_output(key);
             } else {
@@ -647,8 +509,8 @@ impl Core {
         let Some(conn) = self.stream_mut(key) else {
             return false;
         };
-        if !conn.state.may_send() || conn.when_open != WhenOpen::Nothing {
-            trace!("{key}: send refused in state {}", conn.state);
+        if !conn.state.takes_output() {
+            trace!("{key}: send refused in state {}", conn.state.public());
             return false;
         }
         let adds: usize = chunks
@@ -664,7 +526,7 @@ impl Core {
             debug!("{key} {}: output over the cap, send dropped", conn.peer);
             return false;
         }
-        let result = if conn.state == ConnState::Connecting {
+        let result = if let State::Connecting { .. } = conn.state {
             chunks.into_iter().for_each(|chunk| conn.queue.push(chunk));
             Ok(Flush::Blocked)
         } else if defer {
@@ -689,7 +551,7 @@ impl Core {
             }
         }
         self.after_output(key);
-        self.stream_ref(key).is_some_and(|c| c.state != ConnState::Closed)
+        self.stream_ref(key).is_some_and(|c| c.state != State::Closed)
     }
 
     /// Sends borrowed bytes: written straight away when nothing is queued,
@@ -698,7 +560,7 @@ impl Core {
         let Some(conn) = self.stream_mut(key) else {
             return false;
         };
-        if conn.state == ConnState::Connecting || !conn.queue.is_empty() || !conn.state.may_send() {
+        if !conn.queue.is_empty() || !matches!(conn.state, State::Open | State::ReadClosed) {
             return self.send_chunk(key, Chunk::Owned(data.to_vec()));
         }
         if let Err(err) = conn.queue.write_slice(&mut conn.stream, data) {
@@ -706,7 +568,7 @@ impl Core {
             return false;
         }
         self.after_output(key);
-        self.stream_ref(key).is_some_and(|c| c.state != ConnState::Closed)
+        self.stream_ref(key).is_some_and(|c| c.state != State::Closed)
     }
 
     /// After the queue changed: the hard cap, the watermarks, and the
@@ -715,7 +577,7 @@ impl Core {
         let Some(conn) = stream_in(&mut self.sources, key) else {
             return;
         };
-        if conn.state == ConnState::Closed {
+        if conn.state == State::Closed {
             return;
         }
         if conn.queue.buffered() > conn.options.max_queued && conn.options.overflow == OverflowPolicy::Close {
@@ -741,95 +603,17 @@ impl Core {
 
     /// The queue is empty: finish a pending half-close or close.
     fn queue_emptied(&mut self, key: Key) {
-        let Some(conn) = self.stream_mut(key) else { return };
-        match conn.state {
-            ConnState::WriteClosing => {
-                let _ = conn.stream.shutdown(Shutdown::Write);
-                conn.set_state(key, ConnState::WriteClosed);
-            }
-            ConnState::Draining { peer_done: true } => self.finish_stream(key, CloseReason::Closed),
-            ConnState::Draining { peer_done: false } => {
-                let _ = conn.stream.shutdown(Shutdown::Write);
-                conn.set_state(key, ConnState::Lingering);
-                let linger = conn.options.linger;
-                self.set_close_timer(key, linger, TimerTask::Linger(key));
-                // Read what is already there: a FIN may be waiting.
-                self.revisit_later(key, Revisit::READ);
-            }
-            ConnState::Connecting
-            | ConnState::Open
-            | ConnState::ReadClosed
-            | ConnState::WriteClosed
-            | ConnState::Lingering
-            | ConnState::Closed => {}
-        }
-    }
-
-    fn set_close_timer(&mut self, key: Key, after: Duration, task: TimerTask) {
-        let deadline = self.now + after;
-        let Some(conn) = self.stream_mut(key) else { return };
-        let old = conn.close_timer.take();
-        if let Some(old) = old {
-            self.timers.cancel(old);
-        }
-        let id = self.timers.set(deadline, None, task);
-        if let Some(conn) = self.stream_mut(key) {
-            conn.close_timer = id;
-        }
+        self.apply(key, Input::QueueEmpty, None);
     }
 
     /// The handler asked to close after flushing.
     pub(crate) fn close_stream(&mut self, key: Key) {
-        let Some(conn) = self.stream_mut(key) else { return };
-        let peer_done = match conn.state {
-            ConnState::Connecting if conn.queue.is_empty() => {
-                return self.finish_stream(key, CloseReason::Closed);
-            }
-            ConnState::Connecting => {
-                // Output was queued for after the connect: send it first.
-                // The drain deadline covers the connect too.
-                if conn.when_open != WhenOpen::Close {
-                    conn.when_open = WhenOpen::Close;
-                    let drain = conn.options.drain_timeout;
-                    self.set_close_timer(key, drain, TimerTask::Drain(key));
-                }
-                return;
-            }
-            ConnState::WriteClosed => return self.finish_stream(key, CloseReason::Closed),
-            ConnState::Open | ConnState::WriteClosing => false,
-            ConnState::ReadClosed => true,
-            ConnState::Draining { .. } | ConnState::Lingering | ConnState::Closed => return,
-        };
-        conn.set_state(key, ConnState::Draining { peer_done });
-        let drain = conn.options.drain_timeout;
-        if conn.queue.is_empty() {
-            self.queue_emptied(key);
-        } else {
-            self.set_close_timer(key, drain, TimerTask::Drain(key));
-        }
+        self.apply(key, Input::Close, None);
     }
 
     /// The handler asked to shut its write half after flushing.
     pub(crate) fn shutdown_stream_write(&mut self, key: Key) {
-        let Some(conn) = self.stream_mut(key) else { return };
-        match conn.state {
-            ConnState::Open => conn.set_state(key, ConnState::WriteClosing),
-            ConnState::ReadClosed => return self.close_stream(key),
-            ConnState::Connecting => {
-                if conn.when_open == WhenOpen::Nothing {
-                    conn.when_open = WhenOpen::ShutdownWrite;
-                }
-                return;
-            }
-            ConnState::WriteClosing
-            | ConnState::WriteClosed
-            | ConnState::Draining { .. }
-            | ConnState::Lingering
-            | ConnState::Closed => return,
-        }
-        if conn.queue.is_empty() {
-            self.queue_emptied(key);
-        }
+        self.apply(key, Input::ShutdownWrite, None);
     }
 
     /// Drops queued output and resets the connection.
@@ -841,25 +625,102 @@ impl Core {
     /// errors end this way too: a peer must not mistake a stream cut short
     /// (a file that shrank while it was sent) for one that ended normally.
     pub(crate) fn abort_stream_with(&mut self, key: Key, reason: CloseReason) {
+        self.apply(key, Input::Abort, Some(reason));
+    }
+
+    /// Closes a connection for `reason` (no reset) and schedules its
+    /// removal, which runs its `on_close` once the current callback (if any)
+    /// has returned.
+    pub(crate) fn finish_stream(&mut self, key: Key, reason: CloseReason) {
+        self.apply(key, Input::Fail, Some(reason));
+    }
+
+    /// A deadline of the connection's state passed: `timer` is the one
+    /// that fired, already gone from the timer set.
+    pub(crate) fn deadline_passed(&mut self, key: Key, timer: TimerId, input: Input) {
         let Some(conn) = self.stream_mut(key) else { return };
-        if conn.state != ConnState::Closed {
-            conn.stream.set_reset_on_close();
-            self.finish_stream(key, reason);
+        if conn.state.timer() != Some(timer) {
+            return;
+        }
+        conn.state.set_timer(None);
+        self.apply(key, input, None);
+    }
+
+    /// Moves the connection's state machine ([`conn_state::next`]) on
+    /// `input` and performs the move's actions, in order. `given` is the
+    /// close reason of [`Input::Fail`] and [`Input::Abort`]. The timer of a
+    /// deadline the new state no longer waits for is cancelled.
+    pub(crate) fn apply(&mut self, key: Key, input: Input, given: Option<CloseReason>) {
+        let Some(conn) = stream_in(&mut self.sources, key) else {
+            return;
+        };
+        let old = conn.state;
+        let (new, actions) = conn_state::next(old, input, conn.queue.is_empty());
+        conn.set_state(key, new);
+        if let Some(timer) = old.timer().filter(|t| new.timer() != Some(*t)) {
+            self.timers.cancel(timer);
+        }
+        let mut given = given;
+        for action in actions {
+            match action {
+                Action::NotifyOpen => self.with_stream_handler(key, "on_open", |h, cx| h.on_open(cx)),
+                Action::NotifyReadClosed => {
+                    self.with_stream_handler(key, "on_read_closed", |h, cx| h.on_read_closed(cx));
+                }
+                Action::ShutdownWrite => {
+                    if let Some(conn) = self.stream_mut(key) {
+                        let _ = conn.stream.shutdown(Shutdown::Write);
+                    }
+                }
+                Action::ArmDrain => self.arm_deadline(key, Input::DrainTimeout),
+                Action::ArmLinger => self.arm_deadline(key, Input::LingerTimeout),
+                Action::RevisitRead => self.revisit_later(key, Revisit::READ),
+                Action::Reset => {
+                    if let Some(conn) = self.stream_mut(key) {
+                        conn.stream.set_reset_on_close();
+                    }
+                }
+                Action::Finish(end) => {
+                    let reason = match end {
+                        End::Closed => CloseReason::Closed,
+                        End::PeerClosed => CloseReason::PeerClosed,
+                        End::DrainTimeout => CloseReason::DrainTimeout,
+                        End::Given => given.take().unwrap_or(CloseReason::Aborted),
+                    };
+                    self.closed(key, reason);
+                }
+            }
         }
     }
 
-    /// Marks a connection Closed and schedules its removal, which runs its
-    /// `on_close` once the current callback (if any) has returned.
-    pub(crate) fn finish_stream(&mut self, key: Key, reason: CloseReason) {
+    /// Starts the deadline of the connection's state: `on` is the input its
+    /// timer feeds when it fires.
+    fn arm_deadline(&mut self, key: Key, on: Input) {
         let Some(conn) = self.stream_mut(key) else { return };
-        if conn.state == ConnState::Closed {
-            return;
+        let (after, task) = match on {
+            Input::LingerTimeout => (conn.options.linger, TimerTask::Linger(key)),
+            _ => (conn.options.drain_timeout, TimerTask::Drain(key)),
+        };
+        if let Some(old) = conn.state.timer() {
+            self.timers.cancel(old);
         }
+        let id = self.timers.set(self.now + after, None, task);
+        let stored = self.stream_mut(key).is_some_and(|c| c.state.set_timer(id));
+        if !stored {
+            if let Some(id) = id {
+                self.timers.cancel(id);
+            }
+        }
+    }
+
+    /// The connection is Closed: drops its queue and input, and schedules
+    /// its removal.
+    fn closed(&mut self, key: Key, reason: CloseReason) {
+        let Some(conn) = self.stream_mut(key) else { return };
         match &reason {
             CloseReason::Error(err) => debug!("{key} {}: {err}", conn.peer),
             other => trace!("{key} {}: {other}", conn.peer),
         }
-        conn.set_state(key, ConnState::Closed);
         conn.queue.clear();
         conn.pending = Vec::new();
         self.deferred.push_back(Deferred::Remove(key, reason));

@@ -20,7 +20,7 @@ use std::path::Path;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use crate::connection::ConnState;
+use crate::conn_state::ConnState;
 use crate::reactor::{Core, TimerTask};
 use crate::source::Source;
 use crate::write_queue::Chunk;
@@ -135,7 +135,7 @@ impl<'a> Context<'a> {
 
     /// The state of this connection (`None` for other kinds of source).
     pub fn state(&self) -> Option<ConnState> {
-        self.core.stream_ref(self.key).map(|c| c.state)
+        self.core.stream_ref(self.key).map(|c| c.state.public())
     }
 
     /// Bytes of output held in memory for this connection.
@@ -413,6 +413,6 @@ impl<'a> Context<'a> {
     pub fn is_open(&self, key: Key) -> bool {
         self.core
             .stream_ref(key)
-            .is_some_and(|c| c.state != ConnState::Closed)
+            .is_some_and(|c| c.state.public() != ConnState::Closed)
     }
 }

@@ -69,6 +69,7 @@ compile_error!("evloop runs on Unix-like systems (it uses Unix sockets and sendf
 
 mod addr;
 pub mod codec;
+mod conn_state;
 mod connection;
 mod context;
 mod datagram;
@@ -89,7 +90,8 @@ mod token;
 mod write_queue;
 
 pub use addr::Addr;
-pub use connection::{ConnState, ConnectionOptions, OverflowPolicy};
+pub use conn_state::ConnState;
+pub use connection::{ConnectionOptions, OverflowPolicy};
 pub use context::Context;
 pub use error::Error;
 pub use handle::Handle;

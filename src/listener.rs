@@ -44,7 +44,8 @@ use std::time::{Duration, Instant};
 use log::{debug, warn};
 use mio::Interest;
 
-use crate::connection::{ConnState, Connection, ConnectionOptions};
+use crate::conn_state::State;
+use crate::connection::{Connection, ConnectionOptions};
 use crate::handler::guarded;
 use crate::reactor::{Core, TimerTask};
 use crate::source::Source;
@@ -460,7 +461,7 @@ impl Core {
         };
         let options = Rc::clone(&listener.connection);
         let slot = listener.members.len() as u32;
-        let mut conn = Connection::new(stream, handler, peer, ConnState::Open, options);
+        let mut conn = Connection::new(stream, handler, peer, State::Open, options);
         conn.listener = Some((listener_key, slot));
         let Some(key) = self.register_stream(conn) else {
             return;
@@ -488,7 +489,7 @@ impl Core {
             self.sources.remove(key);
             return None;
         }
-        debug!("{key} {}: state=>{}", conn.peer, conn.state);
+        debug!("{key} {}: state=>{}", conn.peer, conn.state.public());
         Some(key)
     }
 

@@ -41,7 +41,8 @@ use log::{debug, info, warn};
 use mio::net::{TcpListener, TcpStream, UdpSocket, UnixDatagram, UnixListener, UnixStream};
 use mio::{Events, Interest, Poll, Waker};
 
-use crate::connection::{ConnState, Connection, ConnectionOptions, WhenOpen};
+use crate::conn_state::{ConnState, Input, State, Then};
+use crate::connection::{Connection, ConnectionOptions};
 use crate::datagram::Datagram;
 use crate::handle::{Command, Handle};
 use crate::handler::guarded;
@@ -489,7 +490,7 @@ impl Reactor {
 
     /// The state of a connection, if `key` names one.
     pub fn connection_state(&self, key: Key) -> Option<ConnState> {
-        self.core.stream_ref(key).map(|c| c.state)
+        self.core.stream_ref(key).map(|c| c.state.public())
     }
 
     /// Sends bytes to a connection. Returns whether it took them.
@@ -864,7 +865,7 @@ impl Core {
         }
         let handler = match &mut source {
             Source::Stream(conn) => {
-                if let Some(id) = conn.close_timer {
+                if let Some(id) = conn.state.timer() {
                     self.timers.cancel(id);
                 }
                 if let Some((listener, slot)) = conn.listener {
@@ -968,22 +969,8 @@ impl Core {
                     AnyHandler::Custom(h) => h.on_timer(cx, id),
                 });
             }
-            TimerTask::Drain(key) => {
-                if let Some(conn) = self.stream_mut(key) {
-                    conn.close_timer = None;
-                    let closing = matches!(conn.state, ConnState::Draining { .. })
-                        || (conn.state == ConnState::Connecting && conn.when_open == WhenOpen::Close);
-                    if closing {
-                        self.abort_stream_with(key, CloseReason::DrainTimeout);
-                    }
-                }
-            }
-            TimerTask::Linger(key) => {
-                if let Some(conn) = self.stream_mut(key) {
-                    conn.close_timer = None;
-                    self.finish_stream(key, CloseReason::Closed);
-                }
-            }
+            TimerTask::Drain(key) => self.deadline_passed(key, id, Input::DrainTimeout),
+            TimerTask::Linger(key) => self.deadline_passed(key, id, Input::LingerTimeout),
             TimerTask::AcceptBackoff(key) => self.end_backoff(key),
         }
     }
@@ -1045,7 +1032,10 @@ impl Core {
             stream,
             handler,
             peer,
-            ConnState::Connecting,
+            State::Connecting {
+                then: Then::Open,
+                drain: None,
+            },
             Rc::clone(&self.defaults),
         );
         self.register_stream(conn)
