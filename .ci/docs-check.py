@@ -25,6 +25,10 @@ each piece between `// ...` lines must appear, as it is, in a file under
 src/, examples/ or tests/, so a quote cannot drift from the code. The
 Chinese guide must carry the same code blocks as the English one.
 
+The loop's numbered steps: the titles of the numbered list in
+src/reactor.rs's module comment and in docs/architecture.md's "One turn of
+the loop" must be the same, in the same order.
+
 Inline commands in the README's tables (code spans that start with nc,
 printf, curl, socat or `cargo run`) are run as `sh run` blocks.
 
@@ -282,12 +286,30 @@ def check_quotes():
         yield "docs/guide.zh.md", 1, "", "its code blocks differ from docs/guide.md's"
 
 
+def loop_steps(lines):
+    """The bold titles of a numbered list, in order: `1. **Timeout.**`."""
+    return [m.group(1) for m in (re.match(r"\s*(?://!\s*)?\d+\.\s+\*\*([^*]+)\*\*", l)
+                                 for l in lines) if m]
+
+
+def check_loop_steps():
+    """Yields a problem if the loop's steps differ between code and docs."""
+    code = loop_steps(open(os.path.join(ROOT, "src/reactor.rs"), encoding="utf-8")
+                      .read().split("\n"))
+    page = open(os.path.join(ROOT, "docs/architecture.md"), encoding="utf-8").read()
+    section = page.split("## One turn of the loop", 1)[-1].split("\n## ", 1)[0]
+    docs = loop_steps(section.split("\n"))
+    if not code or code != docs:
+        yield ("docs/architecture.md", 1, f"src/reactor.rs: {code}\ndocs: {docs}",
+               "the loop's numbered steps differ from src/reactor.rs's")
+
+
 def main():
     bin_dir = os.path.join(ROOT, "target", "debug", "examples")
     if len(sys.argv) > 1:
         bin_dir = os.path.abspath(sys.argv[1])
     env = env_with(bin_dir)
-    failures = list(check_quotes())
+    failures = list(check_quotes()) + list(check_loop_steps())
     counts = {"run": 0, "server": 0, "bench": 0, "ci": 0, "inline": 0}
     demo = Demo(bin_dir)
     try:

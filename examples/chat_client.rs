@@ -97,13 +97,13 @@ impl LineSink for Typed {
         let mut framed = Vec::with_capacity(line.len() + 1);
         framed.extend_from_slice(line);
         framed.push(b'\n');
-        cx.send_to(self.server, &framed);
+        cx.source(self.server).send(&framed);
     }
 
     fn end(&mut self, cx: &mut Context<'_>) -> Option<Duration> {
         // FIN goes out after everything typed. The chat server answers it by
         // closing, which ends the loop; a server that does not gets GRACE.
-        cx.shutdown_source_write(self.server);
+        cx.source(self.server).shutdown_write();
         Some(GRACE)
     }
 }

@@ -87,7 +87,7 @@
 //! A datagram socket's handler has no `on_open`: its first callback is its
 //! first datagram. So the clock starts each UDP socket by sending it an
 //! empty datagram, through the socket itself, to its own port
-//! ([`Context::send_datagram_via`]). The requests never are empty.
+//! ([`SourceRef::send_datagram`](evloop::SourceRef::send_datagram)). The requests never are empty.
 //!
 //! # The run's phases and its end
 //!
@@ -1595,7 +1595,7 @@ impl SourceHandler for Clock {
         }
         self.open_connections(cx);
         for (socket, own_port) in &self.sockets {
-            if !cx.send_datagram_via(*socket, own_port, &[]) {
+            if !cx.source(*socket).send_datagram(own_port, &[]) {
                 let mut run = self.run.borrow_mut();
                 run.error(format_args!(
                     "cannot start the UDP socket bound to port {own_port}"

@@ -71,7 +71,7 @@ struct Send {
 impl LineSink for Send {
     fn line(&mut self, cx: &mut Context<'_>, line: &[u8]) {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
-        cx.send_datagram_via(self.socket, &self.peer, line);
+        cx.source(self.socket).send_datagram(&self.peer, line);
         if line == b"bye" {
             cx.stop();
         }

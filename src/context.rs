@@ -1,8 +1,13 @@
 //! [`Context`]: what a handler may do during a callback.
 //!
 //! A context names the source whose handler is running ([`Context::key`]) and
-//! reaches the whole reactor: send to this connection or any other by key,
-//! broadcast, close, set timers, connect out, stop the loop.
+//! reaches the whole reactor: send, close, set timers, connect out, stop the
+//! loop.
+//!
+//! One rule for "this source" and "another": a method of [`Context`] acts on
+//! the source whose handler is running; the same action on another source,
+//! named by its key, is a method of [`Context::source`]'s [`SourceRef`]:
+//! `cx.send(data)` here, `cx.source(key).send(data)` there.
 //!
 //! Always true:
 //! - nothing here blocks; sends write what the socket takes at once and
@@ -195,30 +200,9 @@ impl<'a> Context<'a> {
         self.core.send_chunks(self.key, [Chunk::Owned(data), region])
     }
 
-    /// Sends bytes to another connection, written at once like
-    /// [`Context::send`] (only what the socket does not take is copied).
-    /// For one payload to many connections, [`Context::send_shared_to`]
-    /// queues it by reference and writes once per turn.
-    pub fn send_to(&mut self, key: Key, data: &[u8]) -> bool {
-        self.core.send_slice(key, data)
-    }
-
-    /// Sends a shared buffer to another connection. It is queued now and
-    /// written at the end of the current turn of the loop, together with
-    /// everything else sent to that connection in this turn: a fan-out
-    /// costs one write per receiver per turn, not one per message.
-    pub fn send_shared_to(&mut self, key: Key, data: &Rc<[u8]>) -> bool {
-        let chunk = Chunk::Shared(Rc::clone(data));
-        if key == self.key {
-            self.core.send_chunk(key, chunk)
-        } else {
-            self.core.send_chunk_deferred(key, chunk)
-        }
-    }
-
     /// Sends one shared payload to every connection of this connection's
     /// listener, except `skip`. Each receiver queues a reference, not a
-    /// copy, written at the end of the turn like [`Context::send_shared_to`].
+    /// copy, written at the end of the turn like [`SourceRef::send_shared`].
     /// Returns how many took it.
     ///
     /// ```
@@ -288,25 +272,9 @@ impl<'a> Context<'a> {
         self.core.close_source(self.key);
     }
 
-    /// Closes another source, as [`Context::close`] does.
-    pub fn close_source(&mut self, key: Key) {
-        self.core.close_source(key);
-    }
-
     /// Drops queued output and resets this connection at once.
     pub fn abort(&mut self) {
         self.core.abort_stream(self.key);
-    }
-
-    /// Drops queued output and resets another connection at once; any
-    /// other kind of source is closed. Its slot is free once the current
-    /// callback returns.
-    pub fn abort_source(&mut self, key: Key) {
-        match self.core.sources.get(key) {
-            Some(Source::Stream(_)) => self.core.abort_stream(key),
-            Some(_) => self.core.close_source(key),
-            None => {}
-        }
     }
 
     /// Shuts this connection's write half once queued output is flushed
@@ -315,12 +283,6 @@ impl<'a> Context<'a> {
     /// connected, before `on_open`; sends are refused from the request on.
     pub fn shutdown_write(&mut self) {
         self.core.shutdown_stream_write(self.key);
-    }
-
-    /// Shuts another connection's write half once its queued output is
-    /// flushed, as [`Context::shutdown_write`] does for this one.
-    pub fn shutdown_source_write(&mut self, key: Key) {
-        self.core.shutdown_stream_write(key);
     }
 
     /// Stops delivering input to this connection's handler. The socket is
@@ -387,15 +349,8 @@ impl<'a> Context<'a> {
     /// Sends one datagram from this datagram socket. Returns `false` if it
     /// was dropped (see `datagram.rs` for when).
     pub fn send_datagram(&mut self, to: &Addr, data: &[u8]) -> bool {
-        self.send_datagram_via(self.key, to, data)
-    }
-
-    /// Sends one datagram from another datagram socket, by its key.
-    pub fn send_datagram_via(&mut self, socket: Key, to: &Addr, data: &[u8]) -> bool {
-        match self.core.datagram_mut(socket) {
-            Some(dgram) => dgram.send(socket, to, data),
-            None => false,
-        }
+        let key = self.key;
+        self.source(key).send_datagram(to, data)
     }
 
     /// Stops the reactor: `run` returns after this turn, leaving every
@@ -409,10 +364,138 @@ impl<'a> Context<'a> {
         self.core.begin_shutdown(timeout);
     }
 
-    /// Whether the connection named by `key` is still open.
-    pub fn is_open(&self, key: Key) -> bool {
-        self.core
-            .stream_ref(key)
-            .is_some_and(|c| c.state.public() != ConnState::Closed)
+    /// Another source, by its key: what this context does for its own
+    /// source, done for that one. A key that is gone gives a view on which
+    /// every operation does nothing and says so.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::io::{Read, Write};
+    /// use std::net::TcpStream;
+    /// use evloop::{Addr, Context, Key, Reactor, StreamHandler};
+    ///
+    /// /// The first connection forwards what it gets to the second, then
+    /// /// closes both.
+    /// struct Forward;
+    ///
+    /// impl StreamHandler for Forward {
+    ///     fn on_data(&mut self, cx: &mut Context<'_>, data: &[u8]) -> usize {
+    ///         let other: Option<Key> = cx.members().iter().copied().find(|&k| k != cx.key());
+    ///         if let Some(other) = other {
+    ///             let mut target = cx.source(other);
+    ///             target.send(data);
+    ///             target.close(); // after what it was sent
+    ///         }
+    ///         cx.close();
+    ///         cx.stop();
+    ///         data.len()
+    ///     }
+    /// }
+    ///
+    /// let mut reactor = Reactor::new()?;
+    /// let key = reactor.listen_tcp("127.0.0.1:0".parse()?, |_: &Addr| Forward)?;
+    /// let addr = reactor.local_addr(key).and_then(|a| a.as_inet()).expect("a TCP listener");
+    /// let mut a = TcpStream::connect(addr)?;
+    /// let mut b = TcpStream::connect(addr)?;
+    /// reactor.run_once(None)?; // accepts both
+    /// reactor.run_once(None)?;
+    /// a.write_all(b"over")?;
+    /// reactor.run()?;
+    /// let mut got = String::new();
+    /// b.read_to_string(&mut got)?;
+    /// assert_eq!(got, "over");
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn source(&mut self, key: Key) -> SourceRef<'_> {
+        SourceRef {
+            core: self.core,
+            key,
+            caller: self.key,
+        }
+    }
+}
+
+/// Another source, named by its key, seen from a callback: see
+/// [`Context::source`]. Every operation on a key that is gone, or that does
+/// not fit the source's kind, does nothing and returns `false` (or `None`).
+pub struct SourceRef<'c> {
+    core: &'c mut Core,
+    key: Key,
+    /// The source whose handler is running.
+    caller: Key,
+}
+
+impl SourceRef<'_> {
+    /// The key this view names.
+    pub fn key(&self) -> Key {
+        self.key
+    }
+
+    /// Whether the source is still there (a connection: not yet closed).
+    pub fn is_open(&self) -> bool {
+        match self.core.sources.get(self.key) {
+            Some(Source::Stream(conn)) => conn.state.public() != ConnState::Closed,
+            Some(_) => true,
+            None => false,
+        }
+    }
+
+    /// The state of the connection (`None` for other kinds of source).
+    pub fn state(&self) -> Option<ConnState> {
+        self.core.stream_ref(self.key).map(|c| c.state.public())
+    }
+
+    /// Sends bytes on the connection, written at once like
+    /// [`Context::send`] (only what the socket does not take is copied).
+    /// For one payload to many connections, [`SourceRef::send_shared`]
+    /// queues it by reference and writes once per turn.
+    pub fn send(&mut self, data: &[u8]) -> bool {
+        self.core.send_slice(self.key, data)
+    }
+
+    /// Sends a shared buffer on the connection. To another connection than
+    /// the caller's it is queued now and written at the end of the current
+    /// turn of the loop, together with everything else sent to it in this
+    /// turn: a fan-out costs one write per receiver per turn, not one per
+    /// message.
+    pub fn send_shared(&mut self, data: &Rc<[u8]>) -> bool {
+        let chunk = Chunk::Shared(Rc::clone(data));
+        if self.key == self.caller {
+            self.core.send_chunk(self.key, chunk)
+        } else {
+            self.core.send_chunk_deferred(self.key, chunk)
+        }
+    }
+
+    /// Closes the source, as [`Context::close`] does.
+    pub fn close(&mut self) {
+        self.core.close_source(self.key);
+    }
+
+    /// Drops queued output and resets the connection at once; any other
+    /// kind of source is closed. Its slot is free once the current callback
+    /// returns.
+    pub fn abort(&mut self) {
+        match self.core.sources.get(self.key) {
+            Some(Source::Stream(_)) => self.core.abort_stream(self.key),
+            Some(_) => self.core.close_source(self.key),
+            None => {}
+        }
+    }
+
+    /// Shuts the connection's write half once its queued output is
+    /// flushed, as [`Context::shutdown_write`] does.
+    pub fn shutdown_write(&mut self) {
+        self.core.shutdown_stream_write(self.key);
+    }
+
+    /// Sends one datagram from the datagram socket. Returns `false` if it
+    /// was dropped (see `datagram.rs` for when).
+    pub fn send_datagram(&mut self, to: &Addr, data: &[u8]) -> bool {
+        match self.core.datagram_mut(self.key) {
+            Some(dgram) => dgram.send(self.key, to, data),
+            None => false,
+        }
     }
 }

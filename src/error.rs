@@ -26,9 +26,6 @@ pub enum Error {
     Io(io::Error),
     /// Every slot a token can name is in use.
     Full,
-    /// The operation needs a kind of source the key does not name (for
-    /// instance a listener's address asked of a timer), or the key is gone.
-    NoSuchSource,
 }
 
 impl fmt::Display for Error {
@@ -37,7 +34,6 @@ impl fmt::Display for Error {
             Error::Bind { addr, source } => write!(f, "cannot listen on {addr}: {source}"),
             Error::Io(err) => write!(f, "event loop failed: {err}"),
             Error::Full => f.write_str("too many sources registered"),
-            Error::NoSuchSource => f.write_str("no such source"),
         }
     }
 }
@@ -47,7 +43,7 @@ impl std::error::Error for Error {
         match self {
             Error::Bind { source, .. } => Some(source),
             Error::Io(err) => Some(err),
-            Error::Full | Error::NoSuchSource => None,
+            Error::Full => None,
         }
     }
 }

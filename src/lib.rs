@@ -92,7 +92,7 @@ mod write_queue;
 pub use addr::Addr;
 pub use conn_state::ConnState;
 pub use connection::{ConnectionOptions, OverflowPolicy};
-pub use context::Context;
+pub use context::{Context, SourceRef};
 pub use error::Error;
 pub use handle::Handle;
 pub use handler::{CloseReason, DatagramHandler, SourceHandler, StreamFactory, StreamHandler};

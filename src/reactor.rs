@@ -19,6 +19,9 @@
 //! 7. **Commands** from [`crate::Handle`]s, if the waker fired.
 //! 8. **Shutdown.** Once every connection and socket is gone, or the
 //!    deadline has passed (then what is left is cut), `run` returns.
+//! 9. **Deferred writes.** Output handlers queued for other connections
+//!    (`cx.source(key).send_shared`, `broadcast`) is written, one flush per
+//!    connection, at most `DEFERRED_FLUSH_BUDGET` connections per turn.
 //!
 //! Deferred work is what a callback causes beyond its own source: another
 //! connection's watermark notice, a removal and its `on_close`. Running it

@@ -83,14 +83,14 @@ impl Key {
 
     /// Packs the key into a mio token: generation in the high bits, index
     /// in the low bits.
-    pub fn to_token(self) -> Token {
+    pub(crate) fn to_token(self) -> Token {
         let generation = (self.generation as usize) << INDEX_BITS;
         Token(generation | self.index as usize)
     }
 
     /// Unpacks a token made by [`Key::to_token`]. Returns `None` for the
     /// waker's token, which names no slot.
-    pub fn from_token(token: Token) -> Option<Key> {
+    pub(crate) fn from_token(token: Token) -> Option<Key> {
         if token == WAKER_TOKEN {
             return None;
         }

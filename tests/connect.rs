@@ -67,7 +67,7 @@ impl StreamHandler for Relay {
             .connect(self.upstream, Outbound(self.events.clone()))
             .expect("connect from a handler");
         // Queued while the connect is in progress, written once it is made.
-        assert!(cx.send_to(out, data));
+        assert!(cx.source(out).send(data));
         data.len()
     }
 }
@@ -167,8 +167,8 @@ impl StreamHandler for HalfCloseRelay {
         let out = cx
             .connect(self.upstream, Outbound(self.events.clone()))
             .expect("connect from a handler");
-        assert!(cx.send_to(out, data));
-        cx.shutdown_source_write(out);
+        assert!(cx.source(out).send(data));
+        cx.source(out).shutdown_write();
         data.len()
     }
 }

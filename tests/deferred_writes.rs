@@ -1,4 +1,4 @@
-//! Output a handler sends to *other* connections (`send_shared_to`,
+//! Output a handler sends to *other* connections (`cx.source(key).send_shared`,
 //! `broadcast`) is written at the end of the turn: it still arrives whole
 //! and in order, interleaved correctly with the receiver's own output, a
 //! close requested after it waits for it, and a receiver that cannot take
@@ -52,13 +52,13 @@ impl Hub {
             cx.send(format!("{}\n", self.members.borrow().len()).as_bytes());
         } else if command == "close" {
             for key in others {
-                cx.close_source(key);
+                cx.source(key).close();
             }
         } else if let Ok(n) = command.parse::<usize>() {
             for i in 0..n {
                 let line: Rc<[u8]> = format!("line {i}\n").into_bytes().into();
                 for &key in &others {
-                    cx.send_shared_to(key, &line);
+                    cx.source(key).send_shared(&line);
                 }
             }
             let done: Rc<[u8]> = b"done\n".to_vec().into();

@@ -50,8 +50,8 @@ impl StreamHandler for Probe {
         };
         if data == b"kill" {
             let other = other.expect("two accepted connections");
-            if cx.is_open(other) {
-                cx.abort_source(other);
+            if cx.source(other).is_open() {
+                cx.source(other).abort();
             }
         }
         data.len()

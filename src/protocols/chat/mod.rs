@@ -19,7 +19,7 @@
 //! after releasing the room, so no borrow of it is ever held across a
 //! [`Context`] call. A line for many members is encoded once into an
 //! `Rc<[u8]>` that every stream member's write queue shares
-//! ([`Context::send_shared_to`]); a datagram member gets the same bytes
+//! ([`SourceRef::send_shared`](crate::SourceRef::send_shared)); a datagram member gets the same bytes
 //! without the `\n`, one datagram per line.
 //!
 //! A stream member's state ([`ChatMember`]):
@@ -274,7 +274,7 @@ impl StreamHandler for ChatMember {
         loop {
             // Cut meanwhile (its own output over the cap): its on_close
             // comes next and takes it out of the room; say nothing more.
-            if !cx.is_open(cx.key()) {
+            if !cx.source(cx.key()).is_open() {
                 return data.len();
             }
             let outcome = {
@@ -340,11 +340,11 @@ fn deliver(cx: &mut Context<'_>, out: &mut Outbox) {
     for Delivery { to, line } in out.drain(..) {
         match to {
             MemberId::Stream(key) => {
-                cx.send_shared_to(key, &line);
+                cx.source(key).send_shared(&line);
             }
             MemberId::Datagram { socket, addr } => {
                 let bare = line.strip_suffix(b"\n").unwrap_or(&line);
-                cx.send_datagram_via(socket, &addr, bare);
+                cx.source(socket).send_datagram(&addr, bare);
             }
         }
     }
