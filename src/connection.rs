@@ -33,8 +33,9 @@ use log::{debug, trace};
 
 use crate::conn_state::{self, Action, End, Input, State};
 use crate::handler::guarded;
-use crate::reactor::{Core, Deferred, Notice, TimerTask};
+use crate::reactor::Core;
 use crate::registry::Registry;
+use crate::services::{Deferred, Notice, TimerTask};
 use crate::source::Source;
 use crate::sys::Stream;
 use crate::write_queue::{Chunk, Flush, WriteQueue};
@@ -357,7 +358,7 @@ impl Core {
             if !conn.state.reads_socket() || (conn.read_paused && conn.state.may_receive()) {
                 return;
             }
-            if reads == self.read_budget {
+            if reads == self.services.read_budget {
                 // Fairness: let the other ready sources run; come back next turn.
                 return self.revisit_later(key, Revisit::READ);
             }
@@ -430,7 +431,7 @@ impl Core {
             return;
         }
         let before = conn.queue.level();
-        match conn.queue.flush(&mut conn.stream, self.turn) {
+        match conn.queue.flush(&mut conn.stream, self.services.turn) {
             Ok(flushed) => {
                 if flushed == Flush::Yielded {
                     // Budget spent, socket not full: no event will come, so
@@ -446,8 +447,8 @@ impl Core {
                         drain: Some(timer), ..
                     } = conn.state
                     {
-                        let deadline = self.now + conn.options.drain_timeout;
-                        self.timers.reset(timer, deadline);
+                        let deadline = self.services.now + conn.options.drain_timeout;
+                        self.services.timers.reset(timer, deadline);
                     }
                 }
                 self.after_output(key);
@@ -478,9 +479,9 @@ impl Core {
     /// hold, so it leaves with their next write instead of waiting for the
     /// whole fan-out to end.
     pub(crate) fn flush_deferred_writes(&mut self) {
-        let count = self.pending_flush.len().min(DEFERRED_FLUSH_BUDGET);
+        let count = self.services.pending_flush.len().min(DEFERRED_FLUSH_BUDGET);
         for _ in 0..count {
-            let Some(key) = self.pending_flush.pop_front() else {
+            let Some(key) = self.services.pending_flush.pop_front() else {
                 break;
             };
             let Some(conn) = self.stream_mut(key) else {
@@ -505,7 +506,7 @@ impl Core {
 
     /// Queues chunks, then writes now or, if `defer`, at the end of the turn.
     fn queue_chunks<const N: usize>(&mut self, key: Key, chunks: [Chunk; N], defer: bool) -> bool {
-        let turn = self.turn;
+        let turn = self.services.turn;
         let Some(conn) = self.stream_mut(key) else {
             return false;
         };
@@ -533,7 +534,7 @@ impl Core {
             chunks.into_iter().for_each(|chunk| conn.queue.push(chunk));
             if !conn.flush_pending {
                 conn.flush_pending = true;
-                self.pending_flush.push_back(key);
+                self.services.pending_flush.push_back(key);
             }
             // The cap and the watermarks are checked after the flush at the
             // end of the turn, against what the socket did not take, as for
@@ -591,10 +592,14 @@ impl Core {
         let level = conn.queue.level();
         if !conn.above_high_water && level > conn.options.high_water as u64 {
             conn.above_high_water = true;
-            self.deferred.push_back(Deferred::Notify(key, Notice::HighWater));
+            self.services
+                .deferred
+                .push_back(Deferred::Notify(key, Notice::HighWater));
         } else if conn.above_high_water && level <= conn.options.low_water as u64 {
             conn.above_high_water = false;
-            self.deferred.push_back(Deferred::Notify(key, Notice::Drain));
+            self.services
+                .deferred
+                .push_back(Deferred::Notify(key, Notice::Drain));
         }
         if conn.queue.is_empty() {
             self.queue_emptied(key);
@@ -658,7 +663,7 @@ impl Core {
         let (new, actions) = conn_state::next(old, input, conn.queue.is_empty());
         conn.set_state(key, new);
         if let Some(timer) = old.timer().filter(|t| new.timer() != Some(*t)) {
-            self.timers.cancel(timer);
+            self.services.timers.cancel(timer);
         }
         let mut given = given;
         for action in actions {
@@ -702,13 +707,13 @@ impl Core {
             _ => (conn.options.drain_timeout, TimerTask::Drain(key)),
         };
         if let Some(old) = conn.state.timer() {
-            self.timers.cancel(old);
+            self.services.timers.cancel(old);
         }
-        let id = self.timers.set(self.now + after, None, task);
+        let id = self.services.timers.set(self.services.now + after, None, task);
         let stored = self.stream_mut(key).is_some_and(|c| c.state.set_timer(id));
         if !stored {
             if let Some(id) = id {
-                self.timers.cancel(id);
+                self.services.timers.cancel(id);
             }
         }
     }
@@ -723,7 +728,7 @@ impl Core {
         }
         conn.queue.clear();
         conn.pending = Vec::new();
-        self.deferred.push_back(Deferred::Remove(key, reason));
+        self.services.deferred.push_back(Deferred::Remove(key, reason));
     }
 
     /// Pauses or resumes delivery of input to the handler.
@@ -745,7 +750,7 @@ impl Core {
             return;
         };
         if conn.revisit == 0 {
-            self.ready.push_back(key);
+            self.services.ready.push_back(key);
         }
         conn.revisit |= why;
     }

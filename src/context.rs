@@ -26,7 +26,8 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use crate::conn_state::ConnState;
-use crate::reactor::{Core, TimerTask};
+use crate::reactor::Core;
+use crate::services::TimerTask;
 use crate::source::Source;
 use crate::write_queue::Chunk;
 use crate::{Addr, Key, StreamHandler, TimerId};
@@ -117,7 +118,7 @@ impl<'a> Context<'a> {
     /// The time this turn of the loop started. Cheaper than
     /// `Instant::now()` and the same for every callback of the turn.
     pub fn now(&self) -> Instant {
-        self.core.now
+        self.core.services.now
     }
 
     /// The peer of this connection (`None` for other kinds of source).
@@ -313,13 +314,13 @@ impl<'a> Context<'a> {
     /// Moves a timer to fire `after` from now. Returns `false` if it is
     /// gone (fired, if one-shot, or cancelled).
     pub fn reset_timer(&mut self, id: TimerId, after: Duration) -> bool {
-        let deadline = self.core.now + after;
-        self.core.timers.reset(id, deadline)
+        let deadline = self.core.services.now + after;
+        self.core.services.timers.reset(id, deadline)
     }
 
     /// Cancels a timer. Returns `false` if it was already gone.
     pub fn cancel_timer(&mut self, id: TimerId) -> bool {
-        let cancelled = self.core.timers.cancel(id);
+        let cancelled = self.core.services.timers.cancel(id);
         if let Some(TimerTask::User(owner)) = cancelled {
             self.core.forget_timer(owner, id);
         }

@@ -135,7 +135,7 @@ impl Core {
     /// Receives datagrams until `WouldBlock` or the read budget.
     pub(crate) fn receive_datagrams(&mut self, key: Key, scratch: &mut [u8]) {
         // Datagrams are small: allow more of them than stream reads per turn.
-        let budget = self.read_budget * 16;
+        let budget = self.services.read_budget * 16;
         for _ in 0..budget {
             let Some(dgram) = self.datagram_mut(key) else {
                 return;
@@ -177,6 +177,6 @@ impl Core {
                 None => return,
             }
         }
-        self.ready.push_back(key);
+        self.services.ready.push_back(key);
     }
 }

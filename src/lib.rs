@@ -80,6 +80,7 @@ mod listener;
 pub mod protocols;
 mod reactor;
 mod registry;
+mod services;
 pub mod signals;
 mod source;
 #[allow(unsafe_code)]

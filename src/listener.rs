@@ -47,7 +47,8 @@ use mio::Interest;
 use crate::conn_state::State;
 use crate::connection::{Connection, ConnectionOptions};
 use crate::handler::guarded;
-use crate::reactor::{Core, TimerTask};
+use crate::reactor::Core;
+use crate::services::TimerTask;
 use crate::source::Source;
 use crate::sys::{ListenSocket, Stream};
 use crate::{Addr, Key, StreamFactory, TimerId};
@@ -265,13 +266,13 @@ impl Core {
                 }
             }
         }
-        self.ready.push_back(key);
+        self.services.ready.push_back(key);
     }
 
     /// Accepting failed with `err` (see the module docs). Returns whether to
     /// go on accepting: a connection was turned away, more may wait.
     fn accept_failed(&mut self, key: Key, err: io::Error) -> bool {
-        let now = self.now;
+        let now = self.services.now;
         let has_spare = self.spare_fd.is_some();
         let Some(listener) = self.listener_mut(key) else {
             return false;
@@ -368,7 +369,7 @@ impl Core {
 
     /// An accept succeeded after an episode of failures: logs its end.
     fn accepting_again(&mut self, key: Key) {
-        let now = self.now;
+        let now = self.services.now;
         let Some(listener) = self.listener_mut(key) else {
             return;
         };
@@ -406,11 +407,14 @@ impl Core {
     /// Rests the listener for [`BACKOFF`]: its events are ignored until the
     /// timer fires and puts it on the ready list.
     fn start_backoff(&mut self, key: Key) {
-        let deadline = self.now + BACKOFF;
-        let id = self.timers.set(deadline, None, TimerTask::AcceptBackoff(key));
+        let deadline = self.services.now + BACKOFF;
+        let id = self
+            .services
+            .timers
+            .set(deadline, None, TimerTask::AcceptBackoff(key));
         let Some(listener) = self.listener_mut(key) else {
             if let Some(id) = id {
-                self.timers.cancel(id);
+                self.services.timers.cancel(id);
             }
             return;
         };
@@ -425,7 +429,7 @@ impl Core {
     pub(crate) fn end_backoff(&mut self, key: Key) {
         if let Some(listener) = self.listener_mut(key) {
             listener.backoff = None;
-            self.ready.push_back(key);
+            self.services.ready.push_back(key);
         }
     }
 

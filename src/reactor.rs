@@ -32,7 +32,6 @@
 //! removes that handler's source ([`Core::handler_panicked`]) and the loop
 //! goes on (the guarantee and its limits are in `handler.rs`).
 
-use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -51,9 +50,9 @@ use crate::handle::{Command, Handle};
 use crate::handler::guarded;
 use crate::listener::{Listener, ListenerOptions};
 use crate::registry::Registry;
+use crate::services::{Deferred, Notice, Services, TimerTask};
 use crate::source::{Custom, Source};
 use crate::sys::{DgramSocket, ListenSocket, Stream};
-use crate::timer::Timers;
 use crate::token::WAKER_TOKEN;
 use crate::write_queue::Chunk;
 use crate::{
@@ -71,48 +70,13 @@ const EVENTS_CAPACITY: usize = 1024;
 /// Reads per connection per wakeup (each up to [`SCRATCH_LEN`] bytes).
 const DEFAULT_READ_BUDGET: usize = 4;
 
-/// What a timer does when it fires.
-#[derive(Clone, Copy, Debug)]
-pub(crate) enum TimerTask {
-    /// A handler's timer: call its `on_timer`.
-    User(Key),
-    /// A closing connection made no progress in time: cut it.
-    Drain(Key),
-    /// A lingering close waited long enough: close the socket.
-    Linger(Key),
-    /// A listener may try accepting again.
-    AcceptBackoff(Key),
-}
-
-/// Work that runs once the current callback has returned.
-pub(crate) enum Deferred {
-    Notify(Key, Notice),
-    Remove(Key, CloseReason),
-}
-
-/// A watermark notice for a stream handler.
-#[derive(Clone, Copy, Debug)]
-pub(crate) enum Notice {
-    HighWater,
-    Drain,
-}
-
 /// The reactor's state that handlers reach through [`Context`]: everything
 /// but the event list and the read buffer, which the loop itself holds.
 pub(crate) struct Core {
     pub(crate) poll: Poll,
     pub(crate) sources: Registry<Source>,
-    pub(crate) timers: Timers<TimerTask>,
-    pub(crate) deferred: VecDeque<Deferred>,
-    pub(crate) ready: VecDeque<Key>,
-    /// Connections given output by other sources' handlers, to flush at
-    /// the end of the turn (step 9), oldest first.
-    pub(crate) pending_flush: VecDeque<Key>,
-    pub(crate) now: Instant,
-    /// Turns of the loop so far, from 1: a connection's file budget
-    /// ([`crate::write_queue::FILE_BUDGET`]) is per turn.
-    pub(crate) turn: u64,
-    pub(crate) read_budget: usize,
+    /// The loop's shared services: clock, timers, queues of later work.
+    pub(crate) services: Services,
     /// Options of outbound connections.
     pub(crate) defaults: Rc<ConnectionOptions>,
     pub(crate) stop_requested: bool,
@@ -198,13 +162,7 @@ impl Reactor {
             core: Core {
                 poll,
                 sources: Registry::new(),
-                timers: Timers::new(),
-                deferred: VecDeque::new(),
-                ready: VecDeque::new(),
-                pending_flush: VecDeque::new(),
-                now: Instant::now(),
-                turn: 1,
-                read_budget: DEFAULT_READ_BUDGET,
+                services: Services::new(DEFAULT_READ_BUDGET),
                 defaults: Rc::new(ConnectionOptions::default()),
                 stop_requested: false,
                 shutdown: Shutdown::No,
@@ -232,7 +190,7 @@ impl Reactor {
     /// Reads per connection per wakeup before other sources get a turn
     /// (at least 1; default 4 reads of up to 64 KiB).
     pub fn set_read_budget(&mut self, reads: usize) {
-        self.core.read_budget = reads.max(1);
+        self.core.services.read_budget = reads.max(1);
     }
 
     /// Binds a TCP listener; each accepted connection gets a handler from
@@ -482,7 +440,7 @@ impl Reactor {
 
     /// How many timers are pending (handlers' and the reactor's own).
     pub fn timer_count(&self) -> usize {
-        self.core.timers.len()
+        self.core.services.timers.len()
     }
 
     /// How many events were dropped because the source they named was gone
@@ -594,8 +552,8 @@ impl Reactor {
             Err(err) if err.kind() == io::ErrorKind::Interrupted => self.events.clear(),
             Err(err) => return Err(Error::Io(err)),
         }
-        self.core.now = Instant::now();
-        self.core.turn += 1;
+        self.core.services.now = Instant::now();
+        self.core.services.turn += 1;
         let mut woken = false;
         for event in self.events.iter() {
             if event.token() == WAKER_TOKEN {
@@ -620,14 +578,14 @@ impl Reactor {
 
     /// Step 1: how long the poll may wait.
     fn poll_timeout(&mut self, cap: Option<Duration>) -> Option<Duration> {
-        if !self.core.ready.is_empty()
-            || !self.core.deferred.is_empty()
-            || !self.core.pending_flush.is_empty()
+        if !self.core.services.ready.is_empty()
+            || !self.core.services.deferred.is_empty()
+            || !self.core.services.pending_flush.is_empty()
             || self.core.stop_requested
         {
             return Some(Duration::ZERO);
         }
-        let mut deadline = self.core.timers.next_deadline();
+        let mut deadline = self.core.services.timers.next_deadline();
         if let Shutdown::Requested { .. } = self.core.shutdown {
             return Some(Duration::ZERO);
         }
@@ -643,8 +601,8 @@ impl Reactor {
 
     /// Step 5: serve each source on the ready list once.
     fn serve_ready_list(&mut self) {
-        for _ in 0..self.core.ready.len() {
-            let Some(key) = self.core.ready.pop_front() else {
+        for _ in 0..self.core.services.ready.len() {
+            let Some(key) = self.core.services.ready.pop_front() else {
                 break;
             };
             match self.core.sources.get(key) {
@@ -660,9 +618,12 @@ impl Reactor {
     /// Step 6: fire every timer due now.
     fn expire_timers(&mut self) {
         let mut due = std::mem::take(&mut self.due);
-        self.core.timers.collect_due(self.core.now, &mut due);
+        self.core
+            .services
+            .timers
+            .collect_due(self.core.services.now, &mut due);
         for &(id, seq) in &due {
-            let Some(task) = self.core.timers.take_due(id, seq) else {
+            let Some(task) = self.core.services.timers.take_due(id, seq) else {
                 continue;
             };
             self.core.fire_timer(id, task);
@@ -711,6 +672,7 @@ impl Reactor {
                         Some(Source::Stream(_)) => self.core.abort_stream_with(key, CloseReason::Shutdown),
                         _ => self
                             .core
+                            .services
                             .deferred
                             .push_back(Deferred::Remove(key, CloseReason::Shutdown)),
                     }
@@ -814,7 +776,8 @@ impl Core {
             // A connection already closed has its removal queued.
             Some(Source::Stream(_)) => self.abort_stream_with(key, CloseReason::Aborted),
             Some(Source::Datagram(_) | Source::Custom(_)) => {
-                self.deferred
+                self.services
+                    .deferred
                     .push_back(Deferred::Remove(key, CloseReason::Aborted));
             }
             // A factory panicked: the listener goes on.
@@ -843,7 +806,7 @@ impl Core {
 
     /// Runs deferred work until none is left.
     pub(crate) fn run_deferred(&mut self) {
-        while let Some(work) = self.deferred.pop_front() {
+        while let Some(work) = self.services.deferred.pop_front() {
             match work {
                 Deferred::Notify(key, Notice::HighWater) => {
                     self.with_stream_handler(key, "on_high_water", |h, cx| h.on_high_water(cx));
@@ -864,12 +827,12 @@ impl Core {
             return;
         };
         for id in source.timers_mut().map(std::mem::take).unwrap_or_default() {
-            self.timers.cancel(id);
+            self.services.timers.cancel(id);
         }
         let handler = match &mut source {
             Source::Stream(conn) => {
                 if let Some(id) = conn.state.timer() {
-                    self.timers.cancel(id);
+                    self.services.timers.cancel(id);
                 }
                 if let Some((listener, slot)) = conn.listener {
                     self.leave_listener(listener, slot);
@@ -882,7 +845,7 @@ impl Core {
             Source::Custom(custom) => custom.handler.take().map(AnyHandler::Custom),
             Source::Listener(listener) => {
                 if let Some(id) = listener.backoff {
-                    self.timers.cancel(id);
+                    self.services.timers.cancel(id);
                 }
                 info!("{key}: stopped listening on {}", listener.local);
                 None
@@ -914,6 +877,7 @@ impl Core {
         match self.sources.get(key) {
             Some(Source::Stream(_)) => self.close_stream(key),
             Some(_) => self
+                .services
                 .deferred
                 .push_back(Deferred::Remove(key, CloseReason::Closed)),
             None => {}
@@ -945,7 +909,10 @@ impl Core {
         every: Option<Duration>,
     ) -> Option<TimerId> {
         let timers = self.sources.get_mut(owner)?.timers_mut()?;
-        let id = self.timers.set(self.now + after, every, TimerTask::User(owner))?;
+        let id = self
+            .services
+            .timers
+            .set(self.services.now + after, every, TimerTask::User(owner))?;
         timers.push(id);
         Some(id)
     }
@@ -960,7 +927,7 @@ impl Core {
     fn fire_timer(&mut self, id: TimerId, task: TimerTask) {
         match task {
             TimerTask::User(owner) => {
-                if !self.timers.contains(id) {
+                if !self.services.timers.contains(id) {
                     self.forget_timer(owner, id);
                 }
                 let Some(handler) = self.take_handler(owner) else {
