@@ -26,7 +26,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use crate::conn_state::ConnState;
-use crate::reactor::Core;
+use crate::core::Core;
 use crate::services::TimerTask;
 use crate::source::Source;
 use crate::write_queue::Chunk;

@@ -21,13 +21,10 @@ use std::collections::VecDeque;
 use std::io;
 use std::path::PathBuf;
 
-use log::{debug, trace};
+use log::debug;
 
-use crate::handler::guarded;
-use crate::reactor::Core;
-use crate::source::Source;
 use crate::sys::DgramSocket;
-use crate::{Addr, Context, DatagramHandler, Key, TimerId};
+use crate::{Addr, DatagramHandler, Key, TimerId};
 
 /// Most bytes of datagrams waiting for a full socket to drain.
 pub(crate) const MAX_QUEUED: usize = 1024 * 1024;
@@ -69,7 +66,7 @@ impl Datagram {
     }
 
     /// Sends queued datagrams until the socket is full.
-    fn flush(&mut self, key: Key) {
+    pub(crate) fn flush(&mut self, key: Key) {
         while let Some((to, data)) = self.out.front() {
             match self.socket.send_to(data, to) {
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => return,
@@ -109,74 +106,5 @@ impl Drop for Datagram {
         if let Some(path) = &self.unix_path {
             let _ = std::fs::remove_file(path);
         }
-    }
-}
-
-impl Core {
-    pub(crate) fn datagram_mut(&mut self, key: Key) -> Option<&mut Datagram> {
-        match self.sources.get_mut(key) {
-            Some(Source::Datagram(dgram)) => Some(dgram),
-            _ => None,
-        }
-    }
-
-    /// One datagram socket event: send what waits, then receive.
-    pub(crate) fn datagram_event(&mut self, key: Key, event: &mio::event::Event, scratch: &mut [u8]) {
-        if event.is_writable() {
-            if let Some(dgram) = self.datagram_mut(key) {
-                dgram.flush(key);
-            }
-        }
-        if event.is_readable() || event.is_error() {
-            self.receive_datagrams(key, scratch);
-        }
-    }
-
-    /// Receives datagrams until `WouldBlock` or the read budget.
-    pub(crate) fn receive_datagrams(&mut self, key: Key, scratch: &mut [u8]) {
-        // Datagrams are small: allow more of them than stream reads per turn.
-        let budget = self.services.read_budget * 16;
-        for _ in 0..budget {
-            let Some(dgram) = self.datagram_mut(key) else {
-                return;
-            };
-            let mut own = match dgram.socket.oversized(scratch.len()) {
-                Ok(size) => size.map(|len| vec![0; len]),
-                Err(err) if err.kind() == io::ErrorKind::WouldBlock => return,
-                // Any other error is the receive's to report.
-                Err(_) => None,
-            };
-            let buf: &mut [u8] = match own.as_mut() {
-                Some(own) => own,
-                None => &mut *scratch,
-            };
-            let (n, from) = match dgram.socket.recv_from(buf) {
-                Ok(got) => got,
-                Err(err) if err.kind() == io::ErrorKind::WouldBlock => return,
-                Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
-                Err(err) => {
-                    trace!("{key}: receive error {err}, going on");
-                    continue;
-                }
-            };
-            let Some(handler) = dgram.handler.take() else {
-                return;
-            };
-            // The handler moves into the guarded call and back out: a panic
-            // drops it as it unwinds, and the socket goes.
-            let back = guarded(key, "on_datagram", "removing the socket", || {
-                let mut handler = handler;
-                handler.on_datagram(&mut Context::new(self, key), &buf[..n], &from);
-                handler
-            });
-            let Some(handler) = back else {
-                return self.handler_panicked(key);
-            };
-            match self.datagram_mut(key) {
-                Some(dgram) => dgram.handler = Some(handler),
-                None => return,
-            }
-        }
-        self.services.ready.push_back(key);
     }
 }

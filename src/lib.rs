@@ -72,6 +72,7 @@ pub mod codec;
 mod conn_state;
 mod connection;
 mod context;
+mod core;
 mod datagram;
 mod error;
 mod handle;

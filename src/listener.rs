@@ -35,22 +35,12 @@
 //!   for: when that queue is full, Linux drops the SYN and the client's
 //!   connect stalls a whole second before retrying.
 
-use std::fs::File;
-use std::io;
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use log::{debug, warn};
-use mio::Interest;
-
-use crate::conn_state::State;
-use crate::connection::{Connection, ConnectionOptions};
-use crate::handler::guarded;
-use crate::reactor::Core;
-use crate::services::TimerTask;
-use crate::source::Source;
-use crate::sys::{ListenSocket, Stream};
+use crate::connection::ConnectionOptions;
+use crate::sys::ListenSocket;
 use crate::{Addr, Key, StreamFactory, TimerId};
 
 /// Most connections accepted in one wakeup of a listener.
@@ -62,9 +52,6 @@ pub(crate) const BACKOFF: Duration = Duration::from_millis(100);
 /// A listener's episodes of failing accepts are logged at warn level at
 /// most once in this long; the ones in between at debug level.
 pub(crate) const WARN_INTERVAL: Duration = Duration::from_secs(60);
-
-/// What the log says when a factory panics.
-const RESET_ACCEPTED: &str = "resetting the connection just accepted; the listener goes on";
 
 /// Connections the kernel may queue for a listener before `accept`.
 pub(crate) const BACKLOG: libc::c_int = 1024;
@@ -150,9 +137,9 @@ pub(crate) struct Listener {
     /// Set while accepting is paused after a failed accept.
     pub(crate) backoff: Option<TimerId>,
     /// Set from a failed accept until the next one that succeeds.
-    exhausted: Option<Episode>,
+    pub(crate) exhausted: Option<Episode>,
     /// When the last episode was logged at warn level.
-    last_warning: Option<Instant>,
+    pub(crate) last_warning: Option<Instant>,
     /// A Unix socket file this listener created, removed when it closes.
     pub(crate) unix_path: Option<PathBuf>,
 }
@@ -197,320 +184,16 @@ impl Drop for Listener {
 
 /// A stretch of failed accepts, from the first failure to the next accept
 /// that succeeds.
-struct Episode {
-    since: Instant,
+pub(crate) struct Episode {
+    pub(crate) since: Instant,
     /// Accepts that failed: the first, each retry after a rest, and each
     /// one that a spare descriptor then made room for.
-    refused: u64,
+    pub(crate) refused: u64,
     /// Connections accepted with the spare descriptor and reset.
-    turned_away: u64,
+    pub(crate) turned_away: u64,
     /// The listener has rested once: connections that still find no
     /// descriptor are turned away.
-    rested: bool,
+    pub(crate) rested: bool,
     /// Logged at warn level, so its end is logged at info level.
-    loud: bool,
-}
-
-/// Whether an accept error means the process (`EMFILE`) or the system
-/// (`ENFILE`) is out of descriptors: what the spare descriptor is for.
-fn is_descriptor_shortage(err: &io::Error) -> bool {
-    matches!(err.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE))
-}
-
-/// What became of a connection the spare descriptor made room for.
-enum TurnAway {
-    /// One was accepted and reset.
-    Done,
-    /// None was waiting.
-    Empty,
-    /// No spare, or the accept still failed.
-    Failed,
-}
-
-impl Core {
-    fn listener_mut(&mut self, key: Key) -> Option<&mut Listener> {
-        match self.sources.get_mut(key) {
-            Some(Source::Listener(listener)) => Some(listener),
-            _ => None,
-        }
-    }
-
-    /// Accepts what is waiting on a listener, within the budget.
-    pub(crate) fn accept_ready(&mut self, key: Key) {
-        for _ in 0..ACCEPT_BUDGET {
-            let Some(listener) = self.listener_mut(key) else {
-                return;
-            };
-            if listener.backoff.is_some() {
-                // Resting: the timer will retry, whatever edges come meanwhile.
-                return;
-            }
-            match listener.socket.accept() {
-                Ok((stream, peer)) => {
-                    if listener.exhausted.is_some() {
-                        self.accepting_again(key);
-                    }
-                    self.admit(key, stream, peer);
-                }
-                Err(err) if err.kind() == io::ErrorKind::WouldBlock => return,
-                // The peer gave up before we got to it, or a signal: go on.
-                Err(err)
-                    if matches!(
-                        err.kind(),
-                        io::ErrorKind::ConnectionAborted | io::ErrorKind::Interrupted
-                    ) => {}
-                Err(err) => {
-                    if !self.accept_failed(key, err) {
-                        return;
-                    }
-                }
-            }
-        }
-        self.services.ready.push_back(key);
-    }
-
-    /// Accepting failed with `err` (see the module docs). Returns whether to
-    /// go on accepting: a connection was turned away, more may wait.
-    fn accept_failed(&mut self, key: Key, err: io::Error) -> bool {
-        let now = self.services.now;
-        let has_spare = self.spare_fd.is_some();
-        let Some(listener) = self.listener_mut(key) else {
-            return false;
-        };
-        let shortage = is_descriptor_shortage(&err);
-        let episode = match &mut listener.exhausted {
-            Some(episode) => episode,
-            None => {
-                let loud = listener
-                    .last_warning
-                    .map_or(true, |at| now.saturating_duration_since(at) >= WARN_INTERVAL);
-                let plan = if shortage && has_spare {
-                    "then turning connections away until descriptors free up"
-                } else {
-                    "at a time until accepting works again"
-                };
-                let ms = BACKOFF.as_millis();
-                let level = if loud {
-                    listener.last_warning = Some(now);
-                    log::Level::Warn
-                } else {
-                    log::Level::Debug
-                };
-                log::log!(
-                    level,
-                    "{key}: accepting on {} failed: {err}; pausing accepts for {ms} ms, {plan}",
-                    listener.local
-                );
-                listener.exhausted.insert(Episode {
-                    since: now,
-                    refused: 0,
-                    turned_away: 0,
-                    rested: false,
-                    loud,
-                })
-            }
-        };
-        episode.refused += 1;
-        if episode.rested && shortage {
-            match self.turn_away_one(key) {
-                TurnAway::Done => {
-                    if let Some(episode) = self.listener_mut(key).and_then(|l| l.exhausted.as_mut()) {
-                        episode.turned_away += 1;
-                    }
-                    return true;
-                }
-                // The backlog is empty: the next connection raises an edge.
-                TurnAway::Empty => return false,
-                TurnAway::Failed => {}
-            }
-        }
-        self.start_backoff(key);
-        false
-    }
-
-    /// Out of descriptors: closes the spare, accepts the oldest waiting
-    /// connection into its place, resets that connection, and reopens the
-    /// spare.
-    fn turn_away_one(&mut self, key: Key) -> TurnAway {
-        let Some(spare) = self.spare_fd.take() else {
-            return TurnAway::Failed;
-        };
-        drop(spare);
-        let Some(listener) = self.listener_mut(key) else {
-            self.reserve_spare_fd();
-            return TurnAway::Failed;
-        };
-        let outcome = match listener.socket.accept() {
-            Ok((stream, peer)) => {
-                stream.set_reset_on_close();
-                // Closed before the spare is reopened, which needs its descriptor.
-                drop(stream);
-                debug!("{key}: out of descriptors: turned {peer} away");
-                TurnAway::Done
-            }
-            Err(err) if err.kind() == io::ErrorKind::WouldBlock => TurnAway::Empty,
-            // Something left the backlog, or a signal: go on.
-            Err(err)
-                if matches!(
-                    err.kind(),
-                    io::ErrorKind::ConnectionAborted | io::ErrorKind::Interrupted
-                ) =>
-            {
-                TurnAway::Done
-            }
-            Err(err) => {
-                debug!("{key}: accepting with the spare descriptor freed: {err}");
-                TurnAway::Failed
-            }
-        };
-        self.reserve_spare_fd();
-        outcome
-    }
-
-    /// An accept succeeded after an episode of failures: logs its end.
-    fn accepting_again(&mut self, key: Key) {
-        let now = self.services.now;
-        let Some(listener) = self.listener_mut(key) else {
-            return;
-        };
-        let Some(episode) = listener.exhausted.take() else {
-            return;
-        };
-        let ms = now.saturating_duration_since(episode.since).as_millis();
-        let (refused, turned_away) = (episode.refused, episode.turned_away);
-        let level = if episode.loud {
-            log::Level::Info
-        } else {
-            log::Level::Debug
-        };
-        log::log!(
-            level,
-            "{key}: accepting on {} again after {ms} ms: {refused} accepts failed, \
-             {turned_away} connections turned away",
-            listener.local
-        );
-        // A spare lost to a race is taken back now that descriptors are free.
-        self.reserve_spare_fd();
-    }
-
-    /// Opens the spare descriptor if none is held. Without one, a listener
-    /// out of descriptors only rests and retries.
-    pub(crate) fn reserve_spare_fd(&mut self) {
-        if self.spare_fd.is_none() {
-            match File::open("/dev/null") {
-                Ok(file) => self.spare_fd = Some(file),
-                Err(err) => debug!("no spare descriptor for accepting: {err}"),
-            }
-        }
-    }
-
-    /// Rests the listener for [`BACKOFF`]: its events are ignored until the
-    /// timer fires and puts it on the ready list.
-    fn start_backoff(&mut self, key: Key) {
-        let deadline = self.services.now + BACKOFF;
-        let id = self
-            .services
-            .timers
-            .set(deadline, None, TimerTask::AcceptBackoff(key));
-        let Some(listener) = self.listener_mut(key) else {
-            if let Some(id) = id {
-                self.services.timers.cancel(id);
-            }
-            return;
-        };
-        if let Some(episode) = &mut listener.exhausted {
-            episode.rested = true;
-        }
-        listener.backoff = id;
-    }
-
-    /// The back-off timer fired: try accepting again. Connections waiting
-    /// in the backlog raise no new edge, so this is what serves them.
-    pub(crate) fn end_backoff(&mut self, key: Key) {
-        if let Some(listener) = self.listener_mut(key) {
-            listener.backoff = None;
-            self.services.ready.push_back(key);
-        }
-    }
-
-    /// Takes in one accepted connection: turned away over the limit, or
-    /// given a handler, registered, and opened. A factory that panics gets
-    /// the connection reset; the listener goes on (see `handler.rs`).
-    fn admit(&mut self, listener_key: Key, mut stream: Stream, peer: Addr) {
-        let Some(listener) = self.listener_mut(listener_key) else {
-            return;
-        };
-        let factory = &mut listener.factory;
-        if listener.members.len() >= listener.max_connections {
-            debug!(
-                "{listener_key} {}: at {} connections, turning {peer} away",
-                listener.local, listener.max_connections
-            );
-            match guarded(listener_key, "StreamFactory::farewell", RESET_ACCEPTED, || {
-                factory.farewell(&peer)
-            }) {
-                Some(Some(farewell)) => {
-                    let _ = io::Write::write(&mut stream, &farewell);
-                }
-                Some(None) => {}
-                None => stream.set_reset_on_close(),
-            }
-            return;
-        }
-        let Some(handler) = guarded(listener_key, "StreamFactory::new_handler", RESET_ACCEPTED, || {
-            factory.new_handler(&peer)
-        }) else {
-            stream.set_reset_on_close();
-            return;
-        };
-        let options = Rc::clone(&listener.connection);
-        let slot = listener.members.len() as u32;
-        let mut conn = Connection::new(stream, handler, peer, State::Open, options);
-        conn.listener = Some((listener_key, slot));
-        let Some(key) = self.register_stream(conn) else {
-            return;
-        };
-        if let Some(listener) = self.listener_mut(listener_key) {
-            listener.members.push(key);
-        }
-        self.with_stream_handler(key, "on_open", |h, cx| h.on_open(cx));
-    }
-
-    /// Inserts a connection and registers its socket for both directions.
-    pub(crate) fn register_stream(&mut self, conn: Connection) -> Option<Key> {
-        let key = match self.sources.insert(Source::Stream(conn)) {
-            Ok(key) => key,
-            Err(_) => {
-                warn!("source table full: dropping a connection");
-                return None;
-            }
-        };
-        let conn = crate::connection::stream_in(&mut self.sources, key)?;
-        let registry = self.poll.registry();
-        let interest = Interest::READABLE | Interest::WRITABLE;
-        if let Err(err) = registry.register(conn.stream.source(), key.to_token(), interest) {
-            warn!("registering a connection from {}: {err}", conn.peer);
-            self.sources.remove(key);
-            return None;
-        }
-        debug!("{key} {}: state=>{}", conn.peer, conn.state.public());
-        Some(key)
-    }
-
-    /// Takes a connection off its listener's member list.
-    pub(crate) fn leave_listener(&mut self, listener_key: Key, slot: u32) {
-        let Some(listener) = self.listener_mut(listener_key) else {
-            return;
-        };
-        let slot = slot as usize;
-        if slot >= listener.members.len() {
-            return;
-        }
-        listener.members.swap_remove(slot);
-        if let Some(&moved) = listener.members.get(slot) {
-            if let Some(conn) = self.stream_mut(moved) {
-                conn.listener = Some((listener_key, slot as u32));
-            }
-        }
-    }
+    pub(crate) loud: bool,
 }

@@ -1,0 +1,572 @@
+//! Stream events around a connection's IO steps, and the moves of its state
+//! machine ([`crate::conn_state`]) with their actions.
+
+use std::io::{self, Read};
+use std::net::Shutdown as NetShutdown;
+
+use log::{debug, trace};
+
+use crate::conn_state::{self, Action, End, Input, State};
+use crate::connection::{Connection, OverflowPolicy, Revisit};
+use crate::handler::guarded;
+use crate::registry::Registry;
+use crate::services::{Deferred, Notice, TimerTask};
+use crate::source::Source;
+use crate::write_queue::{Chunk, Flush};
+use crate::{CloseReason, Context, Key, StreamHandler, TimerId};
+
+use super::Core;
+
+/// Connections flushed per turn in step 9 (deferred writes). A broadcast
+/// to thousands of receivers is written in slices of this many, with a
+/// poll between slices, so one fan-out does not keep the loop from its
+/// sockets for the whole of it. Measured on loopback chat at 1,000
+/// receivers: see docs/benchmarks.md.
+pub(crate) const DEFERRED_FLUSH_BUDGET: usize = 128;
+
+/// What the log says happens to a connection whose handler panicked.
+const RESET_AFTER_PANIC: &str = "resetting the connection";
+
+/// How far a read pass may trust a short read.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ReadHint {
+    /// The event did not report the peer's FIN: a short read means the
+    /// socket is empty.
+    ShortReadDrains,
+    /// Read until `WouldBlock` or 0 (a FIN is pending, or no event told us).
+    UntilWouldBlock,
+}
+
+/// The connection named by `key`, borrowing only the registry, so the rest
+/// of the core stays usable beside it.
+pub(crate) fn stream_in(sources: &mut Registry<Source>, key: Key) -> Option<&mut Connection> {
+    match sources.get_mut(key) {
+        Some(Source::Stream(conn)) => Some(conn),
+        _ => None,
+    }
+}
+
+impl Core {
+    pub(crate) fn stream_mut(&mut self, key: Key) -> Option<&mut Connection> {
+        stream_in(&mut self.sources, key)
+    }
+
+    pub(crate) fn stream_ref(&self, key: Key) -> Option<&Connection> {
+        match self.sources.get(key) {
+            Some(Source::Stream(conn)) => Some(conn),
+            _ => None,
+        }
+    }
+
+    /// Runs `f` with the connection's handler taken out and a context for
+    /// it, then puts the handler back. Does nothing if the connection is gone
+    /// or its handler is already out (a callback is running, or it panicked).
+    /// `callback` names the call for the log if it panics; the connection is
+    /// then reset.
+    pub(crate) fn with_stream_handler(
+        &mut self,
+        key: Key,
+        callback: &'static str,
+        f: impl FnOnce(&mut dyn StreamHandler, &mut Context<'_>),
+    ) {
+        let Some(handler) = self.stream_mut(key).and_then(|c| c.handler.take()) else {
+            return;
+        };
+        // The handler moves into the guarded call and comes back out of it,
+        // so a panic drops it as it unwinds.
+        let back = guarded(key, callback, RESET_AFTER_PANIC, || {
+            let mut handler = handler;
+            f(handler.as_mut(), &mut Context::new(self, key));
+            handler
+        });
+        match back {
+            Some(handler) => {
+                if let Some(conn) = self.stream_mut(key) {
+                    conn.handler = Some(handler);
+                }
+            }
+            None => self.handler_panicked(key),
+        }
+    }
+
+    /// One stream event: complete a connect, flush, read.
+    pub(crate) fn stream_event(&mut self, key: Key, event: &mio::event::Event, scratch: &mut [u8]) {
+        let Some(conn) = self.stream_mut(key) else { return };
+        if let State::Connecting { .. } = conn.state {
+            self.finish_connect(key);
+        }
+        if event.is_readable() || event.is_read_closed() || event.is_error() {
+            let hint = if event.is_read_closed() || event.is_error() {
+                ReadHint::UntilWouldBlock
+            } else {
+                ReadHint::ShortReadDrains
+            };
+            self.read_stream(key, scratch, hint);
+        }
+        if event.is_writable() || event.is_error() {
+            self.flush_stream(key);
+        }
+        if event.is_error() {
+            self.surface_socket_error(key);
+        }
+    }
+
+    /// Closes a connection on a socket error (a reset) that the read and
+    /// flush of its event did not surface: when the read half is closed or
+    /// reading is paused, and nothing is queued, no call would fail, and
+    /// the edge-triggered error would never be reported again.
+    fn surface_socket_error(&mut self, key: Key) {
+        let Some(conn) = self.stream_mut(key) else { return };
+        if matches!(conn.state, State::Connecting { .. } | State::Closed) {
+            return;
+        }
+        match conn.stream.take_error() {
+            Ok(None) => {}
+            Ok(Some(err)) | Err(err) => self.finish_stream(key, CloseReason::Error(err)),
+        }
+    }
+
+    /// Checks an outbound connect after its socket turned writable (mio's
+    /// `TcpStream::connect` steps: a socket error, or a peer address).
+    fn finish_connect(&mut self, key: Key) {
+        let Some(conn) = self.stream_mut(key) else { return };
+        let outcome = match conn.stream.take_error() {
+            Ok(Some(err)) | Err(err) => Err(err),
+            Ok(None) => conn.stream.peer_addr(),
+        };
+        match outcome {
+            Ok(peer) => {
+                conn.peer = peer;
+                // A close or shutdown asked for while connecting is done
+                // now; `on_open` comes unless the handler closed.
+                self.apply(key, Input::Connected, None);
+            }
+            // Not connected yet: a spurious wakeup.
+            Err(err) if err.kind() == io::ErrorKind::NotConnected => {}
+            Err(err) => self.finish_stream(key, CloseReason::ConnectFailed(err)),
+        }
+    }
+
+    /// Reads until the socket is empty, the read budget is spent, or the
+    /// handler stops wanting input.
+    pub(crate) fn read_stream(&mut self, key: Key, scratch: &mut [u8], hint: ReadHint) {
+        let mut reads = 0;
+        loop {
+            let Some(conn) = stream_in(&mut self.sources, key) else {
+                return;
+            };
+            if !conn.state.reads_socket() || (conn.read_paused && conn.state.may_receive()) {
+                return;
+            }
+            if reads == self.services.read_budget {
+                // Fairness: let the other ready sources run; come back next turn.
+                return self.revisit_later(key, Revisit::READ);
+            }
+            reads += 1;
+            match conn.stream.read(scratch) {
+                Ok(0) => return self.peer_finished(key),
+                Ok(n) => {
+                    trace!("{key}: read {n} bytes");
+                    if conn.state.may_receive() {
+                        self.deliver(key, &scratch[..n]);
+                    }
+                    if n < scratch.len() && hint == ReadHint::ShortReadDrains {
+                        return;
+                    }
+                }
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => return,
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                Err(err) => return self.finish_stream(key, CloseReason::Error(err)),
+            }
+        }
+    }
+
+    /// Hands input to the handler: the pending bytes followed by `fresh`.
+    /// Keeps what the handler did not consume.
+    pub(crate) fn deliver(&mut self, key: Key, fresh: &[u8]) {
+        let Some(conn) = self.stream_mut(key) else { return };
+        let Some(handler) = conn.handler.take() else {
+            return;
+        };
+        let pending = std::mem::take(&mut conn.pending);
+        // The handler and the input it was given move into the guarded call
+        // and come back out: a panic drops both as it unwinds.
+        let back = guarded(key, "on_data", RESET_AFTER_PANIC, || {
+            let (mut handler, mut pending) = (handler, pending);
+            let mut cx = Context::new(self, key);
+            if pending.is_empty() {
+                let used = handler.on_data(&mut cx, fresh).min(fresh.len());
+                pending.extend_from_slice(&fresh[used..]);
+            } else {
+                pending.extend_from_slice(fresh);
+                let used = handler.on_data(&mut cx, &pending).min(pending.len());
+                pending.drain(..used);
+            }
+            (handler, pending)
+        });
+        let Some((handler, pending)) = back else {
+            return self.handler_panicked(key);
+        };
+        let Some(conn) = self.stream_mut(key) else { return };
+        conn.handler = Some(handler);
+        if pending.len() > conn.options.max_pending_input {
+            return self.finish_stream(key, CloseReason::InputOverflow);
+        }
+        // An empty buffer is freed, so an idle connection holds none.
+        conn.pending = if pending.is_empty() { Vec::new() } else { pending };
+    }
+
+    /// A read returned 0: the peer will send nothing more.
+    fn peer_finished(&mut self, key: Key) {
+        self.apply(key, Input::PeerFin, None);
+        self.after_output(key);
+    }
+
+    /// Writes what is queued, then applies what an emptier queue means.
+    pub(crate) fn flush_stream(&mut self, key: Key) {
+        let Some(conn) = stream_in(&mut self.sources, key) else {
+            return;
+        };
+        if matches!(conn.state, State::Connecting { .. } | State::Closed) || conn.queue.is_empty() {
+            return;
+        }
+        let before = conn.queue.level();
+        match conn.queue.flush(&mut conn.stream, self.services.turn) {
+            Ok(flushed) => {
+                if flushed == Flush::Yielded {
+                    // Budget spent, socket not full: no event will come, so
+                    // come back next turn after the other sources.
+                    self.revisit_later(key, Revisit::WRITE);
+                }
+                let Some(conn) = stream_in(&mut self.sources, key) else {
+                    return;
+                };
+                if conn.queue.level() < before {
+                    // Progress: push the drain deadline back (O(1)).
+                    if let State::Draining {
+                        drain: Some(timer), ..
+                    } = conn.state
+                    {
+                        let deadline = self.services.now + conn.options.drain_timeout;
+                        self.services.timers.reset(timer, deadline);
+                    }
+                }
+                self.after_output(key);
+            }
+            Err(err) => self.abort_stream_with(key, CloseReason::Error(err)),
+        }
+    }
+
+    /// Queues or writes output for a connection. Returns whether it was
+    /// taken (written or queued).
+    pub(crate) fn send_chunk(&mut self, key: Key, chunk: Chunk) -> bool {
+        self.send_chunks(key, [chunk])
+    }
+
+    /// Queues a chunk for a connection other than the one being served,
+    /// without writing it: every connection given output this way is
+    /// flushed once, at the end of the turn ([`Core::flush_deferred_writes`]).
+    /// A broadcast then costs one write per receiver per turn, whatever
+    /// number of lines reached it in that turn, instead of one per line.
+    pub(crate) fn send_chunk_deferred(&mut self, key: Key, chunk: Chunk) -> bool {
+        self.queue_chunks(key, [chunk], true)
+    }
+
+    /// Flushes connections given deferred output, oldest first, at most
+    /// [`DEFERRED_FLUSH_BUDGET`] of them per turn. The rest stay listed,
+    /// in order, and the next turn polls without waiting: input that came
+    /// meanwhile (a new chat line) is read and queued behind what they
+    /// hold, so it leaves with their next write instead of waiting for the
+    /// whole fan-out to end.
+    pub(crate) fn flush_deferred_writes(&mut self) {
+        let count = self.services.pending_flush.len().min(DEFERRED_FLUSH_BUDGET);
+        for _ in 0..count {
+            let Some(key) = self.services.pending_flush.pop_front() else {
+                break;
+            };
+            let Some(conn) = self.stream_mut(key) else {
+                continue;
+            };
+            conn.flush_pending = false;
+            if let State::Connecting { .. } = conn.state {
+                // Written once connected; the cap applies now.
+                self.after_output(key);
+            } else {
+                self.flush_stream(key);
+            }
+        }
+    }
+
+    /// Queues chunks as one unit (all or none), then writes if they are
+    /// first in line: a memory chunk followed by a file region goes out
+    /// with the region in the same segment where the socket allows.
+    pub(crate) fn send_chunks<const N: usize>(&mut self, key: Key, chunks: [Chunk; N]) -> bool {
+        self.queue_chunks(key, chunks, false)
+    }
+
+    /// Queues chunks, then writes now or, if `defer`, at the end of the turn.
+    fn queue_chunks<const N: usize>(&mut self, key: Key, chunks: [Chunk; N], defer: bool) -> bool {
+        let turn = self.services.turn;
+        let Some(conn) = self.stream_mut(key) else {
+            return false;
+        };
+        if !conn.state.takes_output() {
+            trace!("{key}: send refused in state {}", conn.state.public());
+            return false;
+        }
+        let adds: usize = chunks
+            .iter()
+            .map(|chunk| match chunk {
+                Chunk::Owned(v) => v.len(),
+                Chunk::Shared(v) => v.len(),
+                Chunk::File { .. } => 0,
+            })
+            .sum();
+        let over_cap = conn.queue.buffered() + adds > conn.options.max_queued;
+        if over_cap && !conn.queue.is_empty() && conn.options.overflow == OverflowPolicy::Drop {
+            debug!("{key} {}: output over the cap, send dropped", conn.peer);
+            return false;
+        }
+        let result = if let State::Connecting { .. } = conn.state {
+            chunks.into_iter().for_each(|chunk| conn.queue.push(chunk));
+            Ok(Flush::Blocked)
+        } else if defer {
+            chunks.into_iter().for_each(|chunk| conn.queue.push(chunk));
+            if !conn.flush_pending {
+                conn.flush_pending = true;
+                self.services.pending_flush.push_back(key);
+            }
+            // The cap and the watermarks are checked after the flush at the
+            // end of the turn, against what the socket did not take, as for
+            // a send written at once.
+            return true;
+        } else {
+            conn.queue.write_chunks(&mut conn.stream, chunks, turn)
+        };
+        match result {
+            Ok(Flush::Yielded) => self.revisit_later(key, Revisit::WRITE),
+            Ok(Flush::Empty | Flush::Blocked) => {}
+            Err(err) => {
+                self.abort_stream_with(key, CloseReason::Error(err));
+                return false;
+            }
+        }
+        self.after_output(key);
+        self.stream_ref(key).is_some_and(|c| c.state != State::Closed)
+    }
+
+    /// Sends borrowed bytes: written straight away when nothing is queued,
+    /// and only the rest copied into the queue.
+    pub(crate) fn send_slice(&mut self, key: Key, data: &[u8]) -> bool {
+        let Some(conn) = self.stream_mut(key) else {
+            return false;
+        };
+        if !conn.queue.is_empty() || !matches!(conn.state, State::Open | State::ReadClosed) {
+            return self.send_chunk(key, Chunk::Owned(data.to_vec()));
+        }
+        if let Err(err) = conn.queue.write_slice(&mut conn.stream, data) {
+            self.abort_stream_with(key, CloseReason::Error(err));
+            return false;
+        }
+        self.after_output(key);
+        self.stream_ref(key).is_some_and(|c| c.state != State::Closed)
+    }
+
+    /// After the queue changed: the hard cap, the watermarks, and the
+    /// closing states that wait for an empty queue.
+    pub(crate) fn after_output(&mut self, key: Key) {
+        let Some(conn) = stream_in(&mut self.sources, key) else {
+            return;
+        };
+        if conn.state == State::Closed {
+            return;
+        }
+        if conn.queue.buffered() > conn.options.max_queued && conn.options.overflow == OverflowPolicy::Close {
+            debug!(
+                "{key} {}: {} bytes queued, over the cap",
+                conn.peer,
+                conn.queue.buffered()
+            );
+            return self.abort_stream_with(key, CloseReason::Overflow);
+        }
+        let level = conn.queue.level();
+        if !conn.above_high_water && level > conn.options.high_water as u64 {
+            conn.above_high_water = true;
+            self.services
+                .deferred
+                .push_back(Deferred::Notify(key, Notice::HighWater));
+        } else if conn.above_high_water && level <= conn.options.low_water as u64 {
+            conn.above_high_water = false;
+            self.services
+                .deferred
+                .push_back(Deferred::Notify(key, Notice::Drain));
+        }
+        if conn.queue.is_empty() {
+            self.queue_emptied(key);
+        }
+    }
+
+    /// The queue is empty: finish a pending half-close or close.
+    fn queue_emptied(&mut self, key: Key) {
+        self.apply(key, Input::QueueEmpty, None);
+    }
+
+    /// The handler asked to close after flushing.
+    pub(crate) fn close_stream(&mut self, key: Key) {
+        self.apply(key, Input::Close, None);
+    }
+
+    /// The handler asked to shut its write half after flushing.
+    pub(crate) fn shutdown_stream_write(&mut self, key: Key) {
+        self.apply(key, Input::ShutdownWrite, None);
+    }
+
+    /// Drops queued output and resets the connection.
+    pub(crate) fn abort_stream(&mut self, key: Key) {
+        self.abort_stream_with(key, CloseReason::Aborted);
+    }
+
+    /// Drops queued output and resets the connection, for `reason`. Write
+    /// errors end this way too: a peer must not mistake a stream cut short
+    /// (a file that shrank while it was sent) for one that ended normally.
+    pub(crate) fn abort_stream_with(&mut self, key: Key, reason: CloseReason) {
+        self.apply(key, Input::Abort, Some(reason));
+    }
+
+    /// Closes a connection for `reason` (no reset) and schedules its
+    /// removal, which runs its `on_close` once the current callback (if any)
+    /// has returned.
+    pub(crate) fn finish_stream(&mut self, key: Key, reason: CloseReason) {
+        self.apply(key, Input::Fail, Some(reason));
+    }
+
+    /// A deadline of the connection's state passed: `timer` is the one
+    /// that fired, already gone from the timer set.
+    pub(crate) fn deadline_passed(&mut self, key: Key, timer: TimerId, input: Input) {
+        let Some(conn) = self.stream_mut(key) else { return };
+        if conn.state.timer() != Some(timer) {
+            return;
+        }
+        conn.state.set_timer(None);
+        self.apply(key, input, None);
+    }
+
+    /// Moves the connection's state machine ([`conn_state::next`]) on
+    /// `input` and performs the move's actions, in order. `given` is the
+    /// close reason of [`Input::Fail`] and [`Input::Abort`]. The timer of a
+    /// deadline the new state no longer waits for is cancelled.
+    pub(crate) fn apply(&mut self, key: Key, input: Input, given: Option<CloseReason>) {
+        let Some(conn) = stream_in(&mut self.sources, key) else {
+            return;
+        };
+        let old = conn.state;
+        let (new, actions) = conn_state::next(old, input, conn.queue.is_empty());
+        conn.set_state(key, new);
+        if let Some(timer) = old.timer().filter(|t| new.timer() != Some(*t)) {
+            self.services.timers.cancel(timer);
+        }
+        let mut given = given;
+        for action in actions {
+            match action {
+                Action::NotifyOpen => self.with_stream_handler(key, "on_open", |h, cx| h.on_open(cx)),
+                Action::NotifyReadClosed => {
+                    self.with_stream_handler(key, "on_read_closed", |h, cx| h.on_read_closed(cx));
+                }
+                Action::ShutdownWrite => {
+                    if let Some(conn) = self.stream_mut(key) {
+                        let _ = conn.stream.shutdown(NetShutdown::Write);
+                    }
+                }
+                Action::ArmDrain => self.arm_deadline(key, Input::DrainTimeout),
+                Action::ArmLinger => self.arm_deadline(key, Input::LingerTimeout),
+                Action::RevisitRead => self.revisit_later(key, Revisit::READ),
+                Action::Reset => {
+                    if let Some(conn) = self.stream_mut(key) {
+                        conn.stream.set_reset_on_close();
+                    }
+                }
+                Action::Finish(end) => {
+                    let reason = match end {
+                        End::Closed => CloseReason::Closed,
+                        End::PeerClosed => CloseReason::PeerClosed,
+                        End::DrainTimeout => CloseReason::DrainTimeout,
+                        End::Given => given.take().unwrap_or(CloseReason::Aborted),
+                    };
+                    self.closed(key, reason);
+                }
+            }
+        }
+    }
+
+    /// Starts the deadline of the connection's state: `on` is the input its
+    /// timer feeds when it fires.
+    fn arm_deadline(&mut self, key: Key, on: Input) {
+        let Some(conn) = self.stream_mut(key) else { return };
+        let (after, task) = match on {
+            Input::LingerTimeout => (conn.options.linger, TimerTask::Linger(key)),
+            _ => (conn.options.drain_timeout, TimerTask::Drain(key)),
+        };
+        if let Some(old) = conn.state.timer() {
+            self.services.timers.cancel(old);
+        }
+        let id = self.services.timers.set(self.services.now + after, None, task);
+        let stored = self.stream_mut(key).is_some_and(|c| c.state.set_timer(id));
+        if !stored {
+            if let Some(id) = id {
+                self.services.timers.cancel(id);
+            }
+        }
+    }
+
+    /// The connection is Closed: drops its queue and input, and schedules
+    /// its removal.
+    fn closed(&mut self, key: Key, reason: CloseReason) {
+        let Some(conn) = self.stream_mut(key) else { return };
+        match &reason {
+            CloseReason::Error(err) => debug!("{key} {}: {err}", conn.peer),
+            other => trace!("{key} {}: {other}", conn.peer),
+        }
+        conn.queue.clear();
+        conn.pending = Vec::new();
+        self.services.deferred.push_back(Deferred::Remove(key, reason));
+    }
+
+    /// Pauses or resumes delivery of input to the handler.
+    pub(crate) fn set_read_paused(&mut self, key: Key, paused: bool) {
+        let Some(conn) = self.stream_mut(key) else { return };
+        if conn.read_paused != paused {
+            conn.read_paused = paused;
+            if !paused {
+                // The edge that announced buffered input may be long gone.
+                self.revisit_later(key, Revisit::READ);
+            }
+        }
+    }
+
+    /// Puts a connection on the ready list, once, for `why` (a
+    /// [`Revisit`] bit): it is served next turn, after the other sources.
+    pub(crate) fn revisit_later(&mut self, key: Key, why: u8) {
+        let Some(conn) = stream_in(&mut self.sources, key) else {
+            return;
+        };
+        if conn.revisit == 0 {
+            self.services.ready.push_back(key);
+        }
+        conn.revisit |= why;
+    }
+
+    /// A connection on the ready list: for [`Revisit::READ`], re-offer
+    /// pending input and read on; in any case, flush on. A connection
+    /// listed only to go on writing costs no read.
+    pub(crate) fn revisit_stream(&mut self, key: Key, scratch: &mut [u8]) {
+        let Some(conn) = self.stream_mut(key) else { return };
+        let why = std::mem::take(&mut conn.revisit);
+        if why & Revisit::READ != 0 {
+            if !conn.pending.is_empty() && conn.state.may_receive() && !conn.read_paused {
+                self.deliver(key, &[]);
+            }
+            self.read_stream(key, scratch, ReadHint::UntilWouldBlock);
+        }
+        self.flush_stream(key);
+    }
+}
