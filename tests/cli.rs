@@ -20,10 +20,18 @@ const PROGRAMS: [&str; 10] = [
     "kv",
 ];
 
+/// An example's path, or the load generator's (a workspace tool).
+fn program_path(program: &str) -> std::path::PathBuf {
+    match program {
+        "loadgen" => tool_path(program),
+        _ => example_path(program),
+    }
+}
+
 #[test]
 fn help_prints_usage_and_exits_0_for_every_program() {
     for program in PROGRAMS {
-        let out = Command::new(example_path(program))
+        let out = Command::new(program_path(program))
             .arg("--help")
             .output()
             .expect("run");
@@ -57,7 +65,7 @@ fn file_client_help_says_a_cut_download_can_look_complete_and_points_to_http() {
 #[test]
 fn a_bad_argument_is_one_line_and_exit_2_for_every_program() {
     for program in PROGRAMS {
-        let out = Command::new(example_path(program))
+        let out = Command::new(program_path(program))
             .arg("--no-such-flag")
             .output()
             .expect("run");

@@ -287,7 +287,7 @@ fn two_thousand_pipelined_requests_are_answered_in_order() {
 fn loadgen_kv_completes_its_requests_with_every_reply_checked() {
     let mut server = kv_server(&[]);
     let addr = server.addr("tcp");
-    let out = Command::new(example_path("loadgen"))
+    let out = Command::new(tool_path("loadgen"))
         .args(["kv", "--tcp", &addr, "--conns", "4", "--depth", "4"])
         .args(["--requests", "2000", "--keys", "20", "--set-percent", "30"])
         .args(["--timeout", "30"])

@@ -1,10 +1,10 @@
-//! The loadgen example, from the outside: against the echo example over
+//! The load generator (tools/loadgen), from the outside: against the echo example over
 //! TCP, a Unix socket and UDP it completes its requests with no error; a
 //! server that corrupts a byte, drops datagrams, or is not there is caught.
 //!
-//! The two example programs are built on demand (`cargo build --example`)
-//! the first time a test needs them, so `cargo test --test loadgen` alone
-//! runs the current code.
+//! The two programs are built on demand (`cargo build`) the first time a
+//! test needs them, so `cargo test --test loadgen` alone runs the current
+//! code.
 mod common;
 
 use std::io::{Read, Write};
@@ -21,38 +21,18 @@ use common::*;
 /// deadline, given with `--timeout`, is shorter).
 const RUN_LIMIT: Duration = Duration::from_secs(60);
 
-/// The path of example `name`, after building `echo` and `loadgen` once per
-/// test process with the profile these tests were built with.
+/// The path of the program `name`: the `echo` example or the `loadgen`
+/// tool, built once per test process with the profile these tests were
+/// built with.
 fn built(name: &str) -> PathBuf {
-    static BUILD: OnceLock<()> = OnceLock::new();
-    BUILD.get_or_init(|| {
-        let exe = std::env::current_exe().expect("test executable path");
-        let profile_dir = exe
-            .parent()
-            .and_then(|deps| deps.parent())
-            .expect("target/PROFILE/deps/TEST");
-        let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
-            Some("debug") | None => "dev".to_string(),
-            Some(other) => other.to_string(),
-        };
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let mut command = Command::new(cargo);
-        command.args(["build", "--quiet", "--profile", &profile]);
-        command.args(["--example", "echo", "--example", "loadgen", "--manifest-path"]);
-        command.arg(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml"));
-        // Build where these tests were built (a `--target-dir` is not in
-        // the environment); cargo marks a target directory's root with
-        // CACHEDIR.TAG.
-        if let Some(target_dir) = profile_dir.parent().filter(|d| d.join("CACHEDIR.TAG").exists()) {
-            command.env("CARGO_TARGET_DIR", target_dir);
+    match name {
+        "loadgen" => tool_path("loadgen"),
+        _ => {
+            static BUILD: OnceLock<()> = OnceLock::new();
+            BUILD.get_or_init(|| cargo_build(&["--example", "echo"]));
+            example_path(name)
         }
-        match command.status() {
-            Ok(status) if status.success() => {}
-            // `example_path` below then says what is missing.
-            other => eprintln!("building the examples failed: {other:?}"),
-        }
-    });
-    example_path(name)
+    }
 }
 
 /// What one loadgen run left behind.

@@ -183,6 +183,60 @@ pub fn any_port() -> SocketAddr {
     "127.0.0.1:0".parse().expect("valid address")
 }
 
+/// Runs `cargo build` with `args` and the profile these tests were built
+/// with, into the target directory they were built in. A failure is
+/// reported, not fatal: the path lookup that follows says what is missing.
+pub fn cargo_build(args: &[&str]) {
+    let exe = std::env::current_exe().expect("test executable path");
+    let profile_dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target/PROFILE/deps/TEST");
+    let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
+        Some("debug") | None => "dev".to_string(),
+        Some(other) => other.to_string(),
+    };
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut command = std::process::Command::new(cargo);
+    command.args(["build", "--quiet", "--profile", &profile]);
+    command.args(args);
+    command.arg("--manifest-path");
+    command.arg(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml"));
+    // Build where these tests were built (a `--target-dir` is not in the
+    // environment); cargo marks a target directory's root with CACHEDIR.TAG.
+    if let Some(target_dir) = profile_dir.parent().filter(|d| d.join("CACHEDIR.TAG").exists()) {
+        command.env("CARGO_TARGET_DIR", target_dir);
+    }
+    match command.status() {
+        Ok(status) if status.success() => {}
+        other => eprintln!("cargo build {args:?} failed: {other:?}"),
+    }
+}
+
+/// The path of the workspace tool `name` (`tools/NAME`), built once per test
+/// process: `cargo test` builds a tool's own tests, not always its binary.
+#[track_caller]
+pub fn tool_path(name: &str) -> std::path::PathBuf {
+    static BUILT: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let mut built = BUILT.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if !built.iter().any(|b| b == name) {
+        cargo_build(&["-p", name, "--bin", name]);
+        built.push(name.to_owned());
+    }
+    let exe = std::env::current_exe().expect("test executable path");
+    let path = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target/PROFILE/deps/TEST")
+        .join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: `cargo build -p {name}` failed",
+        path.display()
+    );
+    path
+}
+
 /// The path of an example binary built by the same `cargo test` run
 /// (`cargo test` builds every example; after editing one, a narrower
 /// `cargo test --test X` may need `cargo build --examples` first).

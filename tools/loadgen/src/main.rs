@@ -123,6 +123,8 @@
 //! about 3 % resolution), written here so that the example needs nothing
 //! beyond evloop's own dependencies.
 
+// The examples' shared flag parsing, logging and exit codes.
+#[path = "../../../examples/common/mod.rs"]
 mod common;
 
 use std::cell::RefCell;
