@@ -1,10 +1,14 @@
-//! [`Connection`]: one stream connection, and the reactor's read and write
-//! paths for it. Its state machine is data, in [`crate::conn_state`]; the
-//! socket and its system calls are [`crate::sys::Stream`].
+//! [`Connection`]: one stream connection, and its IO steps: writing what is
+//! queued, queuing output, the cap and the watermarks, the ready list, its
+//! deadlines. Each step takes the connection and the loop's [`Services`],
+//! calls no handler, and returns what the core must do next (the core, in
+//! `core/stream.rs`, is what calls handlers). Its state machine is data, in
+//! [`crate::conn_state`]; the socket and its system calls are
+//! [`crate::sys::Stream`].
 //!
 //! Always true:
 //! - every change of state is a move of [`crate::conn_state::next`], made by
-//!   [`Core::apply`], the one place that performs the moves' actions; it
+//!   `Core::apply`, the one place that performs the moves' actions; it
 //!   logs each change at debug level with the key and the peer;
 //! - the socket is registered once, for READABLE and WRITABLE, edge-triggered,
 //!   and never re-registered: an edge fires only when readiness changes, so
@@ -24,15 +28,17 @@
 //! - every handler call is guarded: a handler that panics is dropped and its
 //!   connection reset, without `on_close` (see `handler.rs`).
 
+use std::io;
 use std::rc::Rc;
 use std::time::Duration;
 
-use log::debug;
+use log::{debug, trace};
 
-use crate::conn_state::State;
+use crate::conn_state::{Input, State};
+use crate::services::{Deferred, Notice, Services, TimerTask};
 use crate::sys::Stream;
-use crate::write_queue::WriteQueue;
-use crate::{Addr, Key, StreamHandler, TimerId};
+use crate::write_queue::{Chunk, Flush, WriteQueue};
+use crate::{Addr, CloseReason, Key, StreamHandler, TimerId};
 
 /// Limits and thresholds of one connection. Set per listener through
 /// [`crate::ListenerOptions`], or for outbound connections through
@@ -207,5 +213,188 @@ impl Connection {
             );
         }
         self.state = state;
+    }
+}
+
+/// What the queue holds after output changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Level {
+    /// Output waits, within the cap.
+    Queued,
+    /// Memory held is over `max_queued` with [`OverflowPolicy::Close`]: the
+    /// connection must be cut.
+    OverCap,
+    /// Nothing is queued: a pending half-close or close may go on.
+    Emptied,
+}
+
+/// What became of a send.
+#[derive(Debug)]
+pub(crate) enum Sent {
+    /// Written or queued: the cap and the watermarks are due now.
+    Taken,
+    /// Queued for the end of the turn (deferred writes): they are due after
+    /// that flush.
+    Deferred,
+    /// Not taken: the connection takes no output, or the send is over the
+    /// cap with [`OverflowPolicy::Drop`].
+    Refused,
+    /// The write failed: the connection must be cut.
+    Failed(io::Error),
+}
+
+impl Connection {
+    /// Puts the connection on the ready list, once, for `why` (a
+    /// [`Revisit`] bit): it is served next turn, after the other sources.
+    pub(crate) fn revisit_later(&mut self, key: Key, services: &mut Services, why: u8) {
+        if self.revisit == 0 {
+            services.ready.push_back(key);
+        }
+        self.revisit |= why;
+    }
+
+    /// Writes what is queued. A flush that spent the turn's file budget
+    /// with the socket still taking bytes comes back next turn (no event
+    /// would come); progress pushes a drain deadline back (O(1)).
+    pub(crate) fn flush(&mut self, key: Key, services: &mut Services) -> io::Result<()> {
+        let before = self.queue.level();
+        let flushed = self.queue.flush(&mut self.stream, services.turn)?;
+        if flushed == Flush::Yielded {
+            // Budget spent, socket not full: no event will come, so come
+            // back next turn after the other sources.
+            self.revisit_later(key, services, Revisit::WRITE);
+        }
+        if self.queue.level() < before {
+            if let State::Draining {
+                drain: Some(timer), ..
+            } = self.state
+            {
+                services
+                    .timers
+                    .reset(timer, services.now + self.options.drain_timeout);
+            }
+        }
+        Ok(())
+    }
+
+    /// Queues chunks as one unit (all or none), then writes if they are
+    /// first in line, unless the connect is still in progress or `defer`
+    /// asks for the end of the turn.
+    pub(crate) fn queue_chunks<const N: usize>(
+        &mut self,
+        key: Key,
+        chunks: [Chunk; N],
+        defer: bool,
+        services: &mut Services,
+    ) -> Sent {
+        if !self.state.takes_output() {
+            trace!("{key}: send refused in state {}", self.state.public());
+            return Sent::Refused;
+        }
+        let adds: usize = chunks
+            .iter()
+            .map(|chunk| match chunk {
+                Chunk::Owned(v) => v.len(),
+                Chunk::Shared(v) => v.len(),
+                Chunk::File { .. } => 0,
+            })
+            .sum();
+        let over_cap = self.queue.buffered() + adds > self.options.max_queued;
+        if over_cap && !self.queue.is_empty() && self.options.overflow == OverflowPolicy::Drop {
+            debug!("{key} {}: output over the cap, send dropped", self.peer);
+            return Sent::Refused;
+        }
+        if let State::Connecting { .. } = self.state {
+            chunks.into_iter().for_each(|chunk| self.queue.push(chunk));
+            return Sent::Taken;
+        }
+        if defer {
+            chunks.into_iter().for_each(|chunk| self.queue.push(chunk));
+            if !self.flush_pending {
+                self.flush_pending = true;
+                services.pending_flush.push_back(key);
+            }
+            // The cap and the watermarks are checked after the flush at the
+            // end of the turn, against what the socket did not take, as for
+            // a send written at once.
+            return Sent::Deferred;
+        }
+        match self.queue.write_chunks(&mut self.stream, chunks, services.turn) {
+            Ok(Flush::Yielded) => {
+                self.revisit_later(key, services, Revisit::WRITE);
+                Sent::Taken
+            }
+            Ok(Flush::Empty | Flush::Blocked) => Sent::Taken,
+            Err(err) => Sent::Failed(err),
+        }
+    }
+
+    /// After the queue changed: the hard cap, then the watermarks (their
+    /// notices go to deferred work), then whether the queue is empty.
+    pub(crate) fn output_changed(&mut self, key: Key, services: &mut Services) -> Level {
+        if self.queue.buffered() > self.options.max_queued && self.options.overflow == OverflowPolicy::Close {
+            debug!(
+                "{key} {}: {} bytes queued, over the cap",
+                self.peer,
+                self.queue.buffered()
+            );
+            return Level::OverCap;
+        }
+        let level = self.queue.level();
+        if !self.above_high_water && level > self.options.high_water as u64 {
+            self.above_high_water = true;
+            services
+                .deferred
+                .push_back(Deferred::Notify(key, Notice::HighWater));
+        } else if self.above_high_water && level <= self.options.low_water as u64 {
+            self.above_high_water = false;
+            services.deferred.push_back(Deferred::Notify(key, Notice::Drain));
+        }
+        if self.queue.is_empty() {
+            Level::Emptied
+        } else {
+            Level::Queued
+        }
+    }
+
+    /// Pauses or resumes delivery of input to the handler.
+    pub(crate) fn set_read_paused(&mut self, key: Key, paused: bool, services: &mut Services) {
+        if self.read_paused != paused {
+            self.read_paused = paused;
+            if !paused {
+                // The edge that announced buffered input may be long gone.
+                self.revisit_later(key, services, Revisit::READ);
+            }
+        }
+    }
+
+    /// Starts the deadline of the state: `on` is the input its timer feeds
+    /// when it fires. Replaces any deadline running.
+    pub(crate) fn arm_deadline(&mut self, key: Key, on: Input, services: &mut Services) {
+        let (after, task) = match on {
+            Input::LingerTimeout => (self.options.linger, TimerTask::Linger(key)),
+            _ => (self.options.drain_timeout, TimerTask::Drain(key)),
+        };
+        if let Some(old) = self.state.timer() {
+            services.timers.cancel(old);
+        }
+        let id = services.timers.set(services.now + after, None, task);
+        if !self.state.set_timer(id) {
+            if let Some(id) = id {
+                services.timers.cancel(id);
+            }
+        }
+    }
+
+    /// The connection is Closed: drops its queue and input, and schedules
+    /// its removal (and `on_close`) as deferred work.
+    pub(crate) fn closed(&mut self, key: Key, reason: CloseReason, services: &mut Services) {
+        match &reason {
+            CloseReason::Error(err) => debug!("{key} {}: {err}", self.peer),
+            other => trace!("{key} {}: {other}", self.peer),
+        }
+        self.queue.clear();
+        self.pending = Vec::new();
+        services.deferred.push_back(Deferred::Remove(key, reason));
     }
 }

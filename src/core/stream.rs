@@ -4,15 +4,14 @@
 use std::io::{self, Read};
 use std::net::Shutdown as NetShutdown;
 
-use log::{debug, trace};
+use log::trace;
 
 use crate::conn_state::{self, Action, End, Input, State};
-use crate::connection::{Connection, OverflowPolicy, Revisit};
+use crate::connection::{Connection, Level, Revisit, Sent};
 use crate::handler::guarded;
 use crate::registry::Registry;
-use crate::services::{Deferred, Notice, TimerTask};
 use crate::source::Source;
-use crate::write_queue::{Chunk, Flush};
+use crate::write_queue::Chunk;
 use crate::{CloseReason, Context, Key, StreamHandler, TimerId};
 
 use super::Core;
@@ -230,29 +229,8 @@ impl Core {
         if matches!(conn.state, State::Connecting { .. } | State::Closed) || conn.queue.is_empty() {
             return;
         }
-        let before = conn.queue.level();
-        match conn.queue.flush(&mut conn.stream, self.services.turn) {
-            Ok(flushed) => {
-                if flushed == Flush::Yielded {
-                    // Budget spent, socket not full: no event will come, so
-                    // come back next turn after the other sources.
-                    self.revisit_later(key, Revisit::WRITE);
-                }
-                let Some(conn) = stream_in(&mut self.sources, key) else {
-                    return;
-                };
-                if conn.queue.level() < before {
-                    // Progress: push the drain deadline back (O(1)).
-                    if let State::Draining {
-                        drain: Some(timer), ..
-                    } = conn.state
-                    {
-                        let deadline = self.services.now + conn.options.drain_timeout;
-                        self.services.timers.reset(timer, deadline);
-                    }
-                }
-                self.after_output(key);
-            }
+        match conn.flush(key, &mut self.services) {
+            Ok(()) => self.after_output(key),
             Err(err) => self.abort_stream_with(key, CloseReason::Error(err)),
         }
     }
@@ -306,53 +284,21 @@ impl Core {
 
     /// Queues chunks, then writes now or, if `defer`, at the end of the turn.
     fn queue_chunks<const N: usize>(&mut self, key: Key, chunks: [Chunk; N], defer: bool) -> bool {
-        let turn = self.services.turn;
-        let Some(conn) = self.stream_mut(key) else {
+        let Some(conn) = stream_in(&mut self.sources, key) else {
             return false;
         };
-        if !conn.state.takes_output() {
-            trace!("{key}: send refused in state {}", conn.state.public());
-            return false;
-        }
-        let adds: usize = chunks
-            .iter()
-            .map(|chunk| match chunk {
-                Chunk::Owned(v) => v.len(),
-                Chunk::Shared(v) => v.len(),
-                Chunk::File { .. } => 0,
-            })
-            .sum();
-        let over_cap = conn.queue.buffered() + adds > conn.options.max_queued;
-        if over_cap && !conn.queue.is_empty() && conn.options.overflow == OverflowPolicy::Drop {
-            debug!("{key} {}: output over the cap, send dropped", conn.peer);
-            return false;
-        }
-        let result = if let State::Connecting { .. } = conn.state {
-            chunks.into_iter().for_each(|chunk| conn.queue.push(chunk));
-            Ok(Flush::Blocked)
-        } else if defer {
-            chunks.into_iter().for_each(|chunk| conn.queue.push(chunk));
-            if !conn.flush_pending {
-                conn.flush_pending = true;
-                self.services.pending_flush.push_back(key);
-            }
-            // The cap and the watermarks are checked after the flush at the
-            // end of the turn, against what the socket did not take, as for
-            // a send written at once.
-            return true;
-        } else {
-            conn.queue.write_chunks(&mut conn.stream, chunks, turn)
-        };
-        match result {
-            Ok(Flush::Yielded) => self.revisit_later(key, Revisit::WRITE),
-            Ok(Flush::Empty | Flush::Blocked) => {}
-            Err(err) => {
+        match conn.queue_chunks(key, chunks, defer, &mut self.services) {
+            Sent::Refused => false,
+            Sent::Deferred => true,
+            Sent::Failed(err) => {
                 self.abort_stream_with(key, CloseReason::Error(err));
-                return false;
+                false
+            }
+            Sent::Taken => {
+                self.after_output(key);
+                self.stream_ref(key).is_some_and(|c| c.state != State::Closed)
             }
         }
-        self.after_output(key);
-        self.stream_ref(key).is_some_and(|c| c.state != State::Closed)
     }
 
     /// Sends borrowed bytes: written straight away when nothing is queued,
@@ -381,28 +327,10 @@ impl Core {
         if conn.state == State::Closed {
             return;
         }
-        if conn.queue.buffered() > conn.options.max_queued && conn.options.overflow == OverflowPolicy::Close {
-            debug!(
-                "{key} {}: {} bytes queued, over the cap",
-                conn.peer,
-                conn.queue.buffered()
-            );
-            return self.abort_stream_with(key, CloseReason::Overflow);
-        }
-        let level = conn.queue.level();
-        if !conn.above_high_water && level > conn.options.high_water as u64 {
-            conn.above_high_water = true;
-            self.services
-                .deferred
-                .push_back(Deferred::Notify(key, Notice::HighWater));
-        } else if conn.above_high_water && level <= conn.options.low_water as u64 {
-            conn.above_high_water = false;
-            self.services
-                .deferred
-                .push_back(Deferred::Notify(key, Notice::Drain));
-        }
-        if conn.queue.is_empty() {
-            self.queue_emptied(key);
+        match conn.output_changed(key, &mut self.services) {
+            Level::Queued => {}
+            Level::OverCap => self.abort_stream_with(key, CloseReason::Overflow),
+            Level::Emptied => self.queue_emptied(key),
         }
     }
 
@@ -477,8 +405,15 @@ impl Core {
                         let _ = conn.stream.shutdown(NetShutdown::Write);
                     }
                 }
-                Action::ArmDrain => self.arm_deadline(key, Input::DrainTimeout),
-                Action::ArmLinger => self.arm_deadline(key, Input::LingerTimeout),
+                Action::ArmDrain | Action::ArmLinger => {
+                    let on = match action {
+                        Action::ArmLinger => Input::LingerTimeout,
+                        _ => Input::DrainTimeout,
+                    };
+                    if let Some(conn) = stream_in(&mut self.sources, key) {
+                        conn.arm_deadline(key, on, &mut self.services);
+                    }
+                }
                 Action::RevisitRead => self.revisit_later(key, Revisit::READ),
                 Action::Reset => {
                     if let Some(conn) = self.stream_mut(key) {
@@ -492,67 +427,27 @@ impl Core {
                         End::DrainTimeout => CloseReason::DrainTimeout,
                         End::Given => given.take().unwrap_or(CloseReason::Aborted),
                     };
-                    self.closed(key, reason);
+                    if let Some(conn) = stream_in(&mut self.sources, key) {
+                        conn.closed(key, reason, &mut self.services);
+                    }
                 }
             }
         }
     }
 
-    /// Starts the deadline of the connection's state: `on` is the input its
-    /// timer feeds when it fires.
-    fn arm_deadline(&mut self, key: Key, on: Input) {
-        let Some(conn) = self.stream_mut(key) else { return };
-        let (after, task) = match on {
-            Input::LingerTimeout => (conn.options.linger, TimerTask::Linger(key)),
-            _ => (conn.options.drain_timeout, TimerTask::Drain(key)),
-        };
-        if let Some(old) = conn.state.timer() {
-            self.services.timers.cancel(old);
-        }
-        let id = self.services.timers.set(self.services.now + after, None, task);
-        let stored = self.stream_mut(key).is_some_and(|c| c.state.set_timer(id));
-        if !stored {
-            if let Some(id) = id {
-                self.services.timers.cancel(id);
-            }
-        }
-    }
-
-    /// The connection is Closed: drops its queue and input, and schedules
-    /// its removal.
-    fn closed(&mut self, key: Key, reason: CloseReason) {
-        let Some(conn) = self.stream_mut(key) else { return };
-        match &reason {
-            CloseReason::Error(err) => debug!("{key} {}: {err}", conn.peer),
-            other => trace!("{key} {}: {other}", conn.peer),
-        }
-        conn.queue.clear();
-        conn.pending = Vec::new();
-        self.services.deferred.push_back(Deferred::Remove(key, reason));
-    }
-
     /// Pauses or resumes delivery of input to the handler.
     pub(crate) fn set_read_paused(&mut self, key: Key, paused: bool) {
-        let Some(conn) = self.stream_mut(key) else { return };
-        if conn.read_paused != paused {
-            conn.read_paused = paused;
-            if !paused {
-                // The edge that announced buffered input may be long gone.
-                self.revisit_later(key, Revisit::READ);
-            }
+        if let Some(conn) = stream_in(&mut self.sources, key) {
+            conn.set_read_paused(key, paused, &mut self.services);
         }
     }
 
     /// Puts a connection on the ready list, once, for `why` (a
     /// [`Revisit`] bit): it is served next turn, after the other sources.
     pub(crate) fn revisit_later(&mut self, key: Key, why: u8) {
-        let Some(conn) = stream_in(&mut self.sources, key) else {
-            return;
-        };
-        if conn.revisit == 0 {
-            self.services.ready.push_back(key);
+        if let Some(conn) = stream_in(&mut self.sources, key) {
+            conn.revisit_later(key, &mut self.services, why);
         }
-        conn.revisit |= why;
     }
 
     /// A connection on the ready list: for [`Revisit::READ`], re-offer
