@@ -27,8 +27,6 @@ use std::time::{Duration, Instant};
 
 use crate::conn_state::ConnState;
 use crate::core::Core;
-use crate::services::TimerTask;
-use crate::source::Source;
 use crate::write_queue::Chunk;
 use crate::{Addr, Key, StreamHandler, TimerId};
 
@@ -118,7 +116,7 @@ impl<'a> Context<'a> {
     /// The time this turn of the loop started. Cheaper than
     /// `Instant::now()` and the same for every callback of the turn.
     pub fn now(&self) -> Instant {
-        self.core.services.now
+        self.core.now()
     }
 
     /// The peer of this connection (`None` for other kinds of source).
@@ -128,7 +126,7 @@ impl<'a> Context<'a> {
 
     /// The local address of this source (a system call for connections).
     pub fn local_addr(&self) -> Option<Addr> {
-        self.core.sources.get(self.key).and_then(Source::local_addr)
+        self.core.local_addr(self.key)
     }
 
     /// The listener that accepted this connection, if it was accepted.
@@ -258,9 +256,9 @@ impl<'a> Context<'a> {
 
     /// The connections of this connection's listener, this one included.
     pub fn members(&self) -> &[Key] {
-        match self.listener().and_then(|l| self.core.sources.get(l)) {
-            Some(Source::Listener(listener)) => &listener.members,
-            _ => &[],
+        match self.listener() {
+            Some(listener) => self.core.members(listener),
+            None => &[],
         }
     }
 
@@ -314,17 +312,12 @@ impl<'a> Context<'a> {
     /// Moves a timer to fire `after` from now. Returns `false` if it is
     /// gone (fired, if one-shot, or cancelled).
     pub fn reset_timer(&mut self, id: TimerId, after: Duration) -> bool {
-        let deadline = self.core.services.now + after;
-        self.core.services.timers.reset(id, deadline)
+        self.core.reset_timer(id, after)
     }
 
     /// Cancels a timer. Returns `false` if it was already gone.
     pub fn cancel_timer(&mut self, id: TimerId) -> bool {
-        let cancelled = self.core.services.timers.cancel(id);
-        if let Some(TimerTask::User(owner)) = cancelled {
-            self.core.forget_timer(owner, id);
-        }
-        cancelled.is_some()
+        self.core.cancel_timer(id)
     }
 
     /// Opens an outbound TCP connection served by `handler`, which gets
@@ -357,7 +350,7 @@ impl<'a> Context<'a> {
     /// Stops the reactor: `run` returns after this turn, leaving every
     /// source as it is.
     pub fn stop(&mut self) {
-        self.core.stop_requested = true;
+        self.core.request_stop();
     }
 
     /// Starts a graceful shutdown (see [`crate::Reactor::shutdown`]).
@@ -435,11 +428,7 @@ impl SourceRef<'_> {
 
     /// Whether the source is still there (a connection: not yet closed).
     pub fn is_open(&self) -> bool {
-        match self.core.sources.get(self.key) {
-            Some(Source::Stream(conn)) => conn.state.public() != ConnState::Closed,
-            Some(_) => true,
-            None => false,
-        }
+        self.core.is_open(self.key)
     }
 
     /// The state of the connection (`None` for other kinds of source).
@@ -478,11 +467,7 @@ impl SourceRef<'_> {
     /// kind of source is closed. Its slot is free once the current callback
     /// returns.
     pub fn abort(&mut self) {
-        match self.core.sources.get(self.key) {
-            Some(Source::Stream(_)) => self.core.abort_stream(self.key),
-            Some(_) => self.core.close_source(self.key),
-            None => {}
-        }
+        self.core.abort_source(self.key);
     }
 
     /// Shuts the connection's write half once its queued output is

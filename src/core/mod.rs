@@ -240,6 +240,63 @@ impl Core {
         }
     }
 
+    /// The time this turn started.
+    pub(crate) fn now(&self) -> Instant {
+        self.services.now
+    }
+
+    /// The local address of a source (a system call for connections).
+    pub(crate) fn local_addr(&self, key: Key) -> Option<Addr> {
+        self.sources.get(key).and_then(Source::local_addr)
+    }
+
+    /// The connections of a listener.
+    pub(crate) fn members(&self, listener: Key) -> &[Key] {
+        match self.sources.get(listener) {
+            Some(Source::Listener(listener)) => &listener.members,
+            _ => &[],
+        }
+    }
+
+    /// Whether a source is there (a connection: not yet closed).
+    pub(crate) fn is_open(&self, key: Key) -> bool {
+        match self.sources.get(key) {
+            Some(Source::Stream(conn)) => conn.state != State::Closed,
+            Some(_) => true,
+            None => false,
+        }
+    }
+
+    /// Moves a timer to fire `after` from now; `false` if it is gone.
+    pub(crate) fn reset_timer(&mut self, id: TimerId, after: Duration) -> bool {
+        let deadline = self.services.now + after;
+        self.services.timers.reset(id, deadline)
+    }
+
+    /// Cancels a timer (and drops it from its owner's list); `false` if it
+    /// was already gone.
+    pub(crate) fn cancel_timer(&mut self, id: TimerId) -> bool {
+        let cancelled = self.services.timers.cancel(id);
+        if let Some(TimerTask::User(owner)) = cancelled {
+            self.forget_timer(owner, id);
+        }
+        cancelled.is_some()
+    }
+
+    /// Asks `run` to return after this turn.
+    pub(crate) fn request_stop(&mut self) {
+        self.stop_requested = true;
+    }
+
+    /// Resets a connection at once; any other kind of source is closed.
+    pub(crate) fn abort_source(&mut self, key: Key) {
+        match self.sources.get(key) {
+            Some(Source::Stream(_)) => self.abort_stream(key),
+            Some(_) => self.close_source(key),
+            None => {}
+        }
+    }
+
     /// Closes any source: a connection after flushing, others at once.
     pub(crate) fn close_source(&mut self, key: Key) {
         match self.sources.get(key) {
