@@ -35,11 +35,13 @@
 //!   for: when that queue is full, Linux drops the SYN and the client's
 //!   connect stalls a whole second before retrying.
 
+use std::io;
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use crate::connection::ConnectionOptions;
+use crate::services::{Services, TimerTask};
 use crate::sys::ListenSocket;
 use crate::{Addr, Key, StreamFactory, TimerId};
 
@@ -137,9 +139,9 @@ pub(crate) struct Listener {
     /// Set while accepting is paused after a failed accept.
     pub(crate) backoff: Option<TimerId>,
     /// Set from a failed accept until the next one that succeeds.
-    pub(crate) exhausted: Option<Episode>,
+    exhausted: Option<Episode>,
     /// When the last episode was logged at warn level.
-    pub(crate) last_warning: Option<Instant>,
+    last_warning: Option<Instant>,
     /// A Unix socket file this listener created, removed when it closes.
     pub(crate) unix_path: Option<PathBuf>,
 }
@@ -184,16 +186,147 @@ impl Drop for Listener {
 
 /// A stretch of failed accepts, from the first failure to the next accept
 /// that succeeds.
-pub(crate) struct Episode {
-    pub(crate) since: Instant,
+struct Episode {
+    since: Instant,
     /// Accepts that failed: the first, each retry after a rest, and each
     /// one that a spare descriptor then made room for.
-    pub(crate) refused: u64,
+    refused: u64,
     /// Connections accepted with the spare descriptor and reset.
-    pub(crate) turned_away: u64,
+    turned_away: u64,
     /// The listener has rested once: connections that still find no
     /// descriptor are turned away.
-    pub(crate) rested: bool,
+    rested: bool,
     /// Logged at warn level, so its end is logged at info level.
-    pub(crate) loud: bool,
+    loud: bool,
+}
+
+/// Whether an accept error means the process (`EMFILE`) or the system
+/// (`ENFILE`) is out of descriptors: what the spare descriptor is for.
+fn is_descriptor_shortage(err: &io::Error) -> bool {
+    matches!(err.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE))
+}
+
+/// What a failed accept asks of the core.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AfterFailure {
+    /// Turn the oldest waiting connection away with the spare descriptor.
+    TurnAway,
+    /// Rest for [`BACKOFF`].
+    Rest,
+}
+
+impl Listener {
+    /// Accepting failed with `err` at `now`: starts an episode (logging its
+    /// start, at warn level at most once per [`WARN_INTERVAL`]) or counts
+    /// one more failure in it, and says what to do: turn a connection away
+    /// once the listener has rested and descriptors are still short (and a
+    /// spare is held), rest otherwise.
+    pub(crate) fn accept_failed(
+        &mut self,
+        key: Key,
+        err: &io::Error,
+        now: Instant,
+        has_spare: bool,
+    ) -> AfterFailure {
+        let shortage = is_descriptor_shortage(err);
+        let episode = match &mut self.exhausted {
+            Some(episode) => episode,
+            None => {
+                let loud = self
+                    .last_warning
+                    .map_or(true, |at| now.saturating_duration_since(at) >= WARN_INTERVAL);
+                let plan = if shortage && has_spare {
+                    "then turning connections away until descriptors free up"
+                } else {
+                    "at a time until accepting works again"
+                };
+                let ms = BACKOFF.as_millis();
+                let level = if loud {
+                    self.last_warning = Some(now);
+                    log::Level::Warn
+                } else {
+                    log::Level::Debug
+                };
+                log::log!(
+                    level,
+                    "{key}: accepting on {} failed: {err}; pausing accepts for {ms} ms, {plan}",
+                    self.local
+                );
+                self.exhausted.insert(Episode {
+                    since: now,
+                    refused: 0,
+                    turned_away: 0,
+                    rested: false,
+                    loud,
+                })
+            }
+        };
+        episode.refused += 1;
+        if episode.rested && shortage {
+            AfterFailure::TurnAway
+        } else {
+            AfterFailure::Rest
+        }
+    }
+
+    /// Whether accepts have been failing (an episode is going on).
+    pub(crate) fn in_episode(&self) -> bool {
+        self.exhausted.is_some()
+    }
+
+    /// A connection was turned away with the spare descriptor.
+    pub(crate) fn turned_away(&mut self) {
+        if let Some(episode) = &mut self.exhausted {
+            episode.turned_away += 1;
+        }
+    }
+
+    /// An accept succeeded: ends an episode of failures, if one was going
+    /// on, logging its length and counts. Returns whether one was.
+    pub(crate) fn accepting_again(&mut self, key: Key, now: Instant) -> bool {
+        let Some(episode) = self.exhausted.take() else {
+            return false;
+        };
+        let ms = now.saturating_duration_since(episode.since).as_millis();
+        let (refused, turned_away) = (episode.refused, episode.turned_away);
+        let level = if episode.loud {
+            log::Level::Info
+        } else {
+            log::Level::Debug
+        };
+        log::log!(
+            level,
+            "{key}: accepting on {} again after {ms} ms: {refused} accepts failed, \
+             {turned_away} connections turned away",
+            self.local
+        );
+        true
+    }
+
+    /// Rests for [`BACKOFF`]: events are ignored until the timer fires and
+    /// puts the listener on the ready list.
+    pub(crate) fn start_backoff(&mut self, key: Key, services: &mut Services) {
+        let deadline = services.now + BACKOFF;
+        self.backoff = services.timers.set(deadline, None, TimerTask::AcceptBackoff(key));
+        if let Some(episode) = &mut self.exhausted {
+            episode.rested = true;
+        }
+    }
+
+    /// The rest is over: accept again next turn, edge or no edge.
+    pub(crate) fn end_backoff(&mut self, key: Key, services: &mut Services) {
+        self.backoff = None;
+        services.ready.push_back(key);
+    }
+
+    /// Takes the member at `slot` off the list in O(1) (swap-remove).
+    /// Returns the member moved into `slot`, whose place must be updated.
+    pub(crate) fn leave(&mut self, slot: u32) -> Option<Key> {
+        let slot = slot as usize;
+        if slot >= self.members.len() {
+            return None;
+        }
+        self.members.swap_remove(slot);
+        self.members.get(slot).copied()
+    }
 }

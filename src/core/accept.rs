@@ -12,8 +12,8 @@ use mio::Interest;
 use crate::conn_state::State;
 use crate::connection::Connection;
 use crate::handler::guarded;
-use crate::listener::{Episode, Listener, ACCEPT_BUDGET, BACKOFF, WARN_INTERVAL};
-use crate::services::TimerTask;
+use crate::listener::{AfterFailure, Listener, ACCEPT_BUDGET};
+use crate::registry::Registry;
 use crate::source::Source;
 use crate::sys::Stream;
 use crate::{Addr, Key};
@@ -22,12 +22,6 @@ use super::Core;
 
 /// What the log says when a factory panics.
 const RESET_ACCEPTED: &str = "resetting the connection just accepted; the listener goes on";
-
-/// Whether an accept error means the process (`EMFILE`) or the system
-/// (`ENFILE`) is out of descriptors: what the spare descriptor is for.
-fn is_descriptor_shortage(err: &io::Error) -> bool {
-    matches!(err.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE))
-}
 
 /// What became of a connection the spare descriptor made room for.
 enum TurnAway {
@@ -39,12 +33,17 @@ enum TurnAway {
     Failed,
 }
 
+/// The listener named by `key`, borrowing only the registry.
+fn listener_in(sources: &mut Registry<Source>, key: Key) -> Option<&mut Listener> {
+    match sources.get_mut(key) {
+        Some(Source::Listener(listener)) => Some(listener),
+        _ => None,
+    }
+}
+
 impl Core {
     fn listener_mut(&mut self, key: Key) -> Option<&mut Listener> {
-        match self.sources.get_mut(key) {
-            Some(Source::Listener(listener)) => Some(listener),
-            _ => None,
-        }
+        listener_in(&mut self.sources, key)
     }
 
     /// Accepts what is waiting on a listener, within the budget.
@@ -59,7 +58,7 @@ impl Core {
             }
             match listener.socket.accept() {
                 Ok((stream, peer)) => {
-                    if listener.exhausted.is_some() {
+                    if listener.in_episode() {
                         self.accepting_again(key);
                     }
                     self.admit(key, stream, peer);
@@ -81,53 +80,19 @@ impl Core {
         self.services.ready.push_back(key);
     }
 
-    /// Accepting failed with `err` (see the module docs). Returns whether to
+    /// Accepting failed with `err` (see `listener.rs`). Returns whether to
     /// go on accepting: a connection was turned away, more may wait.
     fn accept_failed(&mut self, key: Key, err: io::Error) -> bool {
         let now = self.services.now;
         let has_spare = self.spare_fd.is_some();
-        let Some(listener) = self.listener_mut(key) else {
+        let Some(listener) = listener_in(&mut self.sources, key) else {
             return false;
         };
-        let shortage = is_descriptor_shortage(&err);
-        let episode = match &mut listener.exhausted {
-            Some(episode) => episode,
-            None => {
-                let loud = listener
-                    .last_warning
-                    .map_or(true, |at| now.saturating_duration_since(at) >= WARN_INTERVAL);
-                let plan = if shortage && has_spare {
-                    "then turning connections away until descriptors free up"
-                } else {
-                    "at a time until accepting works again"
-                };
-                let ms = BACKOFF.as_millis();
-                let level = if loud {
-                    listener.last_warning = Some(now);
-                    log::Level::Warn
-                } else {
-                    log::Level::Debug
-                };
-                log::log!(
-                    level,
-                    "{key}: accepting on {} failed: {err}; pausing accepts for {ms} ms, {plan}",
-                    listener.local
-                );
-                listener.exhausted.insert(Episode {
-                    since: now,
-                    refused: 0,
-                    turned_away: 0,
-                    rested: false,
-                    loud,
-                })
-            }
-        };
-        episode.refused += 1;
-        if episode.rested && shortage {
+        if listener.accept_failed(key, &err, now, has_spare) == AfterFailure::TurnAway {
             match self.turn_away_one(key) {
                 TurnAway::Done => {
-                    if let Some(episode) = self.listener_mut(key).and_then(|l| l.exhausted.as_mut()) {
-                        episode.turned_away += 1;
+                    if let Some(listener) = listener_in(&mut self.sources, key) {
+                        listener.turned_away();
                     }
                     return true;
                 }
@@ -136,7 +101,9 @@ impl Core {
                 TurnAway::Failed => {}
             }
         }
-        self.start_backoff(key);
+        if let Some(listener) = listener_in(&mut self.sources, key) {
+            listener.start_backoff(key, &mut self.services);
+        }
         false
     }
 
@@ -179,30 +146,14 @@ impl Core {
         outcome
     }
 
-    /// An accept succeeded after an episode of failures: logs its end.
+    /// An accept succeeded after an episode of failures: logs its end, and
+    /// takes back a spare descriptor lost to a race, now that descriptors
+    /// are free.
     fn accepting_again(&mut self, key: Key) {
         let now = self.services.now;
-        let Some(listener) = self.listener_mut(key) else {
-            return;
-        };
-        let Some(episode) = listener.exhausted.take() else {
-            return;
-        };
-        let ms = now.saturating_duration_since(episode.since).as_millis();
-        let (refused, turned_away) = (episode.refused, episode.turned_away);
-        let level = if episode.loud {
-            log::Level::Info
-        } else {
-            log::Level::Debug
-        };
-        log::log!(
-            level,
-            "{key}: accepting on {} again after {ms} ms: {refused} accepts failed, \
-             {turned_away} connections turned away",
-            listener.local
-        );
-        // A spare lost to a race is taken back now that descriptors are free.
-        self.reserve_spare_fd();
+        if listener_in(&mut self.sources, key).is_some_and(|l| l.accepting_again(key, now)) {
+            self.reserve_spare_fd();
+        }
     }
 
     /// Opens the spare descriptor if none is held. Without one, a listener
@@ -216,32 +167,11 @@ impl Core {
         }
     }
 
-    /// Rests the listener for [`BACKOFF`]: its events are ignored until the
-    /// timer fires and puts it on the ready list.
-    fn start_backoff(&mut self, key: Key) {
-        let deadline = self.services.now + BACKOFF;
-        let id = self
-            .services
-            .timers
-            .set(deadline, None, TimerTask::AcceptBackoff(key));
-        let Some(listener) = self.listener_mut(key) else {
-            if let Some(id) = id {
-                self.services.timers.cancel(id);
-            }
-            return;
-        };
-        if let Some(episode) = &mut listener.exhausted {
-            episode.rested = true;
-        }
-        listener.backoff = id;
-    }
-
     /// The back-off timer fired: try accepting again. Connections waiting
     /// in the backlog raise no new edge, so this is what serves them.
     pub(crate) fn end_backoff(&mut self, key: Key) {
-        if let Some(listener) = self.listener_mut(key) {
-            listener.backoff = None;
-            self.services.ready.push_back(key);
+        if let Some(listener) = listener_in(&mut self.sources, key) {
+            listener.end_backoff(key, &mut self.services);
         }
     }
 
@@ -311,18 +241,9 @@ impl Core {
 
     /// Takes a connection off its listener's member list.
     pub(crate) fn leave_listener(&mut self, listener_key: Key, slot: u32) {
-        let Some(listener) = self.listener_mut(listener_key) else {
-            return;
-        };
-        let slot = slot as usize;
-        if slot >= listener.members.len() {
-            return;
-        }
-        listener.members.swap_remove(slot);
-        if let Some(&moved) = listener.members.get(slot) {
-            if let Some(conn) = self.stream_mut(moved) {
-                conn.listener = Some((listener_key, slot as u32));
-            }
+        let moved = listener_in(&mut self.sources, listener_key).and_then(|l| l.leave(slot));
+        if let Some(conn) = moved.and_then(|moved| self.stream_mut(moved)) {
+            conn.listener = Some((listener_key, slot));
         }
     }
 }
