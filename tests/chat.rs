@@ -1,4 +1,4 @@
-//! The chat example server, from the outside: each line of the contract's
+//! The chat example server, from the outside: each line of docs/programs.md's
 //! chat section over TCP (datagram members: `tests/chat_datagram.rs`).
 mod common;
 

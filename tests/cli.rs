@@ -1,4 +1,4 @@
-//! Every example program's command line (contract: all programs): `--help`
+//! Every example program's command line (docs/programs.md: all programs): `--help`
 //! prints usage on stdout and exits 0; a bad argument is a one-line error
 //! on stderr and exit code 2, with no panic.
 mod common;

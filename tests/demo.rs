@@ -1,5 +1,5 @@
 //! The demo example: echo, chat and files (plain and HTTP) served at once by one reactor
-//! on one thread (contract: demo).
+//! on one thread (docs/programs.md: demo).
 mod common;
 
 use std::io::{BufRead, BufReader};

@@ -1,5 +1,5 @@
 //! Disk and file faults under the file server, and a shutdown in the
-//! middle of traffic (contract: file_server, file_client, chat): a file that
+//! middle of traffic (docs/programs.md: file_server, file_client, chat): a file that
 //! shrinks or is deleted while it is streamed, an unreadable file, a root
 //! that disappears, and SIGTERM with downloads and chat in flight. Every
 //! download either ends whole or ends visibly cut; the server goes on (or

@@ -1,4 +1,4 @@
-//! The echo example server, from the outside (contract: common rules, echo).
+//! The echo example server, from the outside (docs/programs.md: common rules, echo).
 mod common;
 
 use std::net::{Shutdown, UdpSocket};
@@ -121,7 +121,7 @@ fn a_bind_without_permission_is_one_line_naming_it() {
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
 
-/// Clients that send but never read (contract: echo). Each pushes until the
+/// Clients that send but never read (docs/programs.md: echo). Each pushes until the
 /// server stops taking its bytes; then the server must be holding no more
 /// than about 64 KiB for each (one read's worth), not a watermark's worth
 /// plus several reads, as it did when it kept reading past the watermark.

@@ -1,4 +1,4 @@
-//! The file_client example, from the outside (contract: file_client):
+//! The file_client example, from the outside (docs/programs.md: file_client):
 //! complete downloads land under their final name, refused and failed ones
 //! leave no file at all.
 //!

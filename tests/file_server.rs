@@ -1,5 +1,5 @@
 //! The file_server example over the plain TCP protocol, from the outside
-//! (contract: file_server), including the classic Python client's habits:
+//! (docs/programs.md: file_server), including the classic Python client's habits:
 //! a bare name with no newline, then `recv(1024)` until it returns nothing.
 mod common;
 

@@ -1,4 +1,4 @@
-//! The file_server example's HTTP/1.1 side driven by real clients (contract:
+//! The file_server example's HTTP/1.1 side driven by real clients (docs/programs.md:
 //! file_server, HTTP): the `curl` binary downloads a large file byte-exact,
 //! sees `Content-Length` and `Accept-Ranges: bytes` in a HEAD, gets exactly
 //! the bytes of a range and of a suffix range, resumes a cut download with
@@ -103,7 +103,7 @@ fn write(path: &Path, data: &[u8]) {
 }
 
 /// `name` as one URL path segment: every byte outside `A-Za-z0-9-._~` as
-/// `%XX`, uppercase (what the contract says the listing's links are).
+/// `%XX`, uppercase (what docs/programs.md says the listing's links are).
 fn encode_segment(name: &str) -> String {
     let mut out = String::new();
     for b in name.bytes() {

@@ -1,4 +1,4 @@
-//! Directory listings from the outside (contract: file_server, HTTP): a
+//! Directory listings from the outside (docs/programs.md: file_server, HTTP): a
 //! listing shows only what a request would serve, is produced as the client
 //! reads it (chunked for HTTP/1.1, close-delimited for HTTP/1.0), costs a
 //! client that does not read at most 256 KiB of server memory, gives that

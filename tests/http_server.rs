@@ -1,5 +1,5 @@
 //! The HTTP/1.1 file server from the outside, with a raw socket client
-//! (contract: file_server, HTTP): every status it sends, keep-alive and
+//! (docs/programs.md: file_server, HTTP): every status it sends, keep-alive and
 //! pipelining, the timeouts, and path confinement.
 mod common;
 

@@ -1,6 +1,6 @@
 //! The udp_chat example, from the outside: two processes talking, each in
 //! one thread, stdin piped in; `[ip:port] TEXT` on stdout and nothing else;
-//! `bye` or the end of stdin ends both sides as the contract says.
+//! `bye` or the end of stdin ends both sides as docs/programs.md says.
 mod common;
 
 use std::io::{BufRead, BufReader, Write};
