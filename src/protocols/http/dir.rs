@@ -5,12 +5,15 @@
 //! whole page.
 //!
 //! Two pieces:
-//! - an [`Index`]: the directory's entry names, read once and sorted
+//! - an [`Index`]: the directory's entry names, read and sorted
 //!   (directories first, then byte order). It holds names only, no page and
 //!   no metadata, and is shared by every listing of the same directory
 //!   through [`Indexes`], which keeps only weak references: the index goes
 //!   away with the last listing that uses it. A directory whose modification
-//!   time (or identity) changed since is read again;
+//!   time (or identity) changed since is read again. With no current index,
+//!   the directory is read [`READ_BATCH`] names per turn ([`Reader`]), once
+//!   for every listing that asks meanwhile ([`Pending`]), then sorted and
+//!   shared;
 //! - a [`Listing`]: one connection's walk over an index. Each
 //!   [`Listing::pump`] renders one chunk (at most [`BATCH`] entries, or
 //!   about [`CHUNK`] bytes), sends it, and then either asks for the next
@@ -23,8 +26,10 @@
 //!   directory, readable, and (for a symlink) resolves inside the root. A
 //!   symlink pointing outside shows nothing, not even its target's size or
 //!   date; FIFOs, sockets and devices are not listed;
-//! - per turn, one listing looks up at most [`BATCH`] entries and renders at
-//!   most [`CHUNK`] bytes plus one row, whatever the directory's size;
+//! - per turn, one listing reads at most [`READ_BATCH`] names, or looks up
+//!   at most [`BATCH`] entries and renders at most [`CHUNK`] bytes plus one
+//!   row, whatever the directory's size (sorting the names read is one
+//!   turn's work, O(n log n));
 //! - output is rendered only while the queue is below the high watermark, so
 //!   a client that does not read holds at most the high watermark plus one
 //!   chunk of listing in the server ([`super::HttpServer::listener_options`]
@@ -51,6 +56,10 @@ use crate::{Context, TimerId};
 
 /// Most entries one listing looks up and renders per turn of the loop.
 pub const BATCH: usize = 128;
+
+/// Most directory entries one listing reads per turn of the loop, while its
+/// names are being read.
+pub const READ_BATCH: usize = 2048;
 
 /// Rendering of a chunk stops once it holds this many bytes (a row can take
 /// it past by at most one row, about 2.6 KiB for a 255-byte name).
@@ -97,21 +106,48 @@ pub struct Index {
     names: Box<[Name]>,
 }
 
-impl Index {
-    /// Reads the directory at `dir` (a real path inside the root) whose
-    /// metadata is `metadata`. Names that are not UTF-8 (no request can name
-    /// them) or not one path segment are left out.
+/// A directory being read into an [`Index`], a batch of names per call.
+#[derive(Debug)]
+pub struct Reader {
+    dir: PathBuf,
+    stamp: Stamp,
+    entries: std::fs::ReadDir,
+    /// (listed with the directories, name): a symlink counts as what it
+    /// points to now. Rendering looks each entry up again, so this sets
+    /// only the order.
+    read: Vec<(bool, String)>,
+}
+
+impl Reader {
+    /// Opens the directory at `dir` (a real path inside the root) whose
+    /// metadata is `metadata`.
     ///
     /// # Errors
     ///
     /// The directory cannot be read.
-    pub fn read(dir: &Path, metadata: &Metadata) -> io::Result<Index> {
-        // (listed with the directories, name): a symlink counts as what it
-        // points to now. Rendering looks each entry up again, so this sets
-        // only the order.
-        let mut read: Vec<(bool, String)> = Vec::new();
-        for entry in std::fs::read_dir(dir)? {
-            let entry = entry?;
+    pub fn open(dir: &Path, metadata: &Metadata) -> io::Result<Reader> {
+        Ok(Reader {
+            dir: dir.to_owned(),
+            stamp: Stamp::of(metadata),
+            entries: std::fs::read_dir(dir)?,
+            read: Vec::new(),
+        })
+    }
+
+    /// Reads up to `limit` more entries; `true` once the directory is all
+    /// read. Names that are not UTF-8 (no request can name them) or not one
+    /// path segment are left out; an error ends the reading (the listing
+    /// shows what was read).
+    pub fn read_some(&mut self, limit: usize) -> bool {
+        for _ in 0..limit {
+            let entry = match self.entries.next() {
+                None => return true,
+                Some(Ok(entry)) => entry,
+                Some(Err(err)) => {
+                    log::debug!("reading {}: {err}", self.dir.display());
+                    return true;
+                }
+            };
             let Ok(name) = entry.file_name().into_string() else {
                 continue;
             };
@@ -126,8 +162,14 @@ impl Index {
             } else {
                 kind.is_dir()
             };
-            read.push((dir, name));
+            self.read.push((dir, name));
         }
+        false
+    }
+
+    /// The index of what was read, sorted as the page lists it.
+    pub fn finish(self) -> Index {
+        let mut read = self.read;
         read.sort_unstable_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
         let mut text = String::with_capacity(read.iter().map(|(_, name)| name.len()).sum());
         let mut names = Vec::with_capacity(read.len());
@@ -139,12 +181,26 @@ impl Index {
                 end: text.len(),
             });
         }
-        Ok(Index {
-            dir: dir.to_owned(),
-            stamp: Stamp::of(metadata),
+        Index {
+            dir: self.dir,
+            stamp: self.stamp,
             text: text.into_boxed_str(),
             names: names.into_boxed_slice(),
-        })
+        }
+    }
+}
+
+impl Index {
+    /// Reads the whole directory at `dir` at once (see [`Reader`], which
+    /// listings use to read it over several turns).
+    ///
+    /// # Errors
+    ///
+    /// The directory cannot be read.
+    pub fn read(dir: &Path, metadata: &Metadata) -> io::Result<Index> {
+        let mut reader = Reader::open(dir, metadata)?;
+        while !reader.read_some(usize::MAX) {}
+        Ok(reader.finish())
     }
 
     /// How many names the index holds (before any is left out as not
@@ -188,7 +244,56 @@ impl Index {
 /// weak references only: an index lives as long as a listing uses it.
 #[derive(Debug, Default)]
 pub struct Indexes {
-    by_dir: RefCell<HashMap<PathBuf, Weak<Index>>>,
+    by_dir: RefCell<HashMap<PathBuf, Shared>>,
+}
+
+/// What [`Indexes`] knows of one directory: an index, or a reading of it
+/// in progress, both held weakly.
+#[derive(Debug)]
+enum Shared {
+    Index(Weak<Index>),
+    Reading(Weak<RefCell<Pending>>),
+}
+
+impl Shared {
+    fn in_use(&self) -> bool {
+        match self {
+            Shared::Index(index) => index.strong_count() > 0,
+            Shared::Reading(pending) => pending.strong_count() > 0,
+        }
+    }
+}
+
+/// A directory being read for every listing that asked for it meanwhile:
+/// one reader, however many listings wait for it.
+#[derive(Debug)]
+pub struct Pending {
+    stamp: Stamp,
+    reader: Option<Reader>,
+    index: Option<Rc<Index>>,
+}
+
+impl Pending {
+    /// The index, once read; else reads one more batch (and, with the last
+    /// one, sorts the names and shares the index). Returns the index if it
+    /// is there, and whether this call did the work of a turn.
+    fn advance(&mut self, indexes: &Indexes) -> (Option<Rc<Index>>, bool) {
+        if let Some(index) = &self.index {
+            return (Some(Rc::clone(index)), false);
+        }
+        let Some(reader) = &mut self.reader else {
+            return (None, false);
+        };
+        if !reader.read_some(READ_BATCH) {
+            return (None, true);
+        }
+        let index = self.reader.take().map(|reader| Rc::new(reader.finish()));
+        if let Some(index) = &index {
+            indexes.publish(index);
+        }
+        self.index.clone_from(&index);
+        (index, true)
+    }
 }
 
 impl Clone for Indexes {
@@ -198,28 +303,57 @@ impl Clone for Indexes {
     }
 }
 
+/// Where a listing's names come from.
+#[derive(Debug)]
+pub enum Names {
+    /// An index already read, shared.
+    Ready(Rc<Index>),
+    /// The directory, being read a batch per turn, shared by every
+    /// listing of it that started meanwhile.
+    Reading(Rc<RefCell<Pending>>),
+}
+
 impl Indexes {
-    /// The index of the directory at `dir` (a real path inside the root)
-    /// whose metadata is `metadata`: the one in use if it is still current,
-    /// else read now.
+    /// The names of the directory at `dir` (a real path inside the root)
+    /// whose metadata is `metadata`: the index in use if it is still
+    /// current, else a reader opened now.
     ///
     /// # Errors
     ///
     /// The directory cannot be read.
-    pub fn get(&self, dir: &Path, metadata: &Metadata) -> io::Result<Rc<Index>> {
+    pub fn get(&self, dir: &Path, metadata: &Metadata) -> io::Result<Names> {
         let stamp = Stamp::of(metadata);
-        let mut by_dir = self.by_dir.borrow_mut();
-        if let Some(index) = by_dir.get(dir).and_then(Weak::upgrade) {
-            if index.stamp == stamp {
-                return Ok(index);
+        match self.by_dir.borrow().get(dir) {
+            Some(Shared::Index(index)) => {
+                if let Some(index) = index.upgrade().filter(|i| i.stamp == stamp) {
+                    return Ok(Names::Ready(index));
+                }
             }
+            Some(Shared::Reading(pending)) => {
+                if let Some(pending) = pending.upgrade().filter(|p| p.borrow().stamp == stamp) {
+                    return Ok(Names::Reading(pending));
+                }
+            }
+            None => {}
         }
-        let index = Rc::new(Index::read(dir, metadata)?);
+        let pending = Rc::new(RefCell::new(Pending {
+            stamp,
+            reader: Some(Reader::open(dir, metadata)?),
+            index: None,
+        }));
+        let mut by_dir = self.by_dir.borrow_mut();
+        by_dir.retain(|_, shared| shared.in_use());
+        by_dir.insert(dir.to_owned(), Shared::Reading(Rc::downgrade(&pending)));
+        Ok(Names::Reading(pending))
+    }
+
+    /// Shares a freshly read index with the listings that come next.
+    fn publish(&self, index: &Rc<Index>) {
+        let mut by_dir = self.by_dir.borrow_mut();
         // Forget directories no listing uses any more, so the map stays as
         // small as the set of directories being listed right now.
-        by_dir.retain(|_, index| index.strong_count() > 0);
-        by_dir.insert(dir.to_owned(), Rc::downgrade(&index));
-        Ok(index)
+        by_dir.retain(|_, shared| shared.in_use());
+        by_dir.insert(index.dir.clone(), Shared::Index(Rc::downgrade(index)));
     }
 }
 
@@ -235,7 +369,7 @@ pub enum Framing {
 /// One connection's listing page, rendered a chunk at a time.
 #[derive(Debug)]
 pub struct Listing {
-    index: Rc<Index>,
+    names: Names,
     /// The decoded request path (ending with `/`), for the title and the
     /// parent link.
     url_path: String,
@@ -253,18 +387,12 @@ pub struct Listing {
 }
 
 impl Listing {
-    /// The page for `index` at `url_path`, after `head`; nothing is queued
+    /// The page of `names` at `url_path`, after `head`; nothing is queued
     /// until [`Listing::pump`]. The stall watchdog fires when nothing has
     /// drained for `stall`.
-    pub fn new(
-        index: Rc<Index>,
-        url_path: &str,
-        framing: Framing,
-        head: Vec<u8>,
-        stall: Duration,
-    ) -> Listing {
+    pub fn new(names: Names, url_path: &str, framing: Framing, head: Vec<u8>, stall: Duration) -> Listing {
         Listing {
-            index,
+            names,
             url_path: url_path.to_owned(),
             framing,
             head: Some(head),
@@ -284,24 +412,44 @@ impl Listing {
     /// Renders and sends the next chunk, unless the queue is above its high
     /// watermark. Call it to start, from `on_drain`, and when
     /// [`Listing::on_timer`] says so.
-    pub fn pump(&mut self, cx: &mut Context<'_>, root: &Root) -> Progress {
+    pub fn pump(&mut self, cx: &mut Context<'_>, root: &Root, indexes: &Indexes) -> Progress {
         if cx.is_above_high_water() {
             self.arm_watchdog(cx);
             return Progress::Waiting;
         }
+        let index = match &self.names {
+            Names::Ready(index) => Rc::clone(index),
+            Names::Reading(pending) => {
+                let (index, worked) = pending.borrow_mut().advance(indexes);
+                if let Some(index) = &index {
+                    self.names = Names::Ready(Rc::clone(index));
+                }
+                match index {
+                    // Read by another listing before this turn: rows now.
+                    Some(index) if !worked => index,
+                    // Rows from the next turn on: reading (and sorting)
+                    // was this turn's work.
+                    _ => {
+                        self.tick(cx);
+                        self.arm_watchdog(cx);
+                        return Progress::Waiting;
+                    }
+                }
+            }
+        };
         let mut page = String::with_capacity(CHUNK + 4096);
         if self.next == 0 {
             page_start(&mut page, &self.url_path);
         }
         let mut looked_up = 0;
-        while looked_up < BATCH && page.len() < CHUNK && self.next < self.index.names.len() {
-            if let Some(entry) = self.index.entry(root, self.next) {
+        while looked_up < BATCH && page.len() < CHUNK && self.next < index.names.len() {
+            if let Some(entry) = index.entry(root, self.next) {
                 push_row(&mut page, &entry);
             }
             self.next += 1;
             looked_up += 1;
         }
-        let done = self.next >= self.index.names.len();
+        let done = self.next >= index.names.len();
         if done {
             page_end(&mut page);
         }
@@ -328,11 +476,16 @@ impl Listing {
             self.cancel(cx);
             return Progress::Queued;
         }
+        self.tick(cx);
+        self.arm_watchdog(cx);
+        Progress::Waiting
+    }
+
+    /// Asks for the next turn, unless the drain will bring the listing back.
+    fn tick(&mut self, cx: &mut Context<'_>) {
         if !cx.is_above_high_water() && self.tick.is_none() {
             self.tick = cx.set_timer(Duration::ZERO);
         }
-        self.arm_watchdog(cx);
-        Progress::Waiting
     }
 
     /// What `timer` means to this listing: `Some(true)` if it is the tick

@@ -67,7 +67,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use log::{debug, info, log_enabled, warn, Level};
 
 use super::date::format_http_date;
-use super::dir::{Framing, Index, Indexes, Listing};
+use super::dir::{Framing, Indexes, Listing, Names};
 use super::listing::percent_encode_segment;
 use super::mime::content_type;
 use super::precondition::{etag, evaluate, Conditions, Validators, Verdict};
@@ -301,7 +301,7 @@ enum Body {
     /// A span of a file.
     File { file: File, offset: u64, len: u64 },
     /// A directory's listing page, rendered as it is sent.
-    Listing { index: Rc<Index>, url_path: String },
+    Listing { names: Names, url_path: String },
 }
 
 impl HttpStream {
@@ -452,12 +452,12 @@ impl HttpStream {
                     }
                 }
             }
-            Body::Listing { index, url_path } => {
+            Body::Listing { names, url_path } => {
                 let framing = match version {
                     Version::Http11 => Framing::Chunked,
                     Version::Http10 => Framing::Close,
                 };
-                let listing = Listing::new(index, &url_path, framing, bytes, self.config.idle_timeout);
+                let listing = Listing::new(names, &url_path, framing, bytes, self.config.idle_timeout);
                 self.exchange = Some(exchange);
                 self.stop_waiting(cx);
                 self.phase = Phase::Listing(listing);
@@ -543,10 +543,10 @@ impl HttpStream {
             return (head, Body::None);
         }
         match self.config.indexes.get(&resolved.path, &resolved.metadata) {
-            Ok(index) => (
+            Ok(names) => (
                 head,
                 Body::Listing {
-                    index,
+                    names,
                     url_path: path.to_owned(),
                 },
             ),
@@ -574,7 +574,7 @@ impl HttpStream {
         let Phase::Listing(listing) = &mut self.phase else {
             return;
         };
-        if listing.pump(cx, &self.config.root) != Progress::Queued {
+        if listing.pump(cx, &self.config.root, &self.config.indexes) != Progress::Queued {
             // Waiting: a drain or the tick brings it back. Failed: the
             // connection is closing and on_close logs the cut answer.
             return;
