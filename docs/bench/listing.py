@@ -2,7 +2,7 @@
 # listing.py: what a big directory listing costs other clients and the server.
 # Usage: listing.py FILE_SERVER_BINARY
 #  1. p50/p99 of a small GET (2,000 of them or 60 s, one keep-alive connection), alone
-#     and while 4 clients pull a 20,000-entry listing in a loop;
+#     and while 1, then 4, clients pull a 20,000-entry listing in a loop;
 #  2. the server's RSS with 100 clients that ask for a listing of about 7 MB
 #     and never read, and again after they have left (reset); three rounds,
 #     to tell memory the allocator keeps for reuse from memory that grows.
@@ -115,18 +115,21 @@ def main():
         p, addr = start(binary, root)
         p50, p99 = small_gets(addr, 2000)
         print(f"small GET alone: p50 {p50:.2f} ms, p99 {p99:.2f} ms")
-        stop, pulls = threading.Event(), []
-        threads = [threading.Thread(target=puller, args=(addr, stop, pulls)) for _ in range(4)]
-        for t in threads:
-            t.start()
-        while not pulls:
-            time.sleep(0.01)
-        p50, p99 = small_gets(addr, 2000)
-        stop.set()
-        for t in threads:
-            t.join()
-        print(f"small GET while 4 clients pull a 20,000-entry listing "
-              f"({pulls[0]:,} bytes): p50 {p50:.2f} ms, p99 {p99:.2f} ms ({len(pulls)} pulls)")
+        for pullers in (1, 4):
+            stop, pulls = threading.Event(), []
+            threads = [threading.Thread(target=puller, args=(addr, stop, pulls))
+                       for _ in range(pullers)]
+            for t in threads:
+                t.start()
+            while not pulls:
+                time.sleep(0.01)
+            p50, p99 = small_gets(addr, 2000)
+            stop.set()
+            for t in threads:
+                t.join()
+            print(f"small GET while {pullers} client(s) pull a 20,000-entry listing "
+                  f"({pulls[0]:,} bytes) in a loop: p50 {p50:.2f} ms, p99 {p99:.2f} ms "
+                  f"({len(pulls)} pulls)")
 
         fds = fd_count(p.pid)
         base = rss_kib(p.pid)
