@@ -10,7 +10,8 @@
 //!    source is gone (closed earlier in this batch, its slot perhaps reused)
 //!    finds nothing and the event is dropped. Otherwise: listeners accept,
 //!    connections read then flush, datagram sockets flush then receive,
-//!    custom sources get `on_ready`. After each event, deferred work runs.
+//!    custom sources get `on_ready`. After each event, and after each
+//!    delivery of input, deferred work runs.
 //! 5. **Ready list.** Sources that stopped early (read, file or accept
 //!    budget, resumed reading, a lingering close) are served again, once
 //!    each.

@@ -168,6 +168,11 @@ impl Core {
                     trace!("{key}: read {n} bytes");
                     if conn.state.may_receive() {
                         self.deliver(key, &scratch[..n]);
+                        // A watermark notice that input caused runs before
+                        // the next read: a handler that pauses on
+                        // `on_high_water` is paused before the core reads
+                        // (and it queues) more.
+                        self.run_deferred();
                     }
                     if n < scratch.len() && hint == ReadHint::ShortReadDrains {
                         return;

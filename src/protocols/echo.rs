@@ -8,9 +8,10 @@
 //! waits in the kernel, and TCP flow control slows the peer down); once the
 //! queue has drained to the low watermark, reading resumes.
 //!
-//! Always true: reading stops in the very `on_data` call whose echo crossed
-//! the high watermark, before the core reads again, so what is held for a
-//! client is at most the high watermark plus one read (64 KiB). With
+//! Always true: the core delivers `on_high_water` right after the `on_data`
+//! call whose echo crossed the high watermark, before it reads again, so
+//! reading stops there and what is held for a client is at most the high
+//! watermark plus one read (64 KiB). With
 //! [`Echo::listener_options`] (the watermarks at zero, as the example
 //! servers run it) that is one read: the kernel's socket buffers are the
 //! only other buffer, and a client that sends without reading costs the
@@ -72,12 +73,6 @@ impl StreamHandler for Echo {
         // Written straight to the socket if nothing is queued; only what the
         // socket does not take now is copied into the write queue.
         cx.send(data);
-        if cx.is_above_high_water() {
-            // Now, not in `on_high_water`: that notice comes after the read
-            // step, which would otherwise read (and queue) several more
-            // chunks first.
-            cx.pause_reading();
-        }
         data.len()
     }
 
