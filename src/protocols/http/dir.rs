@@ -61,6 +61,10 @@ pub const BATCH: usize = 128;
 /// names are being read.
 pub const READ_BATCH: usize = 2048;
 
+/// Where a chunk's size goes, filled in once its rows are rendered: eight
+/// hex digits, more than any chunk needs.
+const SIZE_PLACEHOLDER: &str = "00000000\r\n";
+
 /// Rendering of a chunk stops once it holds this many bytes (a row can take
 /// it past by at most one row, about 2.6 KiB for a 255-byte name).
 pub const CHUNK: usize = 16 * 1024;
@@ -437,37 +441,52 @@ impl Listing {
                 }
             }
         };
-        let mut page = String::with_capacity(CHUNK + 4096);
+        // One buffer for what goes out this turn: the head (first turn
+        // only), a chunk-size line written in place once the rows are in,
+        // the rows, and the framing after them. Nothing is copied.
+        let head = self.head.take().map(String::from_utf8);
+        let mut out = match head {
+            Some(Ok(head)) => head,
+            Some(Err(err)) => String::from_utf8_lossy(err.as_bytes()).into_owned(),
+            None => String::new(),
+        };
+        out.reserve(CHUNK + 4096);
+        let size_at = out.len();
+        if self.framing == Framing::Chunked {
+            out.push_str(SIZE_PLACEHOLDER);
+        }
+        let body_at = out.len();
         if self.next == 0 {
-            page_start(&mut page, &self.url_path);
+            page_start(&mut out, &self.url_path);
         }
         let mut looked_up = 0;
-        while looked_up < BATCH && page.len() < CHUNK && self.next < index.names.len() {
+        while looked_up < BATCH && out.len() - body_at < CHUNK && self.next < index.names.len() {
             if let Some(entry) = index.entry(root, self.next) {
-                push_row(&mut page, &entry);
+                push_row(&mut out, &entry);
             }
             self.next += 1;
             looked_up += 1;
         }
         let done = self.next >= index.names.len();
         if done {
-            page_end(&mut page);
+            page_end(&mut out);
         }
-        self.rendered += page.len() as u64;
-        let mut out = self.head.take().unwrap_or_default();
-        match self.framing {
-            Framing::Chunked => {
-                if !page.is_empty() {
-                    out.extend_from_slice(format!("{:x}\r\n", page.len()).as_bytes());
-                    out.extend_from_slice(page.as_bytes());
-                    out.extend_from_slice(b"\r\n");
-                }
-                if done {
-                    out.extend_from_slice(b"0\r\n\r\n");
-                }
+        let body = out.len() - body_at;
+        self.rendered += body as u64;
+        if self.framing == Framing::Chunked {
+            if body == 0 {
+                out.truncate(size_at);
+            } else {
+                // Fixed width, leading zeros (RFC 9112 §7.1 allows them).
+                let size = format!("{body:08x}\r\n");
+                out.replace_range(size_at..body_at, &size);
+                out.push_str("\r\n");
             }
-            Framing::Close => out.extend_from_slice(page.as_bytes()),
+            if done {
+                out.push_str("0\r\n\r\n");
+            }
         }
+        let out = out.into_bytes();
         if !out.is_empty() && !cx.send_vec(out) {
             self.cancel(cx);
             return Progress::Failed;
