@@ -34,7 +34,7 @@ use std::time::Duration;
 
 use log::{debug, trace};
 
-use crate::conn_state::{Input, State};
+use crate::conn_state::{Action, State};
 use crate::services::{Deferred, Notice, Services, TimerTask};
 use crate::sys::Stream;
 use crate::write_queue::{Chunk, Flush, WriteQueue};
@@ -368,11 +368,11 @@ impl Connection {
         }
     }
 
-    /// Starts the deadline of the state: `on` is the input its timer feeds
-    /// when it fires. Replaces any deadline running.
-    pub(crate) fn arm_deadline(&mut self, key: Key, on: Input, services: &mut Services) {
-        let (after, task) = match on {
-            Input::LingerTimeout => (self.options.linger, TimerTask::Linger(key)),
+    /// Starts the deadline `arm` asks for ([`Action::ArmDrain`] or
+    /// [`Action::ArmLinger`]), replacing any deadline running.
+    pub(crate) fn arm_deadline(&mut self, key: Key, arm: Action, services: &mut Services) {
+        let (after, task) = match arm {
+            Action::ArmLinger => (self.options.linger, TimerTask::Linger(key)),
             _ => (self.options.drain_timeout, TimerTask::Drain(key)),
         };
         if let Some(old) = self.state.timer() {

@@ -411,12 +411,8 @@ impl Core {
                     }
                 }
                 Action::ArmDrain | Action::ArmLinger => {
-                    let on = match action {
-                        Action::ArmLinger => Input::LingerTimeout,
-                        _ => Input::DrainTimeout,
-                    };
                     if let Some(conn) = stream_in(&mut self.sources, key) {
-                        conn.arm_deadline(key, on, &mut self.services);
+                        conn.arm_deadline(key, action, &mut self.services);
                     }
                 }
                 Action::RevisitRead => self.revisit_later(key, Revisit::READ),

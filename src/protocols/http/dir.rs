@@ -195,29 +195,6 @@ impl Reader {
 }
 
 impl Index {
-    /// Reads the whole directory at `dir` at once (see [`Reader`], which
-    /// listings use to read it over several turns).
-    ///
-    /// # Errors
-    ///
-    /// The directory cannot be read.
-    pub fn read(dir: &Path, metadata: &Metadata) -> io::Result<Index> {
-        let mut reader = Reader::open(dir, metadata)?;
-        while !reader.read_some(usize::MAX) {}
-        Ok(reader.finish())
-    }
-
-    /// How many names the index holds (before any is left out as not
-    /// servable).
-    pub fn len(&self) -> usize {
-        self.names.len()
-    }
-
-    /// Whether the directory had no names.
-    pub fn is_empty(&self) -> bool {
-        self.names.is_empty()
-    }
-
     /// The row of the `i`th name, if a request for it would be served.
     fn entry(&self, root: &Root, i: usize) -> Option<Entry> {
         let span = self.names.get(i)?;
