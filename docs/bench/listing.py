@@ -6,6 +6,9 @@
 #  2. the server's RSS with 100 clients that ask for a listing of about 7 MB
 #     and never read, and again after they have left (reset); three rounds,
 #     to tell memory the allocator keeps for reuse from memory that grows.
+# `other cpu`: what the rest of the machine used meanwhile, in cores (the
+# pullers are threads of this script, so they count as its own); above 0.2,
+# other work competed with the run: rerun it.
 # Loopback only; every loop is bounded in count and time.
 import os, shutil, socket, subprocess, sys, tempfile, threading, time
 
@@ -26,6 +29,27 @@ def rss_kib(pid):
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
     return 0
+
+def busy_ticks():
+    """Clock ticks the whole machine spent busy so far (/proc/stat)."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    return sum(fields) - fields[3] - fields[4]   # all but idle and iowait
+
+def proc_ticks(pid):
+    """Clock ticks (user + system) of process `pid` so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        rest = f.read().rsplit(")", 1)[1].split()
+    return int(rest[11]) + int(rest[12])
+
+def other_cpu(start, pid, window):
+    """Cores' worth of CPU used by anything but the server and this script
+    over `window` seconds since `start` (busy, server, self ticks); more than
+    0.2 means other work competed with the run."""
+    hz = os.sysconf("SC_CLK_TCK")
+    busy, server, own = busy_ticks(), proc_ticks(pid), proc_ticks(os.getpid())
+    other = (busy - start[0]) - (server - start[1]) - (own - start[2])
+    return other / hz / window
 
 def fd_count(pid):
     return len(os.listdir(f"/proc/{pid}/fd"))
@@ -113,8 +137,10 @@ def main():
             open(f"{root}/long/{'n' * 120}{i:05d}", "w").write("x")
         open(f"{root}/small.txt", "w").write("small")
         p, addr = start(binary, root)
+        ticks, t0 = (busy_ticks(), proc_ticks(p.pid), proc_ticks(os.getpid())), time.time()
         p50, p99 = small_gets(addr, 2000)
-        print(f"small GET alone: p50 {p50:.2f} ms, p99 {p99:.2f} ms")
+        other = other_cpu(ticks, p.pid, time.time() - t0)
+        print(f"small GET alone: p50 {p50:.2f} ms, p99 {p99:.2f} ms (other cpu {other:.2f})")
         for pullers in (1, 4):
             stop, pulls = threading.Event(), []
             threads = [threading.Thread(target=puller, args=(addr, stop, pulls))
@@ -123,13 +149,15 @@ def main():
                 t.start()
             while not pulls:
                 time.sleep(0.01)
+            ticks, t0 = (busy_ticks(), proc_ticks(p.pid), proc_ticks(os.getpid())), time.time()
             p50, p99 = small_gets(addr, 2000)
+            other = other_cpu(ticks, p.pid, time.time() - t0)
             stop.set()
             for t in threads:
                 t.join()
             print(f"small GET while {pullers} client(s) pull a 20,000-entry listing "
                   f"({pulls[0]:,} bytes) in a loop: p50 {p50:.2f} ms, p99 {p99:.2f} ms "
-                  f"({len(pulls)} pulls)")
+                  f"({len(pulls)} pulls, other cpu {other:.2f})")
 
         fds = fd_count(p.pid)
         base = rss_kib(p.pid)
