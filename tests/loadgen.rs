@@ -10,16 +10,13 @@ mod common;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+use common::loadgen::{Outcome, RUN_LIMIT};
 use common::*;
-
-/// The longest any one loadgen run may take in these tests (its own hard
-/// deadline, given with `--timeout`, is shorter).
-const RUN_LIMIT: Duration = Duration::from_secs(60);
 
 /// The path of the program `name`: the `echo` example or the `loadgen`
 /// tool, built once per test process with the profile these tests were
@@ -35,81 +32,11 @@ fn built(name: &str) -> PathBuf {
     }
 }
 
-/// What one loadgen run left behind.
-struct Outcome {
-    code: Option<i32>,
-    /// The one JSON line on stdout (empty if there was none).
-    json: String,
-    stderr: String,
-}
-
-impl Outcome {
-    /// A field of the JSON line, as its text (strings without quotes).
-    #[track_caller]
-    fn field(&self, key: &str) -> &str {
-        let pattern = format!("\"{key}\":");
-        let at = self
-            .json
-            .find(&pattern)
-            .unwrap_or_else(|| panic!("no {key} in {}", self.json));
-        let rest = &self.json[at + pattern.len()..];
-        if let Some(text) = rest.strip_prefix('"') {
-            let end = text.find('"').expect("closing quote");
-            &text[..end]
-        } else {
-            let end = rest.find([',', '}']).expect("end of value");
-            &rest[..end]
-        }
-    }
-
-    /// A whole-number field.
-    #[track_caller]
-    fn number(&self, key: &str) -> u64 {
-        let text = self.field(key);
-        text.parse()
-            .unwrap_or_else(|_| panic!("{key} is {text:?}, not a number"))
-    }
-}
-
-/// Runs `loadgen echo ARGS`, bounded in time, and parses its output.
+/// Runs `loadgen echo ARGS`, bounded in time.
 #[track_caller]
 fn loadgen(args: &[&str]) -> Outcome {
-    let child = Command::new(built("loadgen"))
-        .arg("echo")
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn loadgen");
-    let pid = child.id();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    let out: Output = match rx.recv_timeout(RUN_LIMIT) {
-        Ok(out) => out.expect("wait for loadgen"),
-        Err(_) => {
-            // SAFETY: kill(2) on the pid of a child this test started and
-            // whose waiting thread has not reaped it yet.
-            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
-            panic!("loadgen {args:?} did not finish within {RUN_LIMIT:?}");
-        }
-    };
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(!stderr.contains("panicked"), "loadgen panicked: {stderr}");
-    let lines: Vec<&str> = stdout.lines().collect();
-    assert!(lines.len() <= 1, "one line on stdout: {stdout}");
-    let json = lines.first().copied().unwrap_or_default().to_string();
-    if !json.is_empty() {
-        assert!(json.starts_with('{') && json.ends_with('}'), "JSON: {json}");
-    }
-    Outcome {
-        code: out.status.code(),
-        json,
-        stderr,
-    }
+    built("loadgen");
+    common::loadgen::run(&[&["echo"], args].concat())
 }
 
 /// The echo example on TCP, UDP and a Unix socket in `dir`.

@@ -12,6 +12,7 @@ use evloop::{Handle, Reactor};
 
 pub mod chat;
 pub mod http;
+pub mod loadgen;
 
 /// How long any single blocking step of a test may take before it fails.
 pub const STEP: Duration = Duration::from_secs(10);

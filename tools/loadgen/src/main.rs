@@ -1,14 +1,21 @@
-//! Load generator for the echo and key-value servers, built on evloop
-//! itself: echo over TCP, over a Unix stream socket, and over UDP; GET and
-//! SET against the `kv` example over TCP or a Unix stream socket.
+//! Load generator for the example servers, built on evloop itself: echo
+//! over TCP, over a Unix stream socket, and over UDP, closed-loop or paced;
+//! GET and SET against the `kv` example over TCP or a Unix stream socket;
+//! idle connections, and file downloads from the `file_server` example.
 //!
 //! ```text
 //! loadgen echo (--tcp ADDR | --unix PATH | --udp ADDR) --conns N --size BYTES [--depth D]
-//!              (--requests TOTAL | --duration SECS) [--warmup SECS]
-//!              [--timeout SECS] [--loss-timeout SECS] [--pid PID]
+//!              (--requests TOTAL | --duration SECS) [--rate R] [--warmup SECS]
+//!              [--timeout SECS] [--loss-timeout SECS] [--pid PID[,PID...]]
 //! loadgen kv (--tcp ADDR | --unix PATH) --conns N [--depth D]
 //!            (--requests TOTAL | --duration SECS) [--keys K] [--value-size BYTES]
-//!            [--set-percent P] [--warmup SECS] [--timeout SECS] [--pid PID]
+//!            [--set-percent P] [--warmup SECS] [--timeout SECS] [--pid PID[,PID...]]
+//! loadgen idle --tcp ADDR --conns N --hold SECS --pid PID[,PID...]
+//!              [--timeout SECS] [--batch B]
+//! loadgen download --tcp ADDR --name NAME --conns K --expect-bytes B --duration SECS
+//!                  [--proto plain|http] [--warmup SECS] [--pid PID[,PID...]] [--timeout SECS]
+//! loadgen chat --tcp ADDR --receivers N --senders S --rate R --duration SECS
+//!              [--grace SECS] [--timeout SECS] [--pid PID[,PID...]]
 //! ```
 //!
 //! It prints one JSON line on stdout at the end, and exits 1 if any check
@@ -25,6 +32,28 @@
 //! bytes in flight: when a whole answer is back, the next request goes out.
 //! A request's latency runs from the moment it is issued to the moment its
 //! last byte is back and checked.
+//!
+//! # Paced load: `echo --rate` ([`paced`])
+//!
+//! With `--rate R` (TCP and Unix), requests go out on a schedule instead:
+//! `R` per second over all connections, spread evenly, each connection
+//! still with at most `--depth` in flight. A request that falls due while
+//! its connection is full waits for room, and is counted in `late_issues`.
+//! Latency then runs from the time the request was *due*, not from the
+//! time it was sent, so a server that falls behind is charged for the
+//! whole wait, as its users would see it, rather than have the client
+//! quietly slow down with it (coordinated omission). The bytes and their
+//! checks are the closed loop's. The [`paced`] module says how requests
+//! are sent on time without the client spending a core on it.
+//!
+//! # Idle connections and downloads ([`idle`], [`download`])
+//!
+//! `idle` opens connections that never send and reports how much the
+//! server's memory grew per connection; `download` fetches one file over
+//! and over from the `file_server` example (its plain protocol or HTTP),
+//! checking every length, and reports the throughput. Each has its own
+//! module, which says how it works and what its line holds; both run on a
+//! small clock of their own ([`driver`]).
 //!
 //! # Streams: TCP and Unix ([`Client`], [`EchoStream`])
 //!
@@ -112,12 +141,34 @@
 //! were not what was sent), `lost` and `late` (UDP, in the measured window),
 //! `timed_out`; and, for windows of half a second or more, `client_cpu`,
 //! `server_cpu` (with `--pid`) and `other_cpu`: shares of one core used by
-//! this program, the server, and everything else on the machine.
+//! this program, the server, and everything else on the machine. With
+//! `--pid` there is also `server_us_per_req`: the server's CPU time over
+//! the window, in microseconds, per request answered in it. `--pid` may
+//! list several processes (`--pid 10,11`), whose CPU time is summed; a
+//! process's time counts all its threads.
+//!
+//! The echo line also has `rate`, the `--rate` asked for (0 for the closed
+//! loop), and with `--rate`, `late_issues`: requests that fell due while
+//! their connection had `--depth` requests in flight. The rate achieved is
+//! `rps`; latencies are then from each request's due time.
 //!
 //! The kv mode's line has `keys`, `value_size` and `set_percent` instead of
 //! `size`, no `mb_s`, `lost` or `late`, `wrong_replies` instead of
 //! `wrong_bytes`, and counts of the measured window's `sets`, `hits` (GETs
 //! answered VALUE) and `misses` (GETs answered NOT_FOUND).
+//!
+//! The idle and download modes have lines of their own, described in
+//! [`idle`] and [`download`]: `conns`, `accepted`, `rss_before_kib`,
+//! `rss_after_kib`, `bytes_per_conn`, `ok`; and `bytes`, `gb_s`,
+//! `downloads`, `p50_ms`, `p99_ms`, `wrong_length`, the CPU shares and
+//! `server_us_per_download`.
+//!
+//! The chat mode ([`chat`]) has a line of its own: `receivers`, `senders`,
+//! `rate`, `seconds`; `sent` lines, `expected` and `received` deliveries,
+//! `delivered` (their ratio) and `deliveries_per_s`; latencies from the time
+//! each line was written; `send_lag_p99_us` and `send_lag_max_us`; `errors`
+//! (`dropped` members and `bad_lines`), `timed_out`, the CPU shares, and
+//! with `--pid` `server_us_per_line`.
 //!
 //! Latencies go into a log-linear histogram (16 buckets per power of two,
 //! about 3 % resolution), written here so that the example needs nothing
@@ -126,6 +177,12 @@
 // The examples' shared flag parsing, logging and exit codes.
 #[path = "../../../examples/common/mod.rs"]
 mod common;
+
+mod chat;
+mod download;
+mod driver;
+mod idle;
+mod paced;
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -177,6 +234,24 @@ const MIN_CPU_WINDOW: f64 = 0.5;
 /// Error lines printed before the rest are only counted.
 const SHOWN_ERRORS: u64 = 5;
 
+/// How many of a run's errors were printed: the first [`SHOWN_ERRORS`] go
+/// to stderr, the rest are only counted (the totals are printed at the
+/// end).
+#[derive(Default)]
+pub(crate) struct Shown(u64);
+
+impl Shown {
+    /// Prints one error line, or the note that no more will be.
+    pub(crate) fn print(&mut self, what: fmt::Arguments<'_>) {
+        if self.0 < SHOWN_ERRORS {
+            eprintln!("loadgen: {what}");
+        } else if self.0 == SHOWN_ERRORS {
+            eprintln!("loadgen: (further errors are counted, not shown)");
+        }
+        self.0 += 1;
+    }
+}
+
 /// Load generator built on evloop: echo over TCP, Unix stream sockets and
 /// UDP; GET and SET against the kv example.
 #[derive(Parser)]
@@ -194,6 +269,15 @@ enum Command {
     /// Closed-loop GET and SET against the kv example: every connection
     /// keeps --depth requests in flight and checks every reply
     Kv(KvFlags),
+    /// Idle connections: opens --conns connections that send nothing and
+    /// reports how much the server's resident memory grew per connection
+    Idle(idle::IdleFlags),
+    /// Downloads: --conns connections fetch one file over and over (plain
+    /// file protocol or HTTP), checking each length; reports throughput
+    Download(download::DownloadFlags),
+    /// Chat room: --receivers members listen while --senders members post
+    /// --rate lines per second; times and checks every delivery
+    Chat(chat::ChatFlags),
 }
 
 #[derive(Args)]
@@ -235,9 +319,15 @@ struct EchoFlags {
     /// another takes its place
     #[arg(long, value_name = "SECS", default_value = "0.25", value_parser = common::seconds)]
     loss_timeout: Duration,
-    /// The server's process id, to report its CPU use over the window
-    #[arg(long, value_name = "PID")]
-    pid: Option<u32>,
+    /// Paced load (TCP, Unix): R requests per second over all connections,
+    /// each still at most --depth in flight, latency counted from each
+    /// request's scheduled time [default: closed loop]
+    #[arg(long, value_name = "R")]
+    rate: Option<f64>,
+    /// The server's process ids, to report their CPU use over the window
+    /// (summed)
+    #[arg(long, value_name = "PID[,PID...]", value_delimiter = ',')]
+    pid: Vec<u32>,
 }
 
 /// Where the load goes.
@@ -285,7 +375,11 @@ struct Plan {
     warmup: Duration,
     timeout: Duration,
     loss_timeout: Duration,
-    pid: Option<u32>,
+    /// Paced echo: requests per second over all connections; `None` for
+    /// the closed loop.
+    rate: Option<f64>,
+    /// Server processes whose CPU time is reported, summed.
+    pid: Vec<u32>,
     /// What the connections say: echo bytes, or kv requests.
     mode: Mode,
 }
@@ -327,10 +421,18 @@ impl Plan {
                 "--conns and --conns x --depth must be at most {MAX_CONNS}"
             ));
         }
+        if let Some(rate) = flags.rate {
+            if !(rate.is_finite() && rate > 0.0 && rate <= paced::MAX_RATE) {
+                common::usage_error(&format!("--rate must be above 0 and at most {}", paced::MAX_RATE));
+            }
+            if let Target::Udp(_) = target {
+                common::usage_error("--rate is for --tcp and --unix");
+            }
+        }
         let timeout = flags.timeout.unwrap_or_else(|| match limit {
             Limit::Duration(d) => flags.warmup + d + Duration::from_secs(10),
             Limit::Requests(total) => {
-                let per_request = 50e-6 + flags.size as f64 / 50e6;
+                let per_request = 50e-6 + flags.size as f64 / 50e6 + flags.rate.map_or(0.0, |r| 1.0 / r);
                 flags.warmup + Duration::from_secs(30) + Duration::from_secs_f64(total as f64 * per_request)
             }
         });
@@ -343,6 +445,7 @@ impl Plan {
             warmup: flags.warmup,
             timeout,
             loss_timeout: flags.loss_timeout,
+            rate: flags.rate,
             pid: flags.pid,
             mode: Mode::Echo,
         }
@@ -355,6 +458,9 @@ fn main() -> ExitCode {
     let plan = match cli.command {
         Command::Echo(flags) => Plan::from_flags(flags),
         Command::Kv(flags) => Plan::from_kv_flags(flags),
+        Command::Idle(flags) => return idle::run(flags),
+        Command::Download(flags) => return download::run(flags),
+        Command::Chat(flags) => return chat::run(flags),
     };
     raise_nofile(plan.conns as u64 + 64);
 
@@ -391,7 +497,17 @@ fn main() -> ExitCode {
         }
     }
 
-    let clock = Clock::new(&plan, &run, &pattern, sockets).unwrap_or_else(|err| common::fail(&err));
+    // Paced echo: the connections' shared schedule, and the pacer that
+    // makes their requests due.
+    let pace = plan.rate.map(|rate| paced::Pace::new(rate, &plan, &pattern));
+    if let Some(pace) = &pace {
+        let pacer = paced::Pacer::new(pace, &run).unwrap_or_else(|err| common::fail(&err));
+        if let Err(err) = reactor.register(pacer, Interest::READABLE) {
+            common::fail(&err);
+        }
+    }
+
+    let clock = Clock::new(&plan, &run, &pattern, sockets, pace).unwrap_or_else(|err| common::fail(&err));
     if let Err(err) = reactor.register(clock, Interest::WRITABLE) {
         common::fail(&err);
     }
@@ -447,8 +563,11 @@ struct Run {
     lost: u64,
     late: u64,
     timed_out: bool,
-    shown: u64,
-    pid: Option<u32>,
+    /// Paced echo: requests that fell due while their connection had
+    /// `--depth` requests in flight, in the measured window.
+    pub(crate) late_issues: u64,
+    shown: Shown,
+    pid: Vec<u32>,
     cpu: Option<CpuMeter>,
     cpu_shares: Option<CpuShares>,
     /// The kv mode's replies in the measured window.
@@ -479,8 +598,9 @@ impl Run {
             lost: 0,
             late: 0,
             timed_out: false,
-            shown: 0,
-            pid: plan.pid,
+            late_issues: 0,
+            shown: Shown::default(),
+            pid: plan.pid.clone(),
             cpu: None,
             cpu_shares: None,
             kv: KvCounts::default(),
@@ -490,12 +610,7 @@ impl Run {
     /// Prints one error line on stderr; past [`SHOWN_ERRORS`] they are only
     /// counted (the totals are printed at the end).
     fn report(&mut self, what: fmt::Arguments<'_>) {
-        if self.shown < SHOWN_ERRORS {
-            eprintln!("loadgen: {what}");
-        } else if self.shown == SHOWN_ERRORS {
-            eprintln!("loadgen: (further errors are counted, not shown)");
-        }
-        self.shown += 1;
+        self.shown.print(what);
     }
 
     /// A failure that counts in `errors` (unless the run is already over:
@@ -537,7 +652,7 @@ impl Run {
         }
         if !self.measuring && self.warm_end.is_some_and(|w| now >= w) {
             self.measuring = true;
-            self.cpu = Some(CpuMeter::start(self.pid));
+            self.cpu = Some(CpuMeter::start(&self.pid));
         }
         if let Some(end) = self.measure_end {
             if now >= end {
@@ -640,6 +755,10 @@ impl Run {
             }
         }
         j.u("depth", plan.depth as u64);
+        if let Mode::Echo = plan.mode {
+            let rate = plan.rate.unwrap_or(0.0);
+            j.f("rate", rate, if rate.fract() == 0.0 { 0 } else { 3 });
+        }
         j.u("requests", self.requests);
         j.f("seconds", secs, 3);
         j.f("rps", per_sec(self.requests as f64), 0);
@@ -664,13 +783,15 @@ impl Run {
                 j.u("misses", self.kv.misses);
             }
         }
+        if plan.rate.is_some() {
+            j.u("late_issues", self.late_issues);
+        }
         j.b("timed_out", self.timed_out);
         if let Some(cpu) = self.cpu_shares.as_ref().filter(|_| secs >= MIN_CPU_WINDOW) {
-            j.f("client_cpu", cpu.client, 2);
-            if let Some(server) = cpu.server {
-                j.f("server_cpu", server, 2);
+            cpu.write(&mut j);
+            if let (Some(server), true) = (cpu.server_secs, self.requests > 0) {
+                j.f("server_us_per_req", server / self.requests as f64 * 1e6, 2);
             }
-            j.f("other_cpu", cpu.other, 2);
         }
         j.finish()
     }
@@ -915,25 +1036,47 @@ impl EchoStream {
     }
 }
 
-impl Exchange for EchoStream {
-    /// `n x size` bytes of the pattern, from where the stream stands.
-    fn issue(&mut self, cx: &mut Context<'_>, run: &mut Run, n: usize, now: Instant) -> bool {
+impl EchoStream {
+    /// Counts up to `n` new requests in flight, issued (or, paced, due) at
+    /// `at`, as far as the run wants them. Returns how many.
+    pub(crate) fn admit(&mut self, run: &mut Run, n: usize, at: Instant) -> usize {
         let mut count = 0;
         while count < n && run.may_issue() {
-            self.issued.push_back(now);
+            self.issued.push_back(at);
             count += 1;
         }
+        count
+    }
+
+    /// Sends the bytes of `count` requests, `count x size` bytes of the
+    /// pattern from where the stream stands, through `send` (a context's or
+    /// a [`SourceRef`](evloop::SourceRef)'s). Returns `false` if the
+    /// connection refused them.
+    pub(crate) fn send_requests(&mut self, count: usize, mut send: impl FnMut(&[u8]) -> bool) -> bool {
         let mut left = count as u64 * self.size;
         while left > 0 {
             let phase = ((self.sent + self.id) % PERIOD as u64) as usize;
             let take = left.min(CHUNK as u64) as usize;
-            if !cx.send(&self.pattern[phase..phase + take]) {
+            if !send(&self.pattern[phase..phase + take]) {
                 return false;
             }
             self.sent += take as u64;
             left -= take as u64;
         }
         true
+    }
+
+    /// Requests in flight.
+    pub(crate) fn in_flight(&self) -> usize {
+        self.issued.len()
+    }
+}
+
+impl Exchange for EchoStream {
+    /// `n x size` bytes of the pattern, from where the stream stands.
+    fn issue(&mut self, cx: &mut Context<'_>, run: &mut Run, n: usize, now: Instant) -> bool {
+        let count = self.admit(run, n, now);
+        self.send_requests(count, |bytes| cx.send(bytes))
     }
 
     fn receive(&mut self, run: &mut Run, data: &[u8], now: Instant) -> Result<(usize, usize), String> {
@@ -1196,9 +1339,10 @@ struct KvFlags {
     /// Hard deadline for the whole run [default: as for echo]
     #[arg(long, value_name = "SECS", value_parser = common::seconds)]
     timeout: Option<Duration>,
-    /// The server's process id, to report its CPU use over the window
-    #[arg(long, value_name = "PID")]
-    pid: Option<u32>,
+    /// The server's process ids, to report their CPU use over the window
+    /// (summed)
+    #[arg(long, value_name = "PID[,PID...]", value_delimiter = ',')]
+    pid: Vec<u32>,
 }
 
 /// What the connections of a run say.
@@ -1298,6 +1442,7 @@ impl Plan {
             warmup: flags.warmup,
             timeout,
             loss_timeout: Duration::ZERO,
+            rate: None,
             pid: flags.pid,
             mode: Mode::Kv(mix),
         }
@@ -1496,6 +1641,8 @@ struct Clock {
     sockets: Vec<(Key, Addr)>,
     /// Stream connections still to open (by number), last first.
     waiting: Vec<u64>,
+    /// Paced echo: the schedule the connections share with the pacer.
+    pace: Option<Rc<paced::Pace>>,
     started: bool,
     deadline: Option<TimerId>,
     retry: Option<TimerId>,
@@ -1507,6 +1654,7 @@ impl Clock {
         run: &Rc<RefCell<Run>>,
         pattern: &Rc<[u8]>,
         sockets: Vec<(Key, Addr)>,
+        pace: Option<Rc<paced::Pace>>,
     ) -> io::Result<Clock> {
         let (pipe, read_end) = mio::unix::pipe::new()?;
         let waiting = match plan.target {
@@ -1521,6 +1669,7 @@ impl Clock {
             plan: plan.clone(),
             sockets,
             waiting,
+            pace,
             started: false,
             deadline: None,
             retry: None,
@@ -1532,14 +1681,20 @@ impl Clock {
     /// and the rest are tried again after [`RETRY`].
     fn open_connections(&mut self, cx: &mut Context<'_>) {
         while let Some(id) = self.waiting.pop() {
-            let client: Box<dyn StreamHandler> = match self.plan.mode {
-                Mode::Echo => Box::new(Client::new(
+            let client: Box<dyn StreamHandler> = match (self.plan.mode, &self.pace) {
+                (Mode::Echo, Some(pace)) => Box::new(Client::new(
+                    id,
+                    &self.plan,
+                    &self.run,
+                    paced::PacedEcho::new(pace, id),
+                )),
+                (Mode::Echo, None) => Box::new(Client::new(
                     id,
                     &self.plan,
                     &self.run,
                     EchoStream::new(id, &self.plan, &self.pattern),
                 )),
-                Mode::Kv(mix) => Box::new(Client::new(
+                (Mode::Kv(mix), _) => Box::new(Client::new(
                     id,
                     &self.plan,
                     &self.run,
@@ -1627,17 +1782,17 @@ impl SourceHandler for Clock {
 /// Latencies in nanoseconds, in log-linear buckets: exact below 32 ns,
 /// then 16 buckets per power of two, so a bucket is at most 1/16 of its
 /// value wide and its middle is within about 3 % of anything in it.
-struct Histogram {
+pub(crate) struct Histogram {
     counts: Vec<u64>,
     total: u64,
-    max: u64,
+    pub(crate) max: u64,
 }
 
 impl Histogram {
     /// 32 exact buckets, then 16 for each of the 59 powers of two up to 2^64.
     const BUCKETS: usize = 32 + 59 * 16;
 
-    fn new() -> Histogram {
+    pub(crate) fn new() -> Histogram {
         Histogram {
             counts: vec![0; Self::BUCKETS],
             total: 0,
@@ -1664,7 +1819,7 @@ impl Histogram {
         (top << shift, 1 << shift)
     }
 
-    fn record(&mut self, value: u64) {
+    pub(crate) fn record(&mut self, value: u64) {
         self.counts[Self::bucket(value)] += 1;
         self.total += 1;
         self.max = self.max.max(value);
@@ -1672,7 +1827,7 @@ impl Histogram {
 
     /// The value at quantile `q`: the middle of its bucket, never above the
     /// largest value recorded. 0 when nothing was recorded.
-    fn quantile(&self, q: f64) -> u64 {
+    pub(crate) fn quantile(&self, q: f64) -> u64 {
         if self.total == 0 {
             return 0;
         }
@@ -1690,45 +1845,85 @@ impl Histogram {
 }
 
 /// Shares of one core used over the measured window.
-struct CpuShares {
-    client: f64,
-    server: Option<f64>,
+pub(crate) struct CpuShares {
+    pub(crate) client: f64,
+    pub(crate) server: Option<f64>,
+    /// The server processes' CPU seconds over the window (not a share): what
+    /// a per-request or per-download cost is computed from.
+    pub(crate) server_secs: Option<f64>,
     /// The rest of the machine (other processes, interrupts): near 0 on a
     /// quiet machine.
-    other: f64,
+    pub(crate) other: f64,
+}
+
+impl CpuShares {
+    /// Adds `client_cpu`, `server_cpu` (if known) and `other_cpu`.
+    pub(crate) fn write(&self, j: &mut Json) {
+        j.f("client_cpu", self.client, 2);
+        if let Some(server) = self.server {
+            j.f("server_cpu", server, 2);
+        }
+        j.f("other_cpu", self.other, 2);
+    }
 }
 
 /// CPU time readings at the start of the measured window.
-struct CpuMeter {
+pub(crate) struct CpuMeter {
     t0: Instant,
     own: f64,
-    server: Option<(u32, f64)>,
+    /// The server processes, and their CPU seconds so far (summed).
+    server: Option<(Vec<u32>, f64)>,
     machine: f64,
 }
 
 impl CpuMeter {
-    fn start(pid: Option<u32>) -> CpuMeter {
+    /// Takes the first readings. `pids` are the server's processes (none:
+    /// no server CPU is reported); one that cannot be read is said on
+    /// stderr, and the server's CPU is then not reported.
+    pub(crate) fn start(pids: &[u32]) -> CpuMeter {
+        let server = match processes_cpu_secs(pids) {
+            Ok(secs) => Some((pids.to_vec(), secs)),
+            Err(Some(pid)) => {
+                eprintln!("loadgen: cannot read /proc/{pid}/stat: the server's CPU is not reported");
+                None
+            }
+            Err(None) => None,
+        };
         CpuMeter {
             t0: Instant::now(),
             own: own_cpu_secs(),
-            server: pid.and_then(|pid| process_cpu_secs(pid).map(|secs| (pid, secs))),
+            server,
             machine: machine_busy_secs(),
         }
     }
 
-    fn finish(self) -> CpuShares {
+    /// Takes the second readings: the shares over the time since `start`.
+    pub(crate) fn finish(self) -> CpuShares {
         let window = self.t0.elapsed().as_secs_f64().max(1e-9);
         let client = (own_cpu_secs() - self.own) / window;
-        let server = self
+        let server_secs = self
             .server
-            .and_then(|(pid, before)| process_cpu_secs(pid).map(|after| (after - before) / window));
+            .and_then(|(pids, before)| processes_cpu_secs(&pids).ok().map(|after| after - before));
+        let server = server_secs.map(|secs| secs / window);
         let machine = (machine_busy_secs() - self.machine) / window;
         CpuShares {
             client,
             server,
+            server_secs,
             other: machine - client - server.unwrap_or(0.0),
         }
     }
+}
+
+/// The summed CPU seconds of `pids` (every thread of each), or the first
+/// one that cannot be read (`Err(None)`: no pid given).
+fn processes_cpu_secs(pids: &[u32]) -> Result<f64, Option<u32>> {
+    if pids.is_empty() {
+        return Err(None);
+    }
+    pids.iter()
+        .map(|&pid| process_cpu_secs(pid).ok_or(Some(pid)))
+        .sum()
 }
 
 /// Clock ticks per second, for /proc's CPU times.
@@ -1755,8 +1950,34 @@ fn own_cpu_secs() -> f64 {
     secs(usage.ru_utime) + secs(usage.ru_stime)
 }
 
-/// A process's user and system CPU time, in seconds, from /proc.
+/// A process's CPU time, in seconds, over all its threads: from each
+/// thread's `/proc/PID/task/TID/schedstat` (nanoseconds) where the kernel
+/// keeps it, else from `/proc/PID/stat` (clock ticks, 10 ms each: too
+/// coarse for a server that used a few hundredths of a second).
 fn process_cpu_secs(pid: u32) -> Option<f64> {
+    schedstat_secs(pid).or_else(|| stat_secs(pid))
+}
+
+/// The summed run time of a process's threads, from schedstat (a thread
+/// that ends between the listing and the reading is left out).
+fn schedstat_secs(pid: u32) -> Option<f64> {
+    let mut total_ns: u64 = 0;
+    for entry in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
+        let Ok(entry) = entry else { continue };
+        let mut path = entry.path();
+        path.push("schedstat");
+        let Ok(text) = std::fs::read_to_string(path) else {
+            continue;
+        };
+        total_ns += text.split_whitespace().next()?.parse::<u64>().ok()?;
+    }
+    (total_ns > 0).then(|| total_ns as f64 / 1e9)
+}
+
+/// A process's user and system CPU time, in seconds, from
+/// `/proc/PID/stat`: the process's own line counts every one of its
+/// threads.
+fn stat_secs(pid: u32) -> Option<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The fields after the command name, which is in parentheses and may
     // hold spaces: utime and stime are the 12th and 13th.
@@ -1785,7 +2006,7 @@ fn machine_busy_secs() -> f64 {
 
 /// Raises the soft limit on open descriptors to `want` if the hard limit
 /// allows, so that many connections fit.
-fn raise_nofile(want: u64) {
+pub(crate) fn raise_nofile(want: u64) {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -1804,10 +2025,10 @@ fn raise_nofile(want: u64) {
 }
 
 /// One JSON object on one line, fields in the order they are added.
-struct Json(String);
+pub(crate) struct Json(String);
 
 impl Json {
-    fn new(mode: &str) -> Json {
+    pub(crate) fn new(mode: &str) -> Json {
         let mut json = Json(String::from("{"));
         json.s("mode", mode);
         json
@@ -1820,7 +2041,7 @@ impl Json {
         let _ = write!(self.0, "\"{key}\":");
     }
 
-    fn s(&mut self, key: &str, value: &str) {
+    pub(crate) fn s(&mut self, key: &str, value: &str) {
         self.key(key);
         self.0.push('"');
         for c in value.chars() {
@@ -1836,12 +2057,12 @@ impl Json {
         self.0.push('"');
     }
 
-    fn u(&mut self, key: &str, value: u64) {
+    pub(crate) fn u(&mut self, key: &str, value: u64) {
         self.key(key);
         let _ = write!(self.0, "{value}");
     }
 
-    fn f(&mut self, key: &str, value: f64, decimals: usize) {
+    pub(crate) fn f(&mut self, key: &str, value: f64, decimals: usize) {
         self.key(key);
         if value.is_finite() {
             let _ = write!(self.0, "{value:.decimals$}");
@@ -1850,12 +2071,12 @@ impl Json {
         }
     }
 
-    fn b(&mut self, key: &str, value: bool) {
+    pub(crate) fn b(&mut self, key: &str, value: bool) {
         self.key(key);
         let _ = write!(self.0, "{value}");
     }
 
-    fn finish(mut self) -> String {
+    pub(crate) fn finish(mut self) -> String {
         self.0.push('}');
         self.0
     }
