@@ -15,8 +15,15 @@ what it is, in the second word of its info string:
   the demo, every listener given as a flag), waits for its first
   `listening ...` line on stdout, stops it with SIGTERM and expects exit 0.
 - ```sh bench: a measurement or other long run (minutes of load, nginx,
-  perf, the shared bench tools, fuzzing). Not run here; checked with
-  `bash -n`, and every repository path and example it names must exist.
+  perf, tools/bench, fuzzing). Not run here; checked with `bash -n`, and
+  every repository path and example it names must exist. It must run from
+  a clone: nothing outside the repository (no `../`).
+- ```sh cross-check: a run of the outside harness (`../shared/bench`),
+  which a clone does not have; the figures it gave are a cross-check of
+  the repository's own. Checked like a bench block, except that it may
+  name `../shared/`. Outside such blocks, `../shared` may appear in
+  README.md, docs/, src/, examples/, tests/ and tools/ only on a line that
+  says it is the cross-check (the words "cross-check" or "outside").
 - ```sh ci: a command `.ci/run` itself runs (the README's `cargo test`);
   the check only makes sure `.ci/run` still runs it.
 
@@ -48,7 +55,7 @@ ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 BLOCK_TIMEOUT = 120
 SERVER_START_TIMEOUT = 300
 SHELLS = {"sh", "bash", "shell", "console"}
-KINDS = {"run", "server", "bench", "ci"}
+KINDS = {"run", "server", "bench", "ci", "cross-check"}
 INLINE_STARTS = ("nc ", "printf ", "curl ", "socat ", "cargo run ")
 DEMO_LISTENER_FLAGS = ["--echo", "--echo-udp", "--chat", "--files", "--http"]
 
@@ -220,7 +227,7 @@ def check_ci(text):
     return None
 
 
-def check_bench(text):
+def check_bench(text, outside=False):
     done = subprocess.run(["bash", "-n"], input=text, capture_output=True, text=True)
     if done.returncode != 0:
         return f"bash -n: {done.stderr}"
@@ -236,6 +243,10 @@ def check_bench(text):
         if re.match(r"^(docs|\.ci|examples|tests|src)/\S+$", word) and not os.path.exists(
                 os.path.join(ROOT, word)):
             return f"no such file: {word}"
+        if re.match(r"^(tools)/\S+$", word) and not os.path.exists(os.path.join(ROOT, word)):
+            return f"no such file: {word}"
+        if word.startswith("../") and not outside:
+            return f"{word}: a bench block runs from a clone, which has nothing outside it"
         if word.startswith("../shared/") and os.path.isdir(os.path.join(ROOT, "..", "shared")) \
                 and not os.path.exists(os.path.join(ROOT, word)):
             return f"no such file: {word}"
@@ -304,13 +315,42 @@ def check_loop_steps():
                "the loop's numbered steps differ from src/reactor.rs's")
 
 
+def check_outside_mentions():
+    """Yields (file, line, text, problem) for `../shared` named anywhere in
+    the repository's text but a cross-check block or a line that says it is
+    the cross-check."""
+    files = []
+    for top in ("README.md", "docs", "src", "examples", "tests", "tools"):
+        path = os.path.join(ROOT, top)
+        if os.path.isfile(path):
+            files.append(path)
+        for base, dirs, names in os.walk(path):
+            dirs[:] = [d for d in dirs if d not in ("target", "corpus", "artifacts")]
+            files += [os.path.join(base, n) for n in names]
+    for path in files:
+        try:
+            with open(path, encoding="utf-8") as f:
+                lines = f.read().split("\n")
+        except (UnicodeDecodeError, OSError):
+            continue
+        in_cross_check = False
+        for number, text in enumerate(lines, 1):
+            if text.startswith("```"):
+                in_cross_check = text.split()[1:2] == ["cross-check"]
+                continue
+            if "../shared" in text and not in_cross_check and not re.search(
+                    r"cross-check|outside", text, re.IGNORECASE):
+                yield (os.path.relpath(path, ROOT), number, text,
+                       "names ../shared, which a clone does not have (only the cross-check may)")
+
+
 def main():
     bin_dir = os.path.join(ROOT, "target", "debug", "examples")
     if len(sys.argv) > 1:
         bin_dir = os.path.abspath(sys.argv[1])
     env = env_with(bin_dir)
-    failures = list(check_quotes()) + list(check_loop_steps())
-    counts = {"run": 0, "server": 0, "bench": 0, "ci": 0, "inline": 0}
+    failures = list(check_quotes()) + list(check_loop_steps()) + list(check_outside_mentions())
+    counts = {"run": 0, "server": 0, "bench": 0, "ci": 0, "cross-check": 0, "inline": 0}
     demo = Demo(bin_dir)
     try:
         for path in markdown_files():
@@ -331,7 +371,7 @@ def main():
                 elif kind == "ci":
                     problem = check_ci(text)
                 else:
-                    problem = check_bench(text)
+                    problem = check_bench(text, outside=kind == "cross-check")
                 status = "ok" if problem is None else "FAILED"
                 print(f"{rel}:{line}: sh {kind}: {status}", flush=True)
                 if problem:
@@ -347,8 +387,8 @@ def main():
     finally:
         demo.stop()
     print(f"docs-check: {counts['run']} run blocks, {counts['inline']} table commands, "
-          f"{counts['server']} server blocks, {counts['bench']} bench and {counts['ci']} ci "
-          "blocks checked")
+          f"{counts['server']} server blocks, {counts['bench']} bench, "
+          f"{counts['cross-check']} cross-check and {counts['ci']} ci blocks checked")
     for rel, line, text, problem in failures:
         print(f"\n{rel}:{line}: {problem}\n--- block\n{text}", file=sys.stderr)
     if failures:

@@ -1,0 +1,649 @@
+#!/usr/bin/env python3
+"""Side-by-side benchmarks: evloop's example servers beside the servers a
+user would pick instead, measured in one run, on one machine, the same way.
+
+    tools/bench/run.py echo   [--duration SECS]   # ~2.5 min
+    tools/bench/run.py idle   [--conns N]         # ~30 s
+    tools/bench/run.py files  [--duration SECS]   # ~1 min (+ a 1 GiB file once)
+    tools/bench/run.py chat   [--duration SECS]   # ~40 s
+
+Common flags: --rows a,b (only these rows), --examples DIR (the evloop
+build to measure, default target/release/examples), --server NAME=CMD
+(one more row: CMD gets the same address flags as evloop's example),
+--quick (short windows and small loads: a check that every row runs, not
+a measurement), --no-build, --no-install.
+
+What one run does:
+
+1. Builds what it measures: the workspace (`cargo build --release --bins
+   --examples`: the examples and tools/loadgen), the tokio peers
+   (tools/bench/peers, a workspace of its own), the C epoll server (gcc
+   -O2). It installs gcc and nginx with apt-get when they are missing
+   (files needs nginx); `perf`, when present, adds the `sys/req` column.
+2. For each row: waits (up to 60 s) until the machine is quiet, starts
+   the server pinned to CPU 0 (`taskset -c 0`) on a 127.0.0.1:0 port,
+   reads its port from its announce line (`listening tcp ADDR`), runs
+   tools/loadgen pinned to CPU 1, and stops the server by its PID
+   (SIGTERM; SIGKILL after 5 s). Every server starts afresh for every
+   table.
+3. Prints one markdown table per scenario, with a ratio column over the
+   reference row, and appends each loadgen JSON line (with the row's name,
+   the command and the quiet wait added) to
+   target/bench/results/SCENARIO-DATE.jsonl.
+
+Every load is bounded in time and goes to loopback only. Columns and
+rows are described in tools/bench/README.md.
+"""
+
+import argparse
+import datetime
+import json
+import os
+import pwd
+import select
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+PEERS = os.path.join(ROOT, "tools", "bench", "peers")
+WORK = os.path.join(ROOT, "target", "bench")
+LOADGEN = os.path.join(ROOT, "target", "release", "loadgen")
+SERVER_CPU = "0"
+CLIENT_CPU = "1"
+BIG = 1 << 30
+
+
+def log(msg):
+    print(msg, file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------- building
+
+
+def have(cmd):
+    return shutil.which(cmd) is not None
+
+
+def apt_install(packages):
+    """Installs Debian packages, as .ci/run does; False when that fails."""
+    if os.geteuid() != 0:
+        log(f"run.py: need {' '.join(packages)}; install them (not root, so not trying)")
+        return False
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    for args in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", *packages]):
+        if subprocess.run(args, env=env).returncode != 0:
+            return False
+    return True
+
+
+def build(args, scenario):
+    need = []
+    if not have("gcc"):
+        need.append("gcc")
+    if scenario == "files" and not have("nginx") and not os.path.exists("/usr/sbin/nginx"):
+        need.append("nginx")
+    if need and not args.no_install:
+        apt_install(need)
+    if args.no_build:
+        return
+    run_checked(["cargo", "build", "--release", "--bins", "--examples"], cwd=ROOT)
+    run_checked(["cargo", "build", "--release", "--manifest-path", os.path.join(PEERS, "Cargo.toml")],
+                cwd=ROOT)
+    os.makedirs(WORK, exist_ok=True)
+    run_checked(["gcc", "-O2", "-Wall", "-Wextra", "-o", os.path.join(WORK, "c_epoll_echo"),
+                 os.path.join(PEERS, "c_epoll_echo.c")], cwd=ROOT)
+
+
+def run_checked(argv, cwd):
+    log("run.py: " + " ".join(argv))
+    if subprocess.run(argv, cwd=cwd).returncode != 0:
+        sys.exit(f"run.py: failed: {' '.join(argv)}")
+
+
+def nginx_path():
+    return shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
+
+
+def make_data(data, name, big_size):
+    """The files scenario's data: NAME (random bytes, written once) and
+    small.bin (1 KiB)."""
+    os.makedirs(data, exist_ok=True)
+    big = os.path.join(data, name)
+    if not os.path.exists(big) or os.path.getsize(big) != big_size:
+        log(f"run.py: writing {big} ({big_size} bytes from /dev/urandom)")
+        with open("/dev/urandom", "rb") as src, open(big + ".part", "wb") as dst:
+            left = big_size
+            while left:
+                chunk = src.read(min(left, 1 << 20))
+                dst.write(chunk)
+                left -= len(chunk)
+        os.rename(big + ".part", big)
+    small = os.path.join(data, "small.bin")
+    if not os.path.exists(small):
+        with open(small, "wb") as f:
+            f.write(bytes(i % 251 for i in range(1024)))
+    # Read the big file once so that every row finds it in the page cache.
+    with open(big, "rb") as f:
+        while f.read(1 << 22):
+            pass
+    return big
+
+
+# ----------------------------------------------------------- the machine
+
+
+def cpu_ticks():
+    """(busy, total) jiffies of the whole machine, from /proc/stat."""
+    with open("/proc/stat", encoding="ascii") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    idle = fields[3] + fields[4]
+    total = sum(fields[:8])
+    return total - idle, total
+
+
+def busy_cores(seconds):
+    """How many cores' worth of work the machine did over `seconds`."""
+    b0, t0 = cpu_ticks()
+    time.sleep(seconds)
+    b1, t1 = cpu_ticks()
+    ncpu = os.cpu_count() or 1
+    return (b1 - b0) / max(t1 - t0, 1) * ncpu
+
+
+def wait_quiet(limit=60.0, threshold=0.2):
+    """Waits until the machine is quiet (under `threshold` of one core busy
+    over a second), at most `limit` seconds; returns how long it waited, or
+    None when it never was quiet."""
+    start = time.monotonic()
+    while True:
+        if busy_cores(1.0) < threshold:
+            return round(time.monotonic() - start - 1.0, 1)
+        if time.monotonic() - start > limit:
+            return None
+
+
+# ------------------------------------------------------------- servers
+
+
+class Server:
+    """One server process, pinned to the server CPU, and its announced
+    addresses."""
+
+    def __init__(self, name, argv, kinds, pids_of=None):
+        self.name = name
+        self.argv = ["taskset", "-c", SERVER_CPU, *argv]
+        self.kinds = kinds
+        self.addrs = {}
+        self.proc = None
+        self.err = tempfile.TemporaryFile()
+        self.pids_of = pids_of
+
+    def start(self, timeout=15.0):
+        self.proc = subprocess.Popen(self.argv, stdout=subprocess.PIPE, stderr=self.err,
+                                     start_new_session=True)
+        deadline = time.monotonic() + timeout
+        buf = b""
+        while set(self.kinds) - set(self.addrs):
+            left = deadline - time.monotonic()
+            if left <= 0 or self.proc.poll() is not None:
+                break
+            ready, _, _ = select.select([self.proc.stdout], [], [], left)
+            if not ready:
+                continue
+            chunk = os.read(self.proc.stdout.fileno(), 4096)
+            if not chunk:
+                break
+            buf += chunk
+            while b"\n" in buf:
+                line, buf = buf.split(b"\n", 1)
+                words = line.decode(errors="replace").split()
+                if len(words) == 3 and words[0] == "listening":
+                    self.addrs[words[1]] = words[2]
+        missing = set(self.kinds) - set(self.addrs)
+        if missing:
+            status = self.proc.poll()
+            self.stop()
+            return f"no '{sorted(missing)[0]}' announce (exit {status}): {self.first_err_line()}"
+        return None
+
+    def first_err_line(self):
+        self.err.seek(0)
+        lines = self.err.read().decode(errors="replace").strip().splitlines()
+        return lines[0] if lines else ""
+
+    @property
+    def pids(self):
+        return self.pids_of() if self.pids_of else [self.proc.pid]
+
+    def stop(self):
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+class Nginx(Server):
+    """nginx from tools/bench/peers/nginx.conf.in: one process
+    (`master_process off`), in the foreground, on a free port. nginx cannot
+    listen on port 0, so a port is picked by binding 127.0.0.1:0 and
+    letting it go; it announces nothing, so it is ready when it accepts."""
+
+    def __init__(self, name, data, work, workers=1):
+        self.prefix = os.path.join(work, "nginx")
+        os.makedirs(os.path.join(self.prefix, "logs"), exist_ok=True)
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        with open(os.path.join(PEERS, "nginx.conf.in"), encoding="utf-8") as f:
+            conf = f.read()
+        for key, value in {"@ROOT@": data, "@LISTEN@": f"127.0.0.1:{port}",
+                           "@WORKERS@": str(workers), "@MASTER@": "off" if workers == 1 else "on",
+                           "@PREFIX@": self.prefix, "@USER@": pwd.getpwuid(os.geteuid()).pw_name,
+                           "@ERROR_LOG@": os.path.join(self.prefix, "logs", "error.log")}.items():
+            conf = conf.replace(key, value)
+        conf_path = os.path.join(self.prefix, "nginx.conf")
+        with open(conf_path, "w", encoding="utf-8") as f:
+            f.write(conf)
+        super().__init__(name, [nginx_path(), "-p", self.prefix, "-c", conf_path], ["http"])
+        self.port = port
+
+    def start(self, timeout=15.0):
+        self.proc = subprocess.Popen(self.argv, stdout=subprocess.DEVNULL, stderr=self.err,
+                                     start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self.proc.poll() is None:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                self.addrs["http"] = f"127.0.0.1:{self.port}"
+                return None
+            except OSError:
+                time.sleep(0.05)
+        status = self.proc.poll()
+        self.stop()
+        return f"nginx did not start (exit {status}): {self.first_err_line()}"
+
+
+# --------------------------------------------------------------- loadgen
+
+
+def run_loadgen(args, timeout, skip=(), measured=None):
+    """Runs loadgen pinned to the client CPU; (exit code, JSON or None,
+    stderr). With `measured` (a dict), also measures the CPU that every
+    other process (but those in `skip`) used while loadgen ran, in cores,
+    into measured["cpu"]."""
+    proc = subprocess.Popen(["taskset", "-c", CLIENT_CPU, LOADGEN, *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    skip = set(skip) | {proc.pid, os.getpid()}
+    before, t0 = process_ticks(), time.monotonic()
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        return None, None, f"loadgen ran past {timeout:.0f} s"
+    if measured is not None:
+        after, t1 = process_ticks(), time.monotonic()
+        ticks = sum(n - before.get(pid, 0) for pid, n in after.items() if pid not in skip)
+        measured["cpu"] = ticks / os.sysconf("SC_CLK_TCK") / max(t1 - t0, 1e-3)
+    return proc.returncode, last_json(out), err.strip()
+
+
+PF_KTHREAD = 0x00200000
+
+
+def process_ticks():
+    """{pid: utime + stime} of every user-space process (all its threads),
+    from /proc/PID/stat. Kernel threads are left out: on loopback,
+    ksoftirqd runs the benchmark's own TCP work when softirqs pile up."""
+    ticks = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", encoding="ascii", errors="replace") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            if not int(fields[6]) & PF_KTHREAD:
+                ticks[int(name)] = int(fields[11]) + int(fields[12])
+        except (OSError, IndexError, ValueError):
+            pass  # a process that just ended
+    return ticks
+
+
+def last_json(text):
+    """The last line of `text` that is a JSON object, or None."""
+    for line in reversed(text.strip().splitlines()):
+        if line.startswith("{"):
+            try:
+                return json.loads(line)
+            except ValueError:
+                return None
+    return None
+
+
+class Perf:
+    """Counts a process's system calls over the measured window with
+    `perf stat -e raw_syscalls:sys_enter`, when perf can."""
+
+    def __init__(self, pid, after, seconds):
+        self.proc = None
+        self.out = tempfile.NamedTemporaryFile(suffix=".perf", delete=False)
+        self.out.close()
+        if not have("perf"):
+            return
+        script = (f"sleep {after}; exec perf stat -x, -e raw_syscalls:sys_enter -o {self.out.name} "
+                  f"-p {pid} -- sleep {seconds}")
+        self.proc = subprocess.Popen(["sh", "-c", script], stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
+
+    def count(self):
+        if self.proc is None:
+            return None
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return None
+        try:
+            with open(self.out.name, encoding="utf-8") as f:
+                for line in f:
+                    parts = line.split(",")
+                    if len(parts) > 2 and parts[2] == "raw_syscalls:sys_enter" and parts[0].isdigit():
+                        return int(parts[0])
+        finally:
+            os.unlink(self.out.name)
+        return None
+
+
+# ------------------------------------------------------------ the rows
+
+
+TOKIO = ["--flavor", "current_thread", "--nodelay"]  # TCP_NODELAY, as every other row sets
+
+
+def echo_rows(args):
+    ex = args.examples
+    rows = [
+        ("tokio_ct", [f"{PEERS}/target/release/tokio_echo", *TOKIO, "127.0.0.1:0"]),
+        ("tokio_mt", [f"{PEERS}/target/release/tokio_echo", "--flavor", "multi_thread", "--workers", "2",
+                      "--nodelay", "127.0.0.1:0"]),
+        ("c_epoll", [f"{WORK}/c_epoll_echo", "127.0.0.1:0"]),
+        ("py_asyncio", ["python3", f"{PEERS}/py_asyncio_echo.py", "127.0.0.1:0"]),
+        ("evloop", [f"{ex}/echo", "--tcp", "127.0.0.1:0"]),
+    ]
+    rows += [(name, [*cmd.split(), "--tcp", "127.0.0.1:0"]) for name, cmd in args.server]
+    return [(name, lambda argv=argv, name=name: Server(name, argv, ["tcp"])) for name, argv in rows]
+
+
+def chat_rows(args):
+    ex = args.examples
+    rows = [
+        ("tokio_ct", [f"{PEERS}/target/release/tokio_chat", *TOKIO, "127.0.0.1:0"]),
+        ("evloop", [f"{ex}/chat", "--tcp", "127.0.0.1:0", "--max-clients", "20000"]),
+    ]
+    rows += [(name, [*cmd.split(), "--tcp", "127.0.0.1:0"]) for name, cmd in args.server]
+    return [(name, lambda argv=argv, name=name: Server(name, argv, ["tcp"])) for name, argv in rows]
+
+
+def file_rows(args, data):
+    """(row, make the server, which announce kind, protocol)."""
+    ex = args.examples
+    tokio = [f"{PEERS}/target/release/tokio_files", *TOKIO, "--root", data]
+    rows = [
+        ("nginx", lambda: Nginx("nginx", data, WORK), "http", "http"),
+        ("tokio_files", lambda: Server("tokio_files", [*tokio, "127.0.0.1:0"], ["tcp"]), "tcp", "plain"),
+        ("tokio_files_256k", lambda: Server("tokio_files_256k", [*tokio, "--buf", "262144", "127.0.0.1:0"],
+                                            ["tcp"]), "tcp", "plain"),
+    ]
+    evloop_argv = [f"{ex}/file_server", "--tcp", "127.0.0.1:0", "--http", "127.0.0.1:0", "--root", data]
+    rows.append(("evloop", lambda: Server("evloop", evloop_argv, ["tcp", "http"]), "tcp", "plain"))
+    rows.append(("evloop (http)", lambda: Server("evloop (http)", evloop_argv, ["tcp", "http"]),
+                 "http", "http"))
+    for name, cmd in args.server:
+        argv = [*cmd.split(), "--tcp", "127.0.0.1:0", "--http", "127.0.0.1:0", "--root", data]
+        rows.append((name, lambda argv=argv, name=name: Server(name, argv, ["tcp", "http"]), "tcp", "plain"))
+        rows.append((f"{name} (http)", lambda argv=argv, name=name: Server(f"{name} (http)", argv,
+                                                                           ["tcp", "http"]), "http", "http"))
+    return rows
+
+
+def selected(args, name):
+    return not args.rows or name in args.rows
+
+
+# --------------------------------------------------------- one measure
+
+
+def measure(args, scenario, table, server, loadgen_args, record, timeout, perf_window=None):
+    """Starts `server`, runs loadgen with `loadgen_args(addr, pids)`, stops
+    the server; returns the JSON line, with the row's fields added."""
+    quiet = wait_quiet(limit=args.quiet_limit)
+    if quiet is None:
+        log(f"run.py: the machine was not quiet for {args.quiet_limit:.0f} s; measuring {server.name} anyway")
+    failure = server.start()
+    result = {"row": server.name, "scenario": scenario, "table": table, "server_cmd": server.argv,
+              "quiet_wait_s": quiet}
+    if failure:
+        result.update(ok=False, failure=failure)
+        record(result)
+        return result
+    try:
+        argv = loadgen_args(server.addrs, ",".join(str(p) for p in server.pids))
+        perf = Perf(server.pids[0], *perf_window) if perf_window and args.perf else None
+        skip = set(server.pids) | ({perf.proc.pid} if perf and perf.proc else set())
+        measured = {}
+        rc, line, err = run_loadgen(argv, timeout, skip=skip, measured=measured)
+        syscalls = perf.count() if perf else None
+    finally:
+        server.stop()
+    if line is None:
+        result.update(ok=False, failure=f"loadgen exit {rc}: {err.splitlines()[-1] if err else ''}")
+    else:
+        result.update(line)
+        result["ok"] = rc == 0
+        if rc != 0:
+            result["failure"] = f"loadgen exit {rc}: {err.splitlines()[-1] if err else ''}"
+        if syscalls is not None and line.get("rps"):
+            # perf counted over its own window, inside loadgen's: per
+            # request at the rate loadgen measured.
+            result["sys_per_req"] = syscalls / (line["rps"] * perf_window[1])
+        if "cpu" in measured:
+            result["other_procs_cpu"] = round(measured["cpu"], 3)
+    record(result)
+    return result
+
+
+# ----------------------------------------------------------- the tables
+
+
+def fmt(value, spec=""):
+    if value is None:
+        return "-"
+    if spec == ",":
+        return f"{round(value):,}"
+    return format(value, spec)
+
+
+def print_table(title, columns, rows, ref_name, ratio_key, lower_is_better=False):
+    """One markdown table. `columns` are (heading, key, format); the ratio
+    column is each row's `ratio_key` over the reference row's."""
+    ref = next((r for r in rows if r["row"] == ref_name and r.get(ratio_key)), None)
+    head = ["server", *(c[0] for c in columns), f"vs {ref_name}", "ok"]
+    body = []
+    for r in rows:
+        if r.get("failure") and ratio_key not in r:
+            body.append([r["row"], *("-" for _ in columns), "-", "NO: " + r["failure"]])
+            continue
+        ratio = None
+        if ref and r.get(ratio_key) is not None:
+            ratio = r[ratio_key] / ref[ratio_key]
+        cells = [fmt(r.get(key), spec) for _, key, spec in columns]
+        body.append([r["row"], *cells, fmt(ratio, ".2f"), "yes" if r.get("ok") else "NO"])
+    widths = [max(len(str(x)) for x in col) for col in zip(head, *body)]
+    print(f"\n### {title}\n")
+    print("| " + " | ".join(h.ljust(w) for h, w in zip(head, widths)) + " |")
+    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    for line in body:
+        print("| " + " | ".join(str(c).ljust(w) for c, w in zip(line, widths)) + " |")
+    if lower_is_better:
+        print(f"\n(ratio on {ratio_key}: lower is better)")
+    sys.stdout.flush()
+
+
+CPU_COLUMNS = [("srv cpu", "server_cpu", ".2f"), ("cli cpu", "client_cpu", ".2f"),
+               ("other cpu", "other_cpu", ".2f"), ("other procs", "other_procs_cpu", ".2f")]
+
+
+def scenario_echo(args, record):
+    warmup = 0.2 if args.quick else 1
+    duration = args.duration or (1 if args.quick else 5)
+    tables = [
+        ("64 B, 100 conns, depth 1", 100, 64, None),
+        ("64 B, 1000 conns, depth 1", 100 if args.quick else 1000, 64, None),
+        ("4 KiB, 100 conns, depth 1", 100, 4096, None),
+        ("64 B, 100 conns, paced at 50,000 req/s", 100, 64, 5000 if args.quick else 50000),
+    ]
+    for title, conns, size, rate in tables:
+        rows = []
+        for name, make in echo_rows(args):
+            if not selected(args, name):
+                continue
+
+            def argv(addrs, pids, conns=conns, size=size, rate=rate):
+                a = ["echo", "--tcp", addrs["tcp"], "--conns", str(conns), "--size", str(size),
+                     "--depth", "1", "--duration", str(duration), "--warmup", str(warmup), "--pid", pids]
+                return a + (["--rate", str(rate)] if rate else [])
+
+            rows.append(measure(args, "echo", title, make(), argv, record, timeout=duration + 60,
+                                perf_window=(warmup + 0.3, duration - 0.5)))
+        columns = [("rps", "rps", ","), ("MB/s", "mb_s", ".1f"), ("sys/req", "sys_per_req", ".2f"),
+                   ("p50 µs", "p50_us", ","), ("p99 µs", "p99_us", ","), ("errors", "errors", ""),
+                   *CPU_COLUMNS]
+        if rate:
+            columns = [("srv µs/req", "server_us_per_req", ".2f"), *columns[:1], ("target", "rate", ","),
+                       *columns[2:]]
+            print_table(title, columns, rows, "tokio_ct", "server_us_per_req", lower_is_better=True)
+        else:
+            print_table(title, columns, rows, "tokio_ct", "rps")
+
+
+def scenario_idle(args, record):
+    conns = args.conns or (1000 if args.quick else 10000)
+    rows = []
+    for name, make in echo_rows(args):
+        if not selected(args, name):
+            continue
+        rows.append(measure(args, "idle", f"{conns} idle conns", make(),
+                            lambda addrs, pids: ["idle", "--tcp", addrs["tcp"], "--conns", str(conns),
+                                                 "--hold", "1" if args.quick else "2", "--pid", pids],
+                            record, timeout=120))
+    print_table(f"{conns} idle conns",
+                [("bytes/conn", "bytes_per_conn", ","), ("accepted", "accepted", ""),
+                 ("RSS before KiB", "rss_before_kib", ","), ("RSS after KiB", "rss_after_kib", ",")],
+                rows, "tokio_ct", "bytes_per_conn", lower_is_better=True)
+
+
+def scenario_files(args, record):
+    if nginx_path() is None:
+        sys.exit("run.py: files needs nginx (apt-get install nginx)")
+    data = args.data
+    big_size = (64 << 20) if args.quick else BIG
+    fname = "quick.bin" if args.quick else "big.bin"
+    make_data(data, fname, big_size)
+    duration = args.duration or (1 if args.quick else 5)
+    for conns in (1, 8):
+        title = f"{big_size >> 20} MiB file, {conns} concurrent download{'s' if conns > 1 else ''}"
+        rows = []
+        for name, make, kind, proto in file_rows(args, data):
+            if not selected(args, name):
+                continue
+            argv = (lambda addrs, pids, kind=kind, proto=proto, conns=conns:
+                    ["download", "--tcp", addrs[kind], "--name", fname, "--conns", str(conns),
+                     "--expect-bytes", str(big_size), "--duration", str(duration), "--proto", proto,
+                     "--pid", pids])
+            rows.append(measure(args, "files", title, make(), argv, record, timeout=duration + 90))
+        print_table(title, [("GB/s", "gb_s", ".2f"), ("downloads", "downloads", ""), *CPU_COLUMNS],
+                    rows, "nginx", "gb_s")
+
+
+def scenario_chat(args, record):
+    duration = args.duration or (1 if args.quick else 5)
+    tables = [(20, 2, 100) if args.quick else (100, 10, 1000),
+              (100, 2, 50) if args.quick else (1000, 10, 200)]
+    for receivers, senders, rate in tables:
+        title = f"{receivers} receivers + {senders} senders, {rate} lines/s"
+        rows = []
+        for name, make in chat_rows(args):
+            if not selected(args, name):
+                continue
+            argv = (lambda addrs, pids, r=receivers, s=senders, rate=rate:
+                    ["chat", "--tcp", addrs["tcp"], "--receivers", str(r), "--senders", str(s),
+                     "--rate", str(rate), "--duration", str(duration), "--pid", pids])
+            rows.append(measure(args, "chat", title, make(), argv, record, timeout=duration + 90))
+        print_table(title, [("p50 µs", "p50_us", ","), ("p99 µs", "p99_us", ","),
+                            ("deliveries/s", "deliveries_per_s", ","), ("delivered", "delivered", ".4f"),
+                            ("srv µs/line", "server_us_per_line", ".1f"), *CPU_COLUMNS],
+                    rows, "tokio_ct", "p99_us", lower_is_better=True)
+
+
+SCENARIOS = {"echo": scenario_echo, "idle": scenario_idle, "files": scenario_files, "chat": scenario_chat}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("scenario", choices=sorted(SCENARIOS))
+    parser.add_argument("--duration", type=float, help="measured seconds per row (default 5; --quick 1)")
+    parser.add_argument("--conns", type=int, help="idle: connections (default 10000)")
+    parser.add_argument("--rows", type=lambda s: s.split(","), help="only these rows, comma-separated")
+    parser.add_argument("--examples", default=os.path.join(ROOT, "target", "release", "examples"),
+                        help="the evloop build whose examples are measured")
+    parser.add_argument("--server", action="append", default=[], type=lambda s: s.split("=", 1),
+                        metavar="NAME=CMD", help="one more row")
+    parser.add_argument("--data", default=os.environ.get("BENCH_DATA", os.path.join(WORK, "data")),
+                        help="files: where big.bin and small.bin live")
+    parser.add_argument("--quick", action="store_true", help="short windows, small loads: a smoke run")
+    parser.add_argument("--no-build", action="store_true")
+    parser.add_argument("--no-install", action="store_true")
+    parser.add_argument("--no-perf", dest="perf", action="store_false", help="no sys/req column")
+    parser.add_argument("--quiet-limit", type=float, default=60.0,
+                        help="longest wait for a quiet machine before a row (s)")
+    args = parser.parse_args()
+    if any(len(s) != 2 for s in args.server):
+        parser.error("--server takes NAME=CMD")
+    if (os.cpu_count() or 1) < 2:
+        sys.exit("run.py: needs 2 cores (server on CPU 0, load on CPU 1)")
+    if args.quick:
+        args.quiet_limit = min(args.quiet_limit, 5.0)
+
+    build(args, args.scenario)
+    results = os.path.join(WORK, "results")
+    os.makedirs(results, exist_ok=True)
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    path = os.path.join(results, f"{args.scenario}-{stamp}.jsonl")
+    failures = []
+
+    def record(result):
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(result) + "\n")
+        if not result.get("ok"):
+            failures.append(f"{result['table']}: {result['row']}: {result.get('failure', 'a check failed')}")
+        log(f"run.py: {result['table']}: {result['row']}: {'ok' if result.get('ok') else 'FAILED'}")
+
+    SCENARIOS[args.scenario](args, record)
+    print(f"\nraw results: {os.path.relpath(path, ROOT)}")
+    if failures:
+        print("\nfailed rows:\n" + "\n".join("- " + f for f in failures))
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
