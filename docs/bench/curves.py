@@ -9,26 +9,24 @@ peers, one short run per point, drawn as an SVG chart.
 
 --mode chat: one room with 10 senders and 10, 100 or 1,000 receivers,
     evloop's chat beside tokio_chat (current_thread). The senders send 200
-    lines/s in all at every point, the rate of run.sh's 1000-receiver
+    lines/s in all at every point, the rate of run.py's 1000-receiver
     scenario, so the 1,000 point is that scenario (about 202,000 deliveries
     per second) and the smaller rooms get the same lines (3,800 and 21,800
     deliveries/s): the points differ only in how many members each line
     goes to. Chart: p99 latency from send to delivery (log scale) and the
     server's CPU time per delivered line, against receivers (log scale).
-    That CPU time is read by this script from /proc/PID/task/*/schedstat
-    (nanoseconds), from loadgen's first line to its exit (which comes once
-    every line is delivered, or 2 s after the last was sent), because
-    loadgen's own server_cpu is a share of a core rounded to 0.01, too
-    coarse at 10 receivers (a few hundredths of a core).
+    That CPU time is loadgen's server_us_per_line (read from the
+    kernel's per-thread schedstat, in nanoseconds, over the sending
+    window) divided by the deliveries each line makes.
 
 --mode files: downloads of 1 KiB, 64 KiB, 1 MiB, 16 MiB and 1 GiB files,
     1 at a time and 8 at once (each connection downloads the file again and
     again, one connection per download, for --duration s), from
-    file_server's plain protocol (`evloop`, `--proto seed`) and its HTTP
+    file_server's plain protocol (`evloop`, `--proto plain`) and its HTTP
     side (`evloop (http)`), and from nginx (sendfile on, one process,
-    configured from the bench's nginx.conf.in as run.sh does). Every server
-    is restarted for every point. The 1 GiB file is run.sh's big.bin in
-    --data (default $BENCH_DATA, else /tmp/evloop-bench-data; written if
+    configured from tools/bench/peers/nginx.conf.in as run.py does). Every server
+    is restarted for every point. The 1 GiB file is run.py's big.bin in
+    --data (default $BENCH_DATA, else target/bench/data; written if
     missing); the smaller ones are written there too (curve-BYTES.bin).
     All are read twice with cat first, so that they are in the page cache.
     downloads/s is body bytes per second divided by the file size, so a
@@ -39,14 +37,14 @@ peers, one short run per point, drawn as an SVG chart.
     (lower is better), which reads the same at 1 KiB and at 1 GiB and
     stays fair where the client, not the server, is the bottleneck.
 
-Each server is pinned to CPU 0 and the bench's loadgen to CPU 1; all traffic
+Each server is pinned to CPU 0 and tools/loadgen to CPU 1; all traffic
 is on loopback; every run lasts --duration seconds (chat: 1 s of joining
 before, at most 2 s of draining after). Servers are stopped by PID. The
 script prints a markdown table and, with --svg, writes the chart, drawn
 here from the numbers of this run, with no plotting library.
 
-Run from the repository root after `cargo build --release --examples` and
-a build of the bench workspace (its run.sh builds it):
+Run from the repository root after a run of tools/bench/run.py, which
+builds the examples, tools/loadgen and the peers:
 
     python3 docs/bench/curves.py --svg docs/bench/echo-curve.svg
     python3 docs/bench/curves.py --mode chat --svg docs/bench/chat-curve.svg
@@ -57,44 +55,42 @@ a build of the bench workspace (its run.sh builds it):
 """
 
 import argparse
-import json
 import math
 import os
 import resource
-import select
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
-import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tools", "bench"))
+import run as bench  # noqa: E402  (the harness: its servers, nginx and loadgen)
 
 CONNS = [10, 100, 1000, 10000]
 RECEIVERS = [10, 100, 1000]
 SENDERS = 10
 CHAT_RATE = 200     # lines/s in all, at every point
-CHAT_SETTLE = 1.0   # loadgen chat's time for joins, from its last connect to its first line
 SIZES = [1 << 10, 64 << 10, 1 << 20, 16 << 20, 1 << 30]
 DOWNLOADS = [1, 8]
-BIG = "big.bin"     # run.sh's 1 GiB file
+BIG = "big.bin"     # run.py's 1 GiB file
 COLORS = {"evloop": "#d9480f", "evloop (http)": "#f59f00", "tokio_ct": "#1971c2",
           "c_epoll": "#2f9e44", "nginx": "#2f9e44"}
 
 
-def echo_servers(root, bench):
+def echo_servers(root):
     return {
         "evloop": [f"{root}/target/release/examples/echo", "--tcp", "127.0.0.1:0"],
-        "tokio_ct": [f"{bench}/target/release/tokio_echo", "--flavor", "current_thread",
-                     "--addr", "127.0.0.1:0"],
-        "c_epoll": [f"{bench}/build/c_epoll_echo", "127.0.0.1:0"],
+        "tokio_ct": [f"{bench.PEERS}/target/release/tokio_echo", "--flavor", "current_thread",
+                     "--nodelay", "127.0.0.1:0"],
+        "c_epoll": [f"{bench.WORK}/c_epoll_echo", "127.0.0.1:0"],
     }
 
 
-def chat_servers(root, bench):
+def chat_servers(root):
     return {
         "evloop": [f"{root}/target/release/examples/chat", "--tcp", "127.0.0.1:0"],
-        "tokio_ct": [f"{bench}/target/release/tokio_chat", "--flavor", "current_thread",
-                     "--addr", "127.0.0.1:0"],
+        "tokio_ct": [f"{bench.PEERS}/target/release/tokio_chat", "--flavor", "current_thread",
+                     "--nodelay", "127.0.0.1:0"],
     }
 
 
@@ -104,158 +100,48 @@ def file_server(root, data):
 
 
 # --- processes ---------------------------------------------------------------
+# Servers are started, pinned and stopped by the harness's own code
+# (tools/bench/run.py), so a curve point is measured exactly as a row there.
 
-def tail(path, lines=5):
-    try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            return " | ".join(f.read().strip().splitlines()[-lines:])
-    except OSError:
-        return ""
-
-
-def start(command, work, kinds=("tcp",)):
-    """Starts a server on CPU 0; returns (process, {kind: address}) once it
-    has announced a socket of each of `kinds` (`listening KIND ADDR`)."""
-    err_path = os.path.join(work, "server.err")
-    with open(err_path, "wb") as err:
-        proc = subprocess.Popen(["taskset", "-c", "0", *command], stdout=subprocess.PIPE,
-                                stderr=err, stdin=subprocess.DEVNULL)
-    addrs, pending = {}, b""
-    deadline = time.monotonic() + 10
-    while not all(k in addrs for k in kinds):
-        left = deadline - time.monotonic()
-        if left <= 0 or not select.select([proc.stdout], [], [], left)[0]:
-            break
-        chunk = os.read(proc.stdout.fileno(), 4096)
-        if not chunk:
-            break
-        *lines, pending = (pending + chunk).split(b"\n")
-        for line in lines:
-            words = line.decode(errors="replace").split()
-            if len(words) == 3 and words[0] == "listening":
-                addrs.setdefault(words[1], words[2])
-    if all(k in addrs for k in kinds):
-        return proc, addrs
-    stop(proc)
-    sys.exit(f"curves.py: {command[0]} did not announce a {' and '.join(kinds)} address; "
-             f"stderr: {tail(err_path)}")
+def start(command, kinds=("tcp",)):
+    """Starts a server on CPU 0; returns the harness's Server once it has
+    announced a socket of each of `kinds` (`listening KIND ADDR`)."""
+    server = bench.Server(os.path.basename(command[0]), command, list(kinds))
+    failure = server.start()
+    if failure:
+        sys.exit(f"curves.py: {command[0]}: {failure}")
+    return server
 
 
-def start_nginx(bench, data, work):
-    """Starts nginx on CPU 0 as run.sh does (one process, in the foreground,
-    its prefix and configuration in the work directory); returns (process,
-    {"http": address})."""
-    nginx = shutil.which("nginx")
-    if not nginx:
+def start_nginx(data, work):
+    """Starts nginx on CPU 0 as run.py does (one process, in the foreground,
+    its prefix and configuration in the work directory)."""
+    if bench.nginx_path() is None:
         sys.exit("curves.py: the files mode needs nginx (apt-get install nginx)")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    prefix = os.path.join(work, "nginx")
-    os.makedirs(prefix, exist_ok=True)
-    with open(f"{bench}/baselines/nginx.conf.in", encoding="utf-8") as f:
-        conf = (f.read().replace("@PREFIX@", prefix).replace("@PORT@", str(port))
-                .replace("@ROOT@", data))
-    conf_path = os.path.join(prefix, "nginx.conf")
-    with open(conf_path, "w", encoding="utf-8") as f:
-        f.write(conf)
-    err_path = os.path.join(work, "nginx.err")
-    with open(err_path, "wb") as err:
-        proc = subprocess.Popen(["taskset", "-c", "0", nginx, "-p", prefix, "-c", conf_path,
-                                 "-g", "daemon off; master_process off;"],
-                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return proc, {"http": f"127.0.0.1:{port}"}
-        except OSError:
-            time.sleep(0.05)
-    stop(proc)
-    sys.exit(f"curves.py: nginx did not start: {tail(err_path)}")
+    server = bench.Nginx("nginx", data, work)
+    failure = server.start()
+    if failure:
+        sys.exit(f"curves.py: {failure}")
+    return server
 
 
-def stop(proc):
-    proc.terminate()
-    try:
-        proc.wait(timeout=5)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-    if proc.stdout:
-        proc.stdout.close()
-
-
-def run_loadgen(loadgen, args, timeout):
+def run_loadgen(args, timeout):
     """Runs loadgen on CPU 1; returns (exit code, its JSON line or None,
     its stderr). The exit code is None when it ran out of time."""
-    try:
-        out = subprocess.run(["taskset", "-c", "1", loadgen, *args], capture_output=True,
-                             text=True, timeout=timeout, stdin=subprocess.DEVNULL)
-    except subprocess.TimeoutExpired:
-        return None, None, f"no answer within {timeout:.0f} s"
-    return out.returncode, last_json(out.stdout), out.stderr.strip()
-
-
-def last_json(text):
-    lines = text.strip().splitlines()
-    try:
-        return json.loads(lines[-1]) if lines else None
-    except ValueError:
-        return None
-
-
-def schedstat_works():
-    try:
-        with open("/proc/self/schedstat") as f:
-            return int(f.read().split()[0]) > 0
-    except (OSError, ValueError, IndexError):
-        return False
-
-
-def cpu_seconds(pid, precise):
-    """The CPU time of all of a process's threads: from schedstat
-    (nanoseconds) when `precise`, else from stat (clock ticks)."""
-    if precise:
-        total = 0
-        for tid in os.listdir(f"/proc/{pid}/task"):
-            try:
-                with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
-                    total += int(f.read().split()[0])
-            except FileNotFoundError:
-                pass  # a thread that just ended
-        return total / 1e9
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def sockets_open(pid):
-    """How many sockets process `pid` holds (-1 once it is gone)."""
-    try:
-        fds = os.listdir(f"/proc/{pid}/fd")
-    except OSError:
-        return -1
-    n = 0
-    for fd in fds:
-        try:
-            n += os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:")
-        except OSError:
-            pass
-    return n
+    return bench.run_loadgen(args, timeout)
 
 
 # --- measurements ------------------------------------------------------------
 
-def measure_echo(loadgen, command, conns, duration, work):
-    proc, addrs = start(command, work)
+def measure_echo(command, conns, duration):
+    server = start(command)
     try:
         rc, result, err = run_loadgen(
-            loadgen, ["echo", "--addr", addrs["tcp"], "--conns", str(conns), "--size", "64",
+            ["echo", "--tcp", server.addrs["tcp"], "--conns", str(conns), "--size", "64",
                       "--depth", "1", "--duration", str(duration), "--warmup", "1",
-                      "--pid", str(proc.pid)], duration + 120)
+                      "--pid", str(server.proc.pid)], duration + 120)
     finally:
-        stop(proc)
+        server.stop()
     if rc != 0 or result is None:
         sys.exit(f"curves.py: loadgen failed at {conns} connections: {err}")
     rps = result["rps"]
@@ -267,75 +153,40 @@ def measure_echo(loadgen, command, conns, duration, work):
     }
 
 
-def measure_chat(loadgen, command, receivers, duration, work, precise):
-    """One chat run; the server's CPU time is sampled here over loadgen's
-    window (see the docstring)."""
+def measure_chat(command, receivers, duration):
+    """One chat run; loadgen reads the server's CPU time over its sending
+    window (from the kernel's per-thread schedstat, in nanoseconds)."""
     members = receivers + SENDERS
-    proc, addrs = start(command, work)
-    lg = None
+    server = start(command)
     try:
-        lg = subprocess.Popen(
-            ["taskset", "-c", "1", loadgen, "chat", "--addr", addrs["tcp"],
-             "--receivers", str(receivers), "--senders", str(SENDERS), "--rate", str(CHAT_RATE),
-             "--duration", str(duration), "--pid", str(proc.pid)],
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        deadline = time.monotonic() + duration + 60
-        # loadgen connects every member, then waits CHAT_SETTLE before the
-        # first line: the window starts that long after its last socket.
-        while lg.poll() is None and time.monotonic() < deadline:
-            try:
-                count = len(os.listdir(f"/proc/{lg.pid}/fd"))
-            except OSError:
-                count = 0
-            if count >= members and sockets_open(lg.pid) >= members:
-                break
-            time.sleep(0.005)
-        first_line = time.monotonic() + CHAT_SETTLE
-        while lg.poll() is None and time.monotonic() < first_line:
-            time.sleep(min(0.01, max(0.0, first_line - time.monotonic())))
-        cpu0 = cpu1 = cpu_seconds(proc.pid, precise)
-        # The last sample taken while loadgen still ran ends the window:
-        # its members' departures afterwards are not part of the run.
-        while time.monotonic() < deadline:
-            sample = cpu_seconds(proc.pid, precise)
-            if lg.poll() is not None:
-                break
-            cpu1 = sample
-            time.sleep(0.01)
-        timed_out = lg.poll() is None
-        if timed_out:
-            lg.kill()
-        out, err = lg.communicate()
-        rc = None if timed_out else lg.returncode
+        rc, result, err = run_loadgen(
+            ["chat", "--tcp", server.addrs["tcp"], "--receivers", str(receivers),
+             "--senders", str(SENDERS), "--rate", str(CHAT_RATE), "--duration", str(duration),
+             "--pid", str(server.proc.pid)], duration + 120)
     finally:
-        if lg is not None and lg.poll() is None:
-            lg.kill()
-            lg.wait()
-        stop(proc)
-    result = last_json(out)
+        server.stop()
     if result is None:
         print(f"curves.py: loadgen chat gave no result at {receivers} receivers "
-              f"(exit {rc}): {err.strip()}", file=sys.stderr)
+              f"(exit {rc}): {err}", file=sys.stderr)
         return None
     if rc != 0:
-        print(f"curves.py: loadgen chat exit {rc} at {receivers} receivers: {err.strip()}",
-              file=sys.stderr)
-    delivered = result["delivered"]
+        print(f"curves.py: loadgen chat exit {rc} at {receivers} receivers: {err}", file=sys.stderr)
+    per_line = result.get("server_us_per_line")
     return {
         "deliveries_per_s": result["deliveries_per_s"],
         "p50_us": result["p50_us"],
         "p99_us": result["p99_us"],
-        "delivered_ratio": result["delivered_ratio"],
+        "delivered_ratio": result["delivered"],
         "errors": result["errors"],
         "other_cpu": result.get("other_cpu"),
-        "srv_us_per_line": (cpu1 - cpu0) / delivered * 1e6 if delivered else None,
+        "srv_us_per_line": per_line / (members - 1) if per_line else None,
         "ok": rc == 0,
     }
 
 
-def measure_download(loadgen, pid, addr, proto, name, size, conns, duration):
+def measure_download(pid, addr, proto, name, size, conns, duration):
     rc, result, err = run_loadgen(
-        loadgen, ["download", "--addr", addr, "--name", name, "--conns", str(conns),
+        ["download", "--tcp", addr, "--name", name, "--conns", str(conns),
                   "--expect-bytes", str(size), "--duration", str(duration), "--proto", proto,
                   "--pid", str(pid)], duration + 60)
     what = f"{proto} download of {size_name(size)} x {conns}"
@@ -345,10 +196,10 @@ def measure_download(loadgen, pid, addr, proto, name, size, conns, duration):
         return None
     if rc != 0:
         print(f"curves.py: loadgen exit {rc} for a {what}: {err}", file=sys.stderr)
-    per_s = result["bytes"] / result["duration_s"] / size
+    per_s = result["bytes"] / result["seconds"] / size
     return {
         "downloads_per_s": per_s,
-        "gb_s": result["bytes"] / result["duration_s"] / 1e9,
+        "gb_s": result["bytes"] / result["seconds"] / 1e9,
         "finished": result["downloads"],
         "srv_cpu": result.get("server_cpu"),
         "srv_us_per_dl": result["server_cpu"] / per_s * 1e6 if per_s else None,
@@ -478,11 +329,11 @@ def fmt(value, spec):
     return "-" if value is None else format(value, spec)
 
 
-def echo_mode(args, loadgen, work):
+def echo_mode(args, work):
     conns_list = args.points or CONNS
     rows = {}
-    for name, command in echo_servers(os.getcwd(), args.bench).items():
-        rows[name] = [measure_echo(loadgen, command, conns, args.duration, work)
+    for name, command in echo_servers(os.getcwd()).items():
+        rows[name] = [measure_echo(command, conns, args.duration)
                       for conns in conns_list]
     print("| server | conns | req/s | p99 µs | server µs/req | errors |")
     print("|---|---|---|---|---|---|")
@@ -497,18 +348,15 @@ def echo_mode(args, loadgen, work):
                   title="Server CPU per request (lower is better)", caption=unit + "µs")]], list(rows)
 
 
-def chat_mode(args, loadgen, work):
+def chat_mode(args, work):
     receivers_list = args.points or RECEIVERS
-    servers = chat_servers(os.getcwd(), args.bench)
-    precise = schedstat_works()
-    if not precise:
-        print("curves.py: no schedstat here; server CPU from clock ticks", file=sys.stderr)
+    servers = chat_servers(os.getcwd())
     rows = {name: [] for name in servers}
     for receivers in receivers_list:
         for name, command in servers.items():
-            rows[name].append(measure_chat(loadgen, command, receivers, args.duration, work, precise))
-    print(f"| server | receivers | deliveries/s | p50 µs | p99 µs | server µs/delivery | "
-          f"delivered | errors | other cpu |")
+            rows[name].append(measure_chat(command, receivers, args.duration))
+    print("| server | receivers | deliveries/s | p50 µs | p99 µs | server µs/delivery | "
+          "delivered | errors | other cpu |")
     print("|---|---|---|---|---|---|---|---|---|")
     for name, series in rows.items():
         for receivers, r in zip(receivers_list, series):
@@ -525,7 +373,7 @@ def chat_mode(args, loadgen, work):
                   title="Server CPU per delivery (lower is better)", caption=unit + "µs")]], list(rows)
 
 
-def files_mode(args, loadgen, work):
+def files_mode(args, work):
     sizes = args.points or SIZES
     names = prepare_files(args.data, sizes)
     root = os.getcwd()
@@ -535,15 +383,16 @@ def files_mode(args, loadgen, work):
         for size in sizes:
             for name in servers:
                 if name == "nginx":
-                    proc, addrs = start_nginx(args.bench, args.data, work)
+                    server = start_nginx(args.data, work)
                 else:
-                    proc, addrs = start(file_server(root, args.data), work, kinds=("tcp", "http"))
-                proto, addr = ("seed", addrs["tcp"]) if name == "evloop" else ("http", addrs["http"])
+                    server = start(file_server(root, args.data), kinds=("tcp", "http"))
+                proto, addr = (("plain", server.addrs["tcp"]) if name == "evloop"
+                               else ("http", server.addrs["http"]))
                 try:
-                    r = measure_download(loadgen, proc.pid, addr, proto, names[size], size, k,
+                    r = measure_download(server.proc.pid, addr, proto, names[size], size, k,
                                          args.duration)
                 finally:
-                    stop(proc)
+                    server.stop()
                 rows[(name, k)].append(r)
             ref = rows[("nginx", k)][-1]
             for name in servers:
@@ -582,10 +431,9 @@ def main():
     parser = argparse.ArgumentParser(description=summary.replace("\n", " "), epilog=details,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--mode", choices=["echo", "chat", "files"], default="echo")
-    parser.add_argument("--bench", default=os.path.abspath("../shared/bench"))
     parser.add_argument("--duration", type=float, default=3, help="seconds per run (default 3)")
     parser.add_argument("--svg", help="where to write the chart")
-    parser.add_argument("--data", default=os.environ.get("BENCH_DATA", "/tmp/evloop-bench-data"),
+    parser.add_argument("--data", default=os.environ.get("BENCH_DATA", os.path.join(bench.WORK, "data")),
                         help="files: the directory of the test files")
     parser.add_argument("--points", help="comma-separated connections, receivers or file sizes")
     parser.add_argument("--downloads", default=",".join(map(str, DOWNLOADS)),
@@ -605,14 +453,13 @@ def main():
     args.data = os.path.abspath(args.data)
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(65536, hard), hard))
-    loadgen = f"{args.bench}/target/release/loadgen"
-    if not os.access(loadgen, os.X_OK):
-        sys.exit(f"curves.py: no {loadgen}; build the bench workspace (its run.sh does) "
-                 "or point --bench at it")
+    if not os.access(bench.LOADGEN, os.X_OK):
+        sys.exit(f"curves.py: no {bench.LOADGEN}; build it and the peers first "
+                 "(tools/bench/run.py does, or see tools/bench/README.md)")
     work = tempfile.mkdtemp(prefix="evloop-curves.")
     try:
         mode = {"echo": echo_mode, "chat": chat_mode, "files": files_mode}[args.mode]
-        grid, names = mode(args, loadgen, work)
+        grid, names = mode(args, work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     if args.svg:

@@ -1,18 +1,16 @@
 #!/usr/bin/env bash
 # A bounded soak run of the demo server (echo, chat, plain files and HTTP on
-# one thread) under mixed load from ../shared/bench's loadgen, all on
+# one thread) under mixed load from tools/loadgen, all on
 # loopback. Prints the server's descriptor count and RSS at the start, every
 # SAMPLE seconds, and at the end, then each loadgen's JSON line.
 #
-# Run from the repository root after `cargo build --release --examples` and
-# a build of ../shared/bench (`run.sh` builds it; or `cargo build --release`
-# there):
+# Run from the repository root after `cargo build --release --bins --examples`
+# (the examples and target/release/loadgen):
 #   docs/bench/soak.sh            # DUR=300 seconds by default
 set -euo pipefail
 DEMO=${DEMO:-$PWD/target/release/examples/demo}
-BENCH=${BENCH:-$PWD/../shared/bench}
-LOADGEN=${LOADGEN:-$BENCH/target/release/loadgen}
-DATA=${BENCH_DATA:-/tmp/evloop-bench-data}
+LOADGEN=${LOADGEN:-$PWD/target/release/loadgen}
+DATA=${BENCH_DATA:-$PWD/target/bench/data}
 DUR=${DUR:-300}
 SAMPLE=${SAMPLE:-30}
 LARGE=10485760
@@ -47,13 +45,13 @@ sample() {
 
 sample start
 L="taskset -c 1 $LOADGEN"
-$L echo --addr "$echo_addr" --conns 100 --size 512 --depth 1 --rate 10000 --duration "$DUR" \
+$L echo --tcp "$echo_addr" --conns 100 --size 512 --depth 1 --rate 10000 --duration "$DUR" \
     --pid "$pid" >"$WORK/echo.json" &
-$L chat --addr "$chat_addr" --receivers 100 --senders 5 --rate 200 --duration "$DUR" \
+$L chat --tcp "$chat_addr" --receivers 100 --senders 5 --rate 200 --duration "$DUR" \
     --pid "$pid" >"$WORK/chat.json" &
-$L download --addr "$files_addr" --name large.bin --conns 4 --expect-bytes "$LARGE" \
-    --duration "$DUR" --proto seed >"$WORK/seed.json" &
-$L download --addr "$http" --name large.bin --conns 4 --expect-bytes "$LARGE" \
+$L download --tcp "$files_addr" --name large.bin --conns 4 --expect-bytes "$LARGE" \
+    --duration "$DUR" --proto plain >"$WORK/plain.json" &
+$L download --tcp "$http" --name large.bin --conns 4 --expect-bytes "$LARGE" \
     --duration "$DUR" --proto http >"$WORK/http.json" &
 start=$(date +%s)
 while [ $(( $(date +%s) - start )) -lt "$DUR" ]; do
@@ -67,7 +65,7 @@ for job in $(jobs -p); do
 done
 sleep 3
 sample end
-for f in echo chat seed http; do
+for f in echo chat plain http; do
     printf '%s: %s\n' "$f" "$(cat "$WORK/$f.json")"
 done
 echo "loadgen exit status: $wait_status"

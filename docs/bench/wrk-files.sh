@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # HTTP file serving side by side: wrk against evloop's `file_server --http`
-# and nginx (sendfile on, one process, the config of ../shared/bench), on a
+# and nginx (sendfile on, one process, tools/bench/peers/nginx.conf.in), on a
 # small and a large file. Each server is pinned to CPU 0 and wrk to CPU 1;
 # all traffic is on loopback; each wrk run lasts DUR seconds.
 #
@@ -9,8 +9,8 @@
 # Needs: wrk, nginx, curl, taskset, python3. Prints one markdown table.
 set -euo pipefail
 EVLOOP=${EVLOOP:-$PWD/target/release/examples/file_server}
-BENCH=${BENCH:-$PWD/../shared/bench}
-DATA=${BENCH_DATA:-/tmp/evloop-bench-data}
+CONF=${CONF:-$PWD/tools/bench/peers/nginx.conf.in}
+DATA=${BENCH_DATA:-$PWD/target/bench/data}
 DUR=${DUR:-10}
 SMALL_CONNS=${SMALL_CONNS:-50}
 LARGE_CONNS=${LARGE_CONNS:-8}
@@ -47,9 +47,10 @@ start_nginx() {
     local port
     port=$(free_port)
     mkdir -p "$WORK/nginx"
-    sed -e "s|@PREFIX@|$WORK/nginx|g" -e "s|@PORT@|$port|g" -e "s|@ROOT@|$DATA|g" \
-        "$BENCH/baselines/nginx.conf.in" > "$WORK/nginx/nginx.conf"
-    taskset -c 0 nginx -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" -g 'daemon off; master_process off;' \
+    sed -e "s|@PREFIX@|$WORK/nginx|g" -e "s|@LISTEN@|127.0.0.1:$port|g" -e "s|@ROOT@|$DATA|g" \
+        -e "s|@WORKERS@|1|g" -e "s|@MASTER@|off|g" -e "s|@USER@|$(id -un)|g" \
+        -e "s|@ERROR_LOG@|$WORK/nginx/error.log|g" "$CONF" > "$WORK/nginx/nginx.conf"
+    taskset -c 0 nginx -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" \
         </dev/null >"$WORK/nginx.out" 2>"$WORK/nginx.err" &
     pid=$!
     addr="127.0.0.1:$port"
