@@ -26,6 +26,43 @@ use log::debug;
 use crate::sys::DgramSocket;
 use crate::{Addr, DatagramHandler, Key, TimerId};
 
+/// Settings of one UDP socket, for
+/// [`Reactor::bind_udp_with`](crate::Reactor::bind_udp_with).
+///
+/// Two reactors, each with its own socket on one UDP port:
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use evloop::{Addr, Context, DatagramHandler, DatagramOptions, Reactor};
+///
+/// /// Sends every datagram back.
+/// struct Echo;
+///
+/// impl DatagramHandler for Echo {
+///     fn on_datagram(&mut self, cx: &mut Context<'_>, data: &[u8], from: &Addr) {
+///         cx.send_datagram(from, data);
+///     }
+/// }
+///
+/// let options = DatagramOptions { reuse_port: true };
+/// let mut first = Reactor::new()?;
+/// let key = first.bind_udp_with("127.0.0.1:0".parse()?, options.clone(), Echo)?;
+/// let addr = first.local_addr(key).and_then(|a| a.as_inet()).expect("a UDP socket");
+/// let mut second = Reactor::new()?; // in a real program, on another thread
+/// second.bind_udp_with(addr, options, Echo)?; // the same port
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct DatagramOptions {
+    /// Sets `SO_REUSEPORT` before the socket is bound (default `false`), so
+    /// that several sockets, each set so and owned by the same user, can
+    /// bind one address and port. Linux hands each datagram to one of them
+    /// by a hash of its source and destination addresses and ports: the
+    /// datagrams of one peer keep going to one socket.
+    pub reuse_port: bool,
+}
+
 /// Most bytes of datagrams waiting for a full socket to drain.
 pub(crate) const MAX_QUEUED: usize = 1024 * 1024;
 

@@ -45,7 +45,7 @@
 //! | `source` | what a slot holds; [`FdSource`] for raw descriptors |
 //! | `listener` | accept loop, per-listener limit, `EMFILE` back-off and spare descriptor |
 //! | `connection` | [`ConnState`], the per-connection state machine; read and write paths |
-//! | `datagram` | UDP and Unix datagram sockets |
+//! | `datagram` | UDP and Unix datagram sockets, [`DatagramOptions`] |
 //! | `write_queue` | output chunks, vectored writes, `sendfile`, watermarks' level |
 //! | `timer` | [`TimerId`], the deadline heap |
 //! | `handle` | [`Handle`]: wake, stop, shut down, run closures from other threads |
@@ -53,6 +53,8 @@
 //! | `context` | [`Context`]: what a handler may do |
 //! | [`codec`] | line and length-prefixed framers |
 //! | [`protocols`] | the shipped handlers |
+//! | [`activation`] | sockets handed over by a service manager (systemd's `LISTEN_FDS`) |
+//! | [`shard`] | a reactor per core: shards on threads, messages between them batched per turn |
 //! | [`signals`] | SIGINT and SIGTERM as loop events, for graceful shutdown |
 //! | [`text`] | peer text made safe to show: control characters and line separators replaced |
 //!
@@ -67,6 +69,7 @@
 #[cfg(not(unix))]
 compile_error!("evloop runs on Unix-like systems (it uses Unix sockets and sendfile)");
 
+pub mod activation;
 mod addr;
 pub mod codec;
 mod conn_state;
@@ -82,6 +85,7 @@ pub mod protocols;
 mod reactor;
 mod registry;
 mod services;
+pub mod shard;
 pub mod signals;
 mod source;
 #[allow(unsafe_code)]
@@ -95,6 +99,7 @@ pub use addr::Addr;
 pub use conn_state::ConnState;
 pub use connection::{ConnectionOptions, OverflowPolicy};
 pub use context::{Context, SourceRef};
+pub use datagram::DatagramOptions;
 pub use error::Error;
 pub use handle::Handle;
 pub use handler::{CloseReason, DatagramHandler, SourceHandler, StreamFactory, StreamHandler};

@@ -117,6 +117,19 @@ pub struct ListenerOptions {
     pub max_connections: usize,
     /// Limits of each accepted connection.
     pub connection: ConnectionOptions,
+    /// Sets `SO_REUSEPORT` on a TCP listener before it is bound (default
+    /// `false`), so that several sockets, in this process or others, can
+    /// listen on one address and port; the kernel spreads new connections
+    /// among them by a hash of each connection's addresses and ports. Every
+    /// socket sharing the port must set it, and (on Linux) belong to the
+    /// same user. With it, several reactors on several threads serve one
+    /// port: each binds its own listener to the same address (see
+    /// [`Reactor::listen_tcp_with`](crate::Reactor::listen_tcp_with)).
+    ///
+    /// Only [`Reactor::listen_tcp_with`](crate::Reactor::listen_tcp_with)
+    /// reads it. Unix listeners ignore it (a path has one listener), and so
+    /// do the `adopt_` calls: an adopted socket is already bound.
+    pub reuse_port: bool,
 }
 
 impl Default for ListenerOptions {
@@ -124,6 +137,7 @@ impl Default for ListenerOptions {
         ListenerOptions {
             max_connections: 10_000,
             connection: ConnectionOptions::default(),
+            reuse_port: false,
         }
     }
 }

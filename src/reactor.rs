@@ -17,12 +17,17 @@
 //!    each.
 //! 6. **Timers.** Every timer due at `now` fires, in deadline order; timers
 //!    set meanwhile wait for a later turn.
-//! 7. **Commands** from [`crate::Handle`]s, if the waker fired.
+//! 7. **Commands** from [`crate::Handle`]s, if the waker fired: stop,
+//!    shutdown, closures; a batch of messages from another shard
+//!    ([`crate::shard`]) is one closure, run here in the order sent.
 //! 8. **Shutdown.** Once every connection and socket is gone, or the
 //!    deadline has passed (then what is left is cut), `run` returns.
 //! 9. **Deferred writes.** Output handlers queued for other connections
 //!    (`cx.source(key).send_shared`, `broadcast`) is written, one flush per
 //!    connection, at most `DEFERRED_FLUSH_BUDGET` connections per turn.
+//! 10. **Turn end.** The hooks of [`Reactor::on_turn_end`] run, in the
+//!     order they were added: a shard sends its outboxes here, one batch
+//!     per target.
 //!
 //! Deferred work is what a callback causes beyond its own source: another
 //! connection's watermark notice, a removal and its `on_close`. Running it
@@ -47,13 +52,13 @@ use mio::{Events, Interest, Poll, Waker};
 use crate::conn_state::ConnState;
 use crate::connection::ConnectionOptions;
 use crate::core::{Core, Shutdown};
-use crate::datagram::Datagram;
+use crate::datagram::{Datagram, DatagramOptions};
 use crate::handle::{Command, Handle};
 use crate::listener::{Listener, ListenerOptions};
 use crate::registry::Registry;
 use crate::services::{Deferred, Services};
 use crate::source::{Custom, Source};
-use crate::sys::{DgramSocket, ListenSocket};
+use crate::sys::{self, DgramSocket, ListenSocket};
 use crate::token::WAKER_TOKEN;
 use crate::{
     Addr, CloseReason, DatagramHandler, Error, Key, SourceHandler, StreamFactory, StreamHandler, TimerId,
@@ -115,7 +120,12 @@ pub struct Reactor {
     commands: mpsc::Receiver<Command>,
     handle: Handle,
     due: Vec<(TimerId, u64)>,
+    /// Step 10's hooks ([`Reactor::on_turn_end`]); empty costs nothing.
+    turn_end: Vec<TurnHook>,
 }
+
+/// A hook of [`Reactor::on_turn_end`].
+type TurnHook = Box<dyn FnMut(&mut Reactor)>;
 
 impl Reactor {
     /// Makes a reactor with its poll, waker and read buffer.
@@ -143,6 +153,7 @@ impl Reactor {
             commands: rx,
             handle: Handle::new(waker, tx),
             due: Vec::new(),
+            turn_end: Vec::new(),
         })
     }
 
@@ -199,9 +210,30 @@ impl Reactor {
 
     /// Binds a TCP listener with the given options.
     ///
+    /// With [`ListenerOptions::reuse_port`], the socket is made with
+    /// `SO_REUSEADDR` and `SO_REUSEPORT` before it is bound, so several
+    /// reactors (or processes) can each bind a listener to the same
+    /// address; the kernel spreads new connections among them. The first
+    /// may bind port 0 and the others the port it got:
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use evloop::{protocols::echo::Echo, Addr, ListenerOptions, Reactor};
+    ///
+    /// let options = ListenerOptions { reuse_port: true, ..ListenerOptions::default() };
+    /// let mut first = Reactor::new()?;
+    /// let key = first.listen_tcp_with("127.0.0.1:0".parse()?, options.clone(), |_: &Addr| Echo)?;
+    /// let addr = first.local_addr(key).and_then(|a| a.as_inet()).expect("a TCP listener");
+    /// let mut second = Reactor::new()?; // in a real program, on a thread of its own
+    /// second.listen_tcp_with(addr, options, |_: &Addr| Echo)?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
     /// # Errors
     ///
-    /// [`Error::Bind`] naming the address.
+    /// [`Error::Bind`] naming the address (in use by a socket without
+    /// `SO_REUSEPORT` or of another user, no permission).
     pub fn listen_tcp_with(
         &mut self,
         addr: SocketAddr,
@@ -212,13 +244,85 @@ impl Reactor {
             addr: addr.to_string(),
             source,
         };
-        let listener = TcpListener::bind(addr).map_err(bind_error)?;
+        let (listener, origin) = if options.reuse_port {
+            let listener =
+                sys::tcp_listener_reuse_port(addr, crate::listener::BACKLOG).map_err(bind_error)?;
+            (listener, Origin::Made)
+        } else {
+            (TcpListener::bind(addr).map_err(bind_error)?, Origin::Bound)
+        };
         let local = listener.local_addr().map_err(bind_error)?;
         self.add_listener(
             ListenSocket::Tcp(listener),
             Addr::Inet(local),
             options,
             Box::new(factory),
+            origin,
+        )
+    }
+
+    /// Serves a TCP listener bound elsewhere: by the program before the
+    /// reactor existed, by a parent process, or by a service manager
+    /// ([`activation::listen_fds`](crate::activation::listen_fds)). The
+    /// socket is made non-blocking; its backlog and options are left as
+    /// its creator set them ([`ListenerOptions::reuse_port`] is ignored).
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use evloop::{protocols::echo::Echo, Addr, ListenerOptions, Reactor};
+    ///
+    /// let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    /// let mut reactor = Reactor::new()?;
+    /// let key = reactor.adopt_tcp_listener(listener, ListenerOptions::default(), |_: &Addr| Echo)?;
+    /// assert!(reactor.local_addr(key).and_then(|a| a.as_inet()).is_some());
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] if the socket cannot be made non-blocking, has no
+    /// local address, or cannot be registered.
+    pub fn adopt_tcp_listener(
+        &mut self,
+        listener: std::net::TcpListener,
+        options: ListenerOptions,
+        factory: impl StreamFactory + 'static,
+    ) -> Result<Key, Error> {
+        listener.set_nonblocking(true)?;
+        let local = listener.local_addr()?;
+        self.add_listener(
+            ListenSocket::Tcp(TcpListener::from_std(listener)),
+            Addr::Inet(local),
+            options,
+            Box::new(factory),
+            Origin::Adopted,
+        )
+    }
+
+    /// Serves a Unix stream listener bound elsewhere (see
+    /// [`Reactor::adopt_tcp_listener`]). The socket is made non-blocking.
+    /// Its file is not evloop's: it is left in place when the listener
+    /// closes.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] if the socket cannot be made non-blocking, has no
+    /// local address, or cannot be registered.
+    pub fn adopt_unix_listener(
+        &mut self,
+        listener: std::os::unix::net::UnixListener,
+        options: ListenerOptions,
+        factory: impl StreamFactory + 'static,
+    ) -> Result<Key, Error> {
+        listener.set_nonblocking(true)?;
+        let local = Addr::from_unix(&listener.local_addr()?);
+        self.add_listener(
+            ListenSocket::Unix(UnixListener::from_std(listener)),
+            local,
+            options,
+            Box::new(factory),
+            Origin::Adopted,
         )
     }
 
@@ -257,7 +361,13 @@ impl Reactor {
         remove_stale_socket(path);
         let listener = UnixListener::bind(path).map_err(bind_error)?;
         let local = Addr::Unix(Some(path.to_path_buf()));
-        self.add_listener(ListenSocket::Unix(listener), local, options, Box::new(factory))
+        self.add_listener(
+            ListenSocket::Unix(listener),
+            local,
+            options,
+            Box::new(factory),
+            Origin::Bound,
+        )
     }
 
     fn add_listener(
@@ -266,11 +376,18 @@ impl Reactor {
         local: Addr,
         options: ListenerOptions,
         factory: Box<dyn StreamFactory>,
+        origin: Origin,
     ) -> Result<Key, Error> {
         let key = self.core.sources.next_key();
-        socket.raise_backlog(crate::listener::BACKLOG);
+        if origin == Origin::Bound {
+            socket.raise_backlog(crate::listener::BACKLOG);
+        }
         self.core.reserve_spare_fd();
         let mut listener = Listener::new(socket, local, options, factory);
+        if origin == Origin::Adopted {
+            // Not ours to remove: whoever bound the path owns the file.
+            listener.unix_path = None;
+        }
         self.core
             .poll
             .registry()
@@ -282,7 +399,8 @@ impl Reactor {
             .map_err(|_| Error::Full)
     }
 
-    /// Binds a UDP socket served by `handler`.
+    /// Binds a UDP socket served by `handler`. Default
+    /// [`DatagramOptions`].
     ///
     /// # Errors
     ///
@@ -292,13 +410,56 @@ impl Reactor {
         addr: SocketAddr,
         handler: impl DatagramHandler + 'static,
     ) -> Result<Key, Error> {
+        self.bind_udp_with(addr, DatagramOptions::default(), handler)
+    }
+
+    /// Binds a UDP socket with the given options, served by `handler`.
+    /// With [`DatagramOptions::reuse_port`], several sockets (one per
+    /// reactor) can bind the same address (example on
+    /// [`DatagramOptions`]).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Bind`] naming the address.
+    pub fn bind_udp_with(
+        &mut self,
+        addr: SocketAddr,
+        options: DatagramOptions,
+        handler: impl DatagramHandler + 'static,
+    ) -> Result<Key, Error> {
         let bind_error = |source| Error::Bind {
             addr: addr.to_string(),
             source,
         };
-        let socket = UdpSocket::bind(addr).map_err(bind_error)?;
+        let socket = if options.reuse_port {
+            sys::udp_socket_reuse_port(addr).map_err(bind_error)?
+        } else {
+            UdpSocket::bind(addr).map_err(bind_error)?
+        };
         let local = socket.local_addr().map_err(bind_error)?;
         self.add_datagram(DgramSocket::Udp(socket), Addr::Inet(local), Box::new(handler))
+    }
+
+    /// Serves a UDP socket bound elsewhere (see
+    /// [`Reactor::adopt_tcp_listener`]). The socket is made non-blocking;
+    /// its options are left as they are.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] if the socket cannot be made non-blocking, has no
+    /// local address, or cannot be registered.
+    pub fn adopt_udp(
+        &mut self,
+        socket: std::net::UdpSocket,
+        handler: impl DatagramHandler + 'static,
+    ) -> Result<Key, Error> {
+        socket.set_nonblocking(true)?;
+        let local = socket.local_addr()?;
+        self.add_datagram(
+            DgramSocket::Udp(UdpSocket::from_std(socket)),
+            Addr::Inet(local),
+            Box::new(handler),
+        )
     }
 
     /// Binds a Unix datagram socket at `path`, served by `handler`. The
@@ -476,6 +637,42 @@ impl Reactor {
         self.core.begin_shutdown(timeout);
     }
 
+    /// Whether a graceful shutdown has begun and not yet ended.
+    pub fn is_shutting_down(&self) -> bool {
+        self.core.shutdown != Shutdown::No
+    }
+
+    /// Adds a hook that runs once at the end of every turn, after the
+    /// deferred writes (step 10), with the reactor; hooks run in the order
+    /// they were added, each followed by the deferred work it caused. A
+    /// hook added by a hook runs from the next turn on. This is where a
+    /// shard sends the messages of the turn ([`crate::shard`]), and where
+    /// anything else that batches per turn can flush.
+    ///
+    /// A hook runs every turn, for the reactor's life: it should return at
+    /// once when it has nothing to do. Like a [`Handle::run`] closure, and
+    /// unlike a handler, a hook that panics is not contained: the panic
+    /// leaves `run`.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::{cell::Cell, rc::Rc, time::Duration};
+    /// use evloop::Reactor;
+    ///
+    /// let mut reactor = Reactor::new()?;
+    /// let turns = Rc::new(Cell::new(0));
+    /// let counter = Rc::clone(&turns);
+    /// reactor.on_turn_end(move |_reactor| counter.set(counter.get() + 1));
+    /// reactor.run_once(Some(Duration::ZERO))?;
+    /// reactor.run_once(Some(Duration::ZERO))?;
+    /// assert_eq!(turns.get(), 2);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn on_turn_end(&mut self, hook: impl FnMut(&mut Reactor) + 'static) {
+        self.turn_end.push(Box::new(hook));
+    }
+
     /// Runs turns until [`Reactor::stop`] or a finished shutdown.
     ///
     /// # Errors
@@ -557,6 +754,8 @@ impl Reactor {
         // now, once per connection, however many sends reached it.
         self.core.flush_deferred_writes();
         self.core.run_deferred();
+        // Step 10: the end-of-turn hooks, such as a shard's outboxes.
+        self.end_turn();
         Ok(())
     }
 
@@ -629,6 +828,20 @@ impl Reactor {
         }
     }
 
+    /// Step 10: run the hooks of `on_turn_end`, in the order they were added.
+    fn end_turn(&mut self) {
+        if self.turn_end.is_empty() {
+            return;
+        }
+        let mut hooks = std::mem::take(&mut self.turn_end);
+        for hook in &mut hooks {
+            hook(self);
+            self.core.run_deferred();
+        }
+        hooks.append(&mut self.turn_end); // added by a hook: from next turn
+        self.turn_end = hooks;
+    }
+
     /// Step 8: tell handlers of a requested shutdown; end a finished one.
     fn advance_shutdown(&mut self) {
         match self.core.shutdown {
@@ -668,6 +881,19 @@ impl Reactor {
             }
         }
     }
+}
+
+/// Where a listening socket came from, and so what evloop may change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Origin {
+    /// Bound by std or mio: its backlog is raised to
+    /// [`BACKLOG`](crate::listener::BACKLOG), and a Unix socket file is
+    /// removed when the listener closes.
+    Bound,
+    /// Made by evloop with `socket2`, listening with that backlog already.
+    Made,
+    /// Bound elsewhere: its backlog and its file are its creator's.
+    Adopted,
 }
 
 /// Removes a Unix socket file nobody is accepting on (left by a process

@@ -2,7 +2,10 @@
 //! listening and datagram sockets the reactor drives, and the few calls the
 //! standard library and mio do not offer (`sendmsg` with flags, `sendfile`,
 //! `SO_LINGER`, `listen` again for a larger backlog, a peek at a Unix
-//! datagram's size, `faccessat`).
+//! datagram's size, `faccessat`), the sockets built with `socket2` to set
+//! `SO_REUSEPORT` before they are bound, and the descriptors a service
+//! manager hands over (`fcntl`, `getsockopt`, taking ownership of a
+//! descriptor number).
 //!
 //! Always true: this is the only file in `src/` with `unsafe`; every block
 //! has a `SAFETY` comment saying why the call cannot touch memory it should
@@ -12,8 +15,8 @@
 use std::ffi::CString;
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::net::Shutdown;
-use std::os::fd::{AsRawFd, RawFd};
+use std::net::{Shutdown, SocketAddr};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
@@ -305,4 +308,170 @@ pub(crate) fn mkfifo(path: &Path) -> io::Result<()> {
         return Err(io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// A TCP listener on `addr` with `SO_REUSEADDR` (as std and mio set on
+/// listeners) and `SO_REUSEPORT`, listening with `backlog`, non-blocking.
+/// Neither std nor mio can set an option between making a socket and
+/// binding it; `socket2` can, without `unsafe`.
+pub(crate) fn tcp_listener_reuse_port(addr: SocketAddr, backlog: libc::c_int) -> io::Result<TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    // `Socket::new` sets close-on-exec, as std does.
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(backlog)?;
+    socket.set_nonblocking(true)?;
+    Ok(TcpListener::from_std(socket.into()))
+}
+
+/// A UDP socket bound to `addr` with `SO_REUSEPORT`, non-blocking.
+pub(crate) fn udp_socket_reuse_port(addr: SocketAddr) -> io::Result<UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    socket.set_reuse_port(true)?;
+    socket.bind(&addr.into())?;
+    socket.set_nonblocking(true)?;
+    Ok(UdpSocket::from_std(socket.into()))
+}
+
+/// Takes ownership of descriptor `fd`, inherited across `exec` from a
+/// service manager (systemd's `LISTEN_FDS`), and sets its `FD_CLOEXEC`
+/// flag so that the program's own children do not inherit it.
+///
+/// Only [`crate::activation`] calls it, for the numbers the protocol names
+/// (3 up to 3 + `LISTEN_FDS`), after removing the variables that name them,
+/// so that no second call claims the same descriptors. Nothing else in the
+/// process has a claim on them: they were opened by the manager, not here.
+/// Fails with `EBADF` if `fd` is not open.
+pub(crate) fn claim_inherited_fd(fd: RawFd) -> io::Result<OwnedFd> {
+    // SAFETY: fcntl(F_GETFD) reads the flags of a descriptor number and
+    // touches no memory of ours; a number that is not open gives EBADF.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+    if flags < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if flags & libc::FD_CLOEXEC == 0 {
+        // SAFETY: as above: fcntl(F_SETFD) on a descriptor number, no memory.
+        if unsafe { libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    // SAFETY: `fd` is open (F_GETFD succeeded) and, by the activation
+    // protocol (see above), owned by no other value in this process; the
+    // `OwnedFd` becomes its one owner and closes it once.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// What a socket is, from `getsockopt`: its type (`SOCK_STREAM`,
+/// `SOCK_DGRAM`, ...), its address family (`AF_INET`, `AF_INET6`,
+/// `AF_UNIX`, ...) and whether it is listening.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SocketKind {
+    pub(crate) ty: libc::c_int,
+    pub(crate) domain: libc::c_int,
+    pub(crate) listening: bool,
+}
+
+/// The kind of socket `fd` is, or `None` if it is not a socket.
+pub(crate) fn socket_kind(fd: BorrowedFd<'_>) -> io::Result<Option<SocketKind>> {
+    let ty = match sockopt_int(fd, libc::SO_TYPE) {
+        Ok(ty) => ty,
+        Err(err) if err.raw_os_error() == Some(libc::ENOTSOCK) => return Ok(None),
+        Err(err) => return Err(err),
+    };
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    let domain = sockopt_int(fd, libc::SO_DOMAIN)?;
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    let domain = libc::c_int::from(socket2::SockRef::from(&fd).local_addr()?.family());
+    let listening = ty == libc::SOCK_STREAM && sockopt_int(fd, libc::SO_ACCEPTCONN)? != 0;
+    Ok(Some(SocketKind {
+        ty,
+        domain,
+        listening,
+    }))
+}
+
+/// An integer socket option of level `SOL_SOCKET`.
+fn sockopt_int(fd: BorrowedFd<'_>, name: libc::c_int) -> io::Result<libc::c_int> {
+    let mut value: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `fd` is borrowed, so open for the call; `value` and `len` are
+    // valid, exclusively borrowed locals, and `len` is `value`'s exact size,
+    // so the kernel writes at most that many bytes.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            name,
+            (&mut value as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(value)
+}
+
+/// The CPUs this thread may run on (`sched_getaffinity(2)`): what a new
+/// thread inherits, so the CPUs the shards of `evloop::shard` may use.
+#[cfg(target_os = "linux")]
+pub(crate) fn cpu_affinity() -> io::Result<Vec<usize>> {
+    // SAFETY: `cpu_set_t` is a plain bit array, for which all zeroes is a
+    // valid (empty) value.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a valid, exclusively borrowed local, and the size
+    // passed is its exact size, so the kernel writes within it. Pid 0 is
+    // the calling thread.
+    let rc = unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let max = usize::try_from(libc::CPU_SETSIZE).unwrap_or(0);
+    // SAFETY: CPU_ISSET reads bit `cpu` of `set`; every `cpu` is below
+    // CPU_SETSIZE, the number of bits `cpu_set_t` holds.
+    Ok((0..max)
+        .filter(|&cpu| unsafe { libc::CPU_ISSET(cpu, &set) })
+        .collect())
+}
+
+/// Restricts this thread to `cpus` (`sched_setaffinity(2)`); pinning is a
+/// set of one. CPUs past `CPU_SETSIZE` are ignored.
+#[cfg(target_os = "linux")]
+pub(crate) fn set_cpu_affinity(cpus: &[usize]) -> io::Result<()> {
+    // SAFETY: as in `cpu_affinity`, all zeroes is a valid, empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    let max = usize::try_from(libc::CPU_SETSIZE).unwrap_or(0);
+    for &cpu in cpus.iter().filter(|&&cpu| cpu < max) {
+        // SAFETY: CPU_SET writes bit `cpu` of `set`, and `cpu` is below
+        // CPU_SETSIZE, the number of bits `cpu_set_t` holds.
+        unsafe { libc::CPU_SET(cpu, &mut set) };
+    }
+    // SAFETY: `set` is a valid local the kernel only reads, of the size
+    // passed. Pid 0 is the calling thread.
+    let rc = unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Thread affinity is Linux's; elsewhere shards run unpinned.
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn cpu_affinity() -> io::Result<Vec<usize>> {
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        "no sched_getaffinity on this system",
+    ))
+}
+
+/// Thread affinity is Linux's; elsewhere shards run unpinned.
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn set_cpu_affinity(_cpus: &[usize]) -> io::Result<()> {
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        "no sched_setaffinity on this system",
+    ))
 }

@@ -151,6 +151,7 @@ impl Chat {
                 max_pending_input: config.max_line.saturating_add(2),
                 ..defaults
             },
+            ..ListenerOptions::default()
         }
     }
 
