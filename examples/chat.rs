@@ -3,11 +3,16 @@
 //! ```text
 //! chat [--tcp ADDR]... [--udp ADDR]... [--max-line BYTES] [--max-outbuf BYTES]
 //!      [--max-clients N] [--idle-timeout SECS] [--shutdown-timeout SECS]
+//!      [--threads N]
 //! ```
 //! With no listener flag: `--tcp 127.0.0.1:7100`.
 //!
 //! The room's rules (made-safe text, case-insensitive nicks, the two-step
-//! greeting of UDP peers) are the library's: `src/protocols/chat/`.
+//! greeting of UDP peers) are the library's: `src/protocols/chat/`. With
+//! `--threads N` each of N reactors accepts on the same addresses
+//! (`SO_REUSEPORT`) and the room is still one room: one registry of nicks,
+//! `--max-clients` counted over the whole room, each line sent once to
+//! each other reactor (`Chat::sharded`).
 
 mod common;
 
@@ -16,7 +21,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use evloop::protocols::chat::{Chat, ChatConfig};
+use evloop::protocols::chat::{Chat, ChatConfig, SharedRoom};
 
 /// Chat server: every line goes to every other member of the room.
 #[derive(Parser)]
@@ -44,6 +49,9 @@ struct Flags {
     /// Seconds members get to receive what is owed after SIGINT/SIGTERM
     #[arg(long, value_name = "SECS", default_value = "5", value_parser = common::seconds)]
     shutdown_timeout: Duration,
+    /// Reactor threads, each serving every address, all one room (at least 1)
+    #[arg(long, value_name = "N", default_value = "1", value_parser = common::threads)]
+    threads: usize,
 }
 
 fn main() -> ExitCode {
@@ -52,20 +60,26 @@ fn main() -> ExitCode {
     if flags.tcp.is_empty() && flags.udp.is_empty() {
         flags.tcp.push("127.0.0.1:7100".parse().expect("valid default"));
     }
-    let chat = Chat::new(ChatConfig {
+    let config = ChatConfig {
         max_line: flags.max_line,
         max_outbuf: flags.max_outbuf,
         max_clients: flags.max_clients,
         idle_timeout: flags.idle_timeout,
-    });
-    let mut reactor = common::server_reactor(flags.shutdown_timeout);
-    for addr in flags.tcp {
-        let bound = reactor.listen_tcp_with(addr, chat.listener_options(), chat.clone());
-        common::bind_or_exit(&mut reactor, "tcp", bound);
-    }
-    for addr in flags.udp {
-        let bound = reactor.bind_udp(addr, chat.datagram_handler());
-        common::bind_or_exit(&mut reactor, "udp", bound);
-    }
-    common::serve(reactor)
+    };
+    // The part of the room every reactor shares; with one, it goes unused.
+    let shared = SharedRoom::new();
+    common::serve_sharded(
+        flags.threads,
+        flags.shutdown_timeout,
+        |reactor, shards, binder| {
+            let chat = Chat::sharded(config.clone(), shards, &shared);
+            for &addr in &flags.tcp {
+                binder.tcp(reactor, "tcp", addr, chat.listener_options(), chat.clone());
+            }
+            for &addr in &flags.udp {
+                binder.udp(reactor, "udp", addr, chat.datagram_handler());
+            }
+            Ok(())
+        },
+    )
 }

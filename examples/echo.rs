@@ -1,9 +1,17 @@
-//! Echo server: TCP, UDP and Unix stream, one thread.
+//! Echo server: TCP, UDP and Unix stream, on one thread or `--threads N`.
 //!
 //! ```text
-//! echo [--tcp ADDR]... [--udp ADDR]... [--unix PATH]... [--shutdown-timeout SECS]
+//! echo [--tcp ADDR]... [--udp ADDR]... [--unix PATH]... [--threads N]
+//!      [--shutdown-timeout SECS]
 //! ```
 //! With no listener flag: `--tcp 127.0.0.1:7000 --udp 127.0.0.1:7000`.
+//!
+//! `--threads N` (default 1) runs N reactors, one per thread, and no other
+//! thread: each TCP and UDP address is bound by every reactor with
+//! `SO_REUSEPORT` (the kernel spreads connections and datagrams over them),
+//! a Unix path is bound once and accepted from by every reactor; each
+//! address is still announced with one line. SIGINT/SIGTERM shut all of
+//! them down (`common::serve_sharded`).
 
 mod common;
 
@@ -29,6 +37,9 @@ struct Flags {
     /// Unix stream socket path to listen on (repeatable)
     #[arg(long, value_name = "PATH")]
     unix: Vec<PathBuf>,
+    /// Reactor threads, each serving every address (at least 1)
+    #[arg(long, value_name = "N", default_value = "1", value_parser = common::threads)]
+    threads: usize,
     /// Seconds in-flight connections get to finish after SIGINT/SIGTERM
     #[arg(long, value_name = "SECS", default_value = "5", value_parser = common::seconds)]
     shutdown_timeout: Duration,
@@ -42,18 +53,20 @@ fn main() -> ExitCode {
         flags.tcp.push(default);
         flags.udp.push(default);
     }
-    let mut reactor = common::server_reactor(flags.shutdown_timeout);
-    for addr in flags.tcp {
-        let bound = reactor.listen_tcp_with(addr, Echo::listener_options(), |_: &Addr| Echo);
-        common::bind_or_exit(&mut reactor, "tcp", bound);
-    }
-    for addr in flags.udp {
-        let bound = reactor.bind_udp(addr, EchoDatagram);
-        common::bind_or_exit(&mut reactor, "udp", bound);
-    }
-    for path in flags.unix {
-        let bound = reactor.listen_unix_with(&path, Echo::listener_options(), |_: &Addr| Echo);
-        common::bind_or_exit(&mut reactor, "unix", bound);
-    }
-    common::serve(reactor)
+    common::serve_sharded(
+        flags.threads,
+        flags.shutdown_timeout,
+        |reactor, _shards, binder| {
+            for &addr in &flags.tcp {
+                binder.tcp(reactor, "tcp", addr, Echo::listener_options(), |_: &Addr| Echo);
+            }
+            for &addr in &flags.udp {
+                binder.udp(reactor, "udp", addr, EchoDatagram);
+            }
+            for path in &flags.unix {
+                binder.unix(reactor, "unix", path, Echo::listener_options(), |_: &Addr| Echo);
+            }
+            Ok(())
+        },
+    )
 }

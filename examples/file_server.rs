@@ -3,10 +3,20 @@
 //!
 //! ```text
 //! file_server [--tcp ADDR]... [--http ADDR]... [--root DIR] [--max-clients N]
-//!             [--idle-timeout SECS] [--shutdown-timeout SECS]
+//!             [--idle-timeout SECS] [--threads N] [--shutdown-timeout SECS]
 //! ```
 //! With no listener flag: `--tcp 127.0.0.1:7200`; with any, exactly those
 //! named.
+//!
+//! `--threads N` (default 1) runs N reactors, one per thread, and no other
+//! thread: every address is bound by each reactor with `SO_REUSEPORT`, so
+//! the kernel spreads connections over them, and announced with one line
+//! (`common::serve_sharded`). `--max-clients` counts each address over the
+//! whole server: it is split over the reactors, parts adding up to N
+//! exactly (`common::Binder::share`), so the server never holds more than
+//! N connections on one address; as the kernel spreads connections by a
+//! hash, not by load, a client may be turned away while another reactor
+//! still has room.
 //!
 //! `--idle-timeout` is the one patience knob: how long a client may wait
 //! before sending its name (plain) or its next request (HTTP keep-alive),
@@ -40,12 +50,15 @@ struct Flags {
     /// Directory to serve
     #[arg(long, value_name = "DIR", default_value = ".")]
     root: PathBuf,
-    /// Most connections at once per listener
+    /// Most connections at once per address, over all threads
     #[arg(long, value_name = "N", default_value_t = 10_000)]
     max_clients: usize,
     /// Seconds a client may stay silent (no name yet, or reading nothing) before it is cut
     #[arg(long, value_name = "SECS", default_value = "60", value_parser = common::seconds)]
     idle_timeout: Duration,
+    /// Reactor threads, each serving every address (at least 1)
+    #[arg(long, value_name = "N", default_value = "1", value_parser = common::threads)]
+    threads: usize,
     /// Seconds in-flight downloads get to finish after SIGINT/SIGTERM
     #[arg(long, value_name = "SECS", default_value = "5", value_parser = common::seconds)]
     shutdown_timeout: Duration,
@@ -54,35 +67,49 @@ struct Flags {
 fn main() -> ExitCode {
     let mut flags: Flags = common::parse();
     common::init_logging();
-    let files = match FileServer::new(&flags.root) {
-        Ok(files) => files.with_idle_timeout(flags.idle_timeout),
-        Err(err) => common::usage_error(&format!("--root {}: {err}", flags.root.display())),
-    };
-    let http = HttpServer::with_root(files.root().clone())
-        .with_idle_timeout(flags.idle_timeout)
-        .with_header_timeout(flags.idle_timeout.min(DEFAULT_HEADER_TIMEOUT));
+    // Checked here, once; each shard then makes its own servers (they
+    // share nothing across threads).
+    if let Err(err) = FileServer::new(&flags.root) {
+        common::usage_error(&format!("--root {}: {err}", flags.root.display()));
+    }
     if flags.tcp.is_empty() && flags.http.is_empty() {
         flags.tcp.push("127.0.0.1:7200".parse().expect("valid default"));
     }
-    let mut reactor = common::server_reactor(flags.shutdown_timeout);
     let mut options = ListenerOptions {
         max_connections: flags.max_clients,
         ..ListenerOptions::default()
     };
     // A stalled reader is cut after the same patience as a silent one.
     options.connection.drain_timeout = flags.idle_timeout;
-    for addr in flags.tcp {
-        let bound = reactor.listen_tcp_with(addr, options.clone(), files.clone());
-        common::bind_or_exit(&mut reactor, "tcp", bound);
-    }
     // HTTP's watermarks bound what a client that does not read holds of a
     // listing (under 256 KiB).
     let mut http_options = HttpServer::listener_options();
-    http_options.max_connections = options.max_connections;
     http_options.connection.drain_timeout = options.connection.drain_timeout;
-    for addr in flags.http {
-        let bound = reactor.listen_tcp_with(addr, http_options.clone(), http.clone());
-        common::bind_or_exit(&mut reactor, "http", bound);
-    }
-    common::serve(reactor)
+    common::serve_sharded(
+        flags.threads,
+        flags.shutdown_timeout,
+        |reactor, _shards, binder| {
+            let files = FileServer::new(&flags.root)?.with_idle_timeout(flags.idle_timeout);
+            let http = HttpServer::with_root(files.root().clone())
+                .with_idle_timeout(flags.idle_timeout)
+                .with_header_timeout(flags.idle_timeout.min(DEFAULT_HEADER_TIMEOUT));
+            // This shard's part of --max-clients, for each address.
+            let max_connections = binder.share(flags.max_clients);
+            for &addr in &flags.tcp {
+                let options = ListenerOptions {
+                    max_connections,
+                    ..options.clone()
+                };
+                binder.tcp(reactor, "tcp", addr, options, files.clone());
+            }
+            for &addr in &flags.http {
+                let options = ListenerOptions {
+                    max_connections,
+                    ..http_options.clone()
+                };
+                binder.tcp(reactor, "http", addr, options, http.clone());
+            }
+            Ok(())
+        },
+    )
 }

@@ -606,6 +606,33 @@ impl Reactor {
         sent
     }
 
+    /// Queues a shared payload on connection `key`, written once at the
+    /// end of the turn (step 9) together with everything else sent to it
+    /// in the turn, as [`SourceRef::send_shared`](crate::SourceRef::send_shared)
+    /// does for another connection than the caller's. Meant for a
+    /// [`Handle::run`] closure or a shard's message (step 7): a fan-out
+    /// costs one write per receiver per turn. Returns whether it was taken
+    /// (a connection that is gone, or over its output cap, does not take it).
+    pub fn send_shared_to(&mut self, key: Key, data: &Rc<[u8]>) -> bool {
+        let sent = self
+            .core
+            .send_chunk_deferred(key, crate::write_queue::Chunk::Shared(Rc::clone(data)));
+        self.core.run_deferred();
+        sent
+    }
+
+    /// Sends one datagram from datagram socket `socket` to `to`, as
+    /// [`SourceRef::send_datagram`](crate::SourceRef::send_datagram) does.
+    /// Returns `false` if it was dropped.
+    pub fn send_datagram_to(&mut self, socket: Key, to: &Addr, data: &[u8]) -> bool {
+        let sent = match self.core.datagram_mut(socket) {
+            Some(dgram) => dgram.send(socket, to, data),
+            None => false,
+        };
+        self.core.run_deferred();
+        sent
+    }
+
     /// Sends one shared payload to every connection of a listener. Returns
     /// how many took it.
     pub fn broadcast(&mut self, listener: Key, data: &Rc<[u8]>) -> usize {

@@ -1,16 +1,21 @@
 //! What every example server shares: flag parsing with the contract's exit
 //! codes, logging to stderr, announce lines on stdout, one-line bind errors,
-//! and SIGINT/SIGTERM shutdown.
+//! SIGINT/SIGTERM shutdown, and `--threads N` ([`serve_sharded`]).
 #![allow(dead_code)] // each example uses a different part of this module
 
 use std::io::Write;
+use std::net::SocketAddr;
+use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use clap::Parser;
 
 pub mod stdin;
-use evloop::{Addr, Error, Reactor};
+use evloop::shard::{self, ShardError, ShardOptions, Shards};
+use evloop::{Addr, DatagramHandler, DatagramOptions, Error, Key, ListenerOptions, Reactor, StreamFactory};
 
 /// Parses the command line. `--help` prints usage and exits 0; a bad
 /// argument prints one line to stderr and exits 2.
@@ -98,6 +103,358 @@ pub fn server_reactor(shutdown_timeout: Duration) -> Reactor {
         fail(&err);
     }
     reactor
+}
+
+/// Parses `--threads N`: a whole number of reactor threads, at least 1.
+pub fn threads(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(0) => Err("--threads must be at least 1".to_owned()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("'{text}' is not a number of threads")),
+    }
+}
+
+/// Runs a server on `threads` reactors, one per thread, until it ends:
+/// the `--threads N` of the contract. The process then runs exactly
+/// `threads` threads: the calling thread is shard 0, [`shard::run`] starts
+/// the others, and nothing here starts any more (signal handling is a pipe
+/// that shard 0's loop reads).
+///
+/// `setup` runs once on each shard's thread, all at the same time, with
+/// that shard's reactor, its [`Shards`] and a [`Binder`]. It binds every
+/// listening socket through the binder, **in the same order on every
+/// shard** (the `i`-th bind of shard `k` is the `i`-th of shard 0). The
+/// binder does the rest:
+///
+/// - shard 0 installs SIGINT/SIGTERM shutdown before `setup` runs, so that a
+///   signal after the first announce line already finds the server ready;
+///   [`shard::run`] carries the shutdown (within `shutdown_timeout`) to
+///   every shard;
+/// - shard 0 binds each address first and publishes the address it really
+///   got (a port 0 becomes a real port); the other shards wait for it and
+///   bind that same address, with `SO_REUSEPORT` for TCP and UDP, so the
+///   kernel spreads connections and datagrams over the shards; shard 0
+///   announces the address (one line, whatever the number of shards) once
+///   every shard has bound it, so that a client that reads the line finds
+///   every shard there;
+/// - a Unix stream path is bound once (by shard 0) and every shard adopts
+///   a clone of that listener: they accept from one queue. The file is
+///   removed once, after every shard has ended;
+/// - a bind failure is one line naming the address, and exit 1; so is an
+///   error returned by `setup`.
+///
+/// With `threads == 1` this is the one-thread server of old: one reactor on
+/// the calling thread, signals installed before anything is bound, and
+/// the sockets bound as [`Reactor::listen_tcp_with`], [`Reactor::bind_udp`]
+/// and [`Reactor::listen_unix_with`] bind them (no `SO_REUSEPORT`).
+pub fn serve_sharded<F>(threads: usize, shutdown_timeout: Duration, setup: F) -> ExitCode
+where
+    F: Fn(&mut Reactor, &Shards, &mut Binder) -> Result<(), Error> + Sync,
+{
+    let count = threads.max(1);
+    let table = Arc::new(BindTable::default());
+    let options = ShardOptions {
+        threads: count,
+        shutdown_timeout,
+        ..ShardOptions::default()
+    };
+    let ran = shard::run(options, |reactor, shards| {
+        let mut binder = Binder {
+            table: Arc::clone(&table),
+            shard: shards.id(),
+            count,
+            next: 0,
+        };
+        if shards.id() == 0 {
+            if let Err(err) = evloop::signals::shutdown_on_signals(reactor, shutdown_timeout) {
+                fail(&err);
+            }
+        }
+        // A setup error is the server's failure to start: one line, exit 1,
+        // as a bind failure (and the other shards cannot wait for shard 0).
+        setup(reactor, shards, &mut binder).unwrap_or_else(|err| fail(&err));
+        Ok(())
+    });
+    // Every shard has ended and dropped its sockets: the files can go.
+    for path in table.unix_paths() {
+        let _ = std::fs::remove_file(path);
+    }
+    match ran {
+        Ok(()) => ExitCode::SUCCESS,
+        // One thread: the error as the one-thread server reported it.
+        Err(ShardError::Setup { error, .. } | ShardError::Run { error, .. }) if count == 1 => fail(&error),
+        Err(err) => fail(&err),
+    }
+}
+
+/// How each shard binds its listening sockets (see [`serve_sharded`]).
+/// Each call binds (or exits with one line naming the address), and on
+/// shard 0 announces the socket with `kind` (`tcp`, `udp`, `unix`, `http`).
+pub struct Binder {
+    table: Arc<BindTable>,
+    shard: usize,
+    count: usize,
+    /// The index of this shard's next bind.
+    next: usize,
+}
+
+/// What shard 0 bound, in order, for the other shards.
+#[derive(Default)]
+struct BindTable {
+    state: Mutex<BindState>,
+    changed: Condvar,
+}
+
+#[derive(Default)]
+struct BindState {
+    bound: Vec<Bound>,
+    /// For each of `bound`, how many other shards have bound it too.
+    joined: Vec<usize>,
+    /// How many other shards' setups have ended (they bind nothing more).
+    left: usize,
+    /// Shard 0's setup has ended: it binds nothing more.
+    done: bool,
+}
+
+/// One socket shard 0 bound.
+enum Bound {
+    /// The real address of a TCP listener or UDP socket.
+    Inet(SocketAddr),
+    /// A Unix stream listener, cloned for each shard, and its file.
+    Unix(UnixListener, PathBuf),
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl BindTable {
+    fn publish(&self, bound: Bound) {
+        let mut state = lock(&self.state);
+        state.bound.push(bound);
+        state.joined.push(0);
+        drop(state);
+        self.changed.notify_all();
+    }
+
+    /// Another shard has bound shard 0's bind number `index`.
+    fn join(&self, index: usize) {
+        lock(&self.state).joined[index] += 1;
+        self.changed.notify_all();
+    }
+
+    /// Another shard's setup has ended.
+    fn leave(&self) {
+        lock(&self.state).left += 1;
+        self.changed.notify_all();
+    }
+
+    /// Waits until the `others` other shards have bound shard 0's bind
+    /// number `index` (or ended): only then does a connection to it have
+    /// every shard to go to. They wait for nothing but shard 0's bind.
+    fn await_joined(&self, index: usize, others: usize) {
+        let mut state = lock(&self.state);
+        while state.joined[index] + state.left < others {
+            state = self.changed.wait(state).unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+
+    fn finish(&self) {
+        lock(&self.state).done = true;
+        self.changed.notify_all();
+    }
+
+    /// Waits for shard 0's bind number `index`, and reads it with `read`.
+    /// Shard 0 never waits on the others, so this wait is short.
+    fn wait<R>(&self, index: usize, read: impl FnOnce(&Bound) -> R) -> R {
+        let mut state = lock(&self.state);
+        loop {
+            if let Some(bound) = state.bound.get(index) {
+                return read(bound);
+            }
+            assert!(
+                !state.done,
+                "shard 0 bound {} sockets, and a shard binds more: every shard must bind the same, in the same order",
+                state.bound.len()
+            );
+            state = self.changed.wait(state).unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+
+    fn unix_paths(&self) -> Vec<PathBuf> {
+        let state = lock(&self.state);
+        let paths = state.bound.iter().filter_map(|bound| match bound {
+            Bound::Unix(_, path) => Some(path.clone()),
+            Bound::Inet(_) => None,
+        });
+        paths.collect()
+    }
+}
+
+impl Drop for Binder {
+    fn drop(&mut self) {
+        // Also when shard 0's setup panics: no shard waits for it forever.
+        if self.shard == 0 {
+            self.table.finish();
+        } else {
+            self.table.leave();
+        }
+    }
+}
+
+impl Binder {
+    /// The number of this shard, from 0.
+    pub fn shard(&self) -> usize {
+        self.shard
+    }
+
+    /// The number of shards.
+    pub fn threads(&self) -> usize {
+        self.count
+    }
+
+    /// This shard's part of a limit over the whole server: `total` split
+    /// over the shards so that the parts add up to `total` exactly (the
+    /// first `total % threads` shards take one more). So a limit per
+    /// shard, such as [`ListenerOptions::max_connections`], never lets the
+    /// server as a whole go past `total`; a shard at its part turns a
+    /// client away even if another shard has room.
+    pub fn share(&self, total: usize) -> usize {
+        total / self.count + usize::from(self.shard < total % self.count)
+    }
+
+    /// Shard 0's address for this shard's next bind, and its number.
+    fn shard0_addr(&mut self) -> (usize, SocketAddr) {
+        let index = self.next;
+        self.next += 1;
+        let addr = self.table.wait(index, |bound| match bound {
+            Bound::Inet(addr) => *addr,
+            Bound::Unix(..) => panic!("bind {index}: shard 0 bound a Unix path here"),
+        });
+        (index, addr)
+    }
+
+    /// Shard 0 bound `key`: publish its real address, and announce it once
+    /// every shard has bound it too.
+    fn bound_inet(&mut self, reactor: &Reactor, kind: &str, key: Key) {
+        let addr = reactor.local_addr(key).expect("a bound socket has an address");
+        let inet = addr.as_inet().expect("a TCP or UDP socket");
+        self.table.publish(Bound::Inet(inet));
+        self.table.await_joined(self.next, self.count - 1);
+        self.next += 1;
+        announce(kind, &addr);
+    }
+
+    /// A TCP listener on `addr` (`SO_REUSEPORT` with several shards:
+    /// `options.reuse_port` is set here).
+    pub fn tcp(
+        &mut self,
+        reactor: &mut Reactor,
+        kind: &str,
+        addr: SocketAddr,
+        mut options: ListenerOptions,
+        factory: impl StreamFactory + 'static,
+    ) -> Key {
+        options.reuse_port = self.count > 1;
+        if self.shard == 0 {
+            let key = reactor
+                .listen_tcp_with(addr, options, factory)
+                .unwrap_or_else(|err| fail(&err));
+            self.bound_inet(reactor, kind, key);
+            key
+        } else {
+            let (index, addr) = self.shard0_addr();
+            let key = reactor
+                .listen_tcp_with(addr, options, factory)
+                .unwrap_or_else(|err| fail(&err));
+            self.table.join(index);
+            key
+        }
+    }
+
+    /// A UDP socket on `addr` (`SO_REUSEPORT` with several shards).
+    pub fn udp(
+        &mut self,
+        reactor: &mut Reactor,
+        kind: &str,
+        addr: SocketAddr,
+        handler: impl DatagramHandler + 'static,
+    ) -> Key {
+        let options = DatagramOptions {
+            reuse_port: self.count > 1,
+        };
+        if self.shard == 0 {
+            let key = reactor
+                .bind_udp_with(addr, options, handler)
+                .unwrap_or_else(|err| fail(&err));
+            self.bound_inet(reactor, kind, key);
+            key
+        } else {
+            let (index, addr) = self.shard0_addr();
+            let key = reactor
+                .bind_udp_with(addr, options, handler)
+                .unwrap_or_else(|err| fail(&err));
+            self.table.join(index);
+            key
+        }
+    }
+
+    /// A Unix stream listener at `path`: bound once, by shard 0; every
+    /// shard serves a clone of it.
+    pub fn unix(
+        &mut self,
+        reactor: &mut Reactor,
+        kind: &str,
+        path: &Path,
+        options: ListenerOptions,
+        factory: impl StreamFactory + 'static,
+    ) -> Key {
+        let index = self.next;
+        self.next += 1;
+        if self.count == 1 {
+            // One shard: the reactor binds and owns the file, as ever.
+            let bound = reactor.listen_unix_with(path, options, factory);
+            return bind_or_exit(reactor, kind, bound);
+        }
+        if self.shard == 0 {
+            let listener = bind_unix(path).unwrap_or_else(|err| fail(&err));
+            let clone = listener.try_clone().unwrap_or_else(|err| fail(&err));
+            let key = reactor
+                .adopt_unix_listener(clone, options, factory)
+                .unwrap_or_else(|err| fail(&err));
+            self.table.publish(Bound::Unix(listener, path.to_path_buf()));
+            self.table.await_joined(index, self.count - 1);
+            announce(kind, &Addr::Unix(Some(path.to_path_buf())));
+            key
+        } else {
+            let clone = self.table.wait(index, |bound| match bound {
+                Bound::Unix(listener, _) => listener.try_clone(),
+                Bound::Inet(_) => panic!("bind {index}: shard 0 bound an address here"),
+            });
+            let clone = clone.unwrap_or_else(|err| fail(&err));
+            let key = reactor
+                .adopt_unix_listener(clone, options, factory)
+                .unwrap_or_else(|err| fail(&err));
+            self.table.join(index);
+            key
+        }
+    }
+}
+
+/// Binds a Unix stream listener at `path` as [`Reactor::listen_unix_with`]
+/// does: a stale socket file (nobody accepts on it) is replaced.
+fn bind_unix(path: &Path) -> Result<UnixListener, Error> {
+    use std::os::unix::fs::FileTypeExt;
+    let bind_error = |source| Error::Bind {
+        addr: path.display().to_string(),
+        source,
+    };
+    let is_socket = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket());
+    if is_socket && std::os::unix::net::UnixStream::connect(path).is_err() {
+        let _ = std::fs::remove_file(path);
+    }
+    // std's backlog on Linux is the system's largest (`somaxconn`).
+    UnixListener::bind(path).map_err(bind_error)
 }
 
 /// Runs the reactor (made by [`server_reactor`]) until it ends.

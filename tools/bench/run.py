@@ -6,6 +6,7 @@ user would pick instead, measured in one run, on one machine, the same way.
     tools/bench/run.py idle   [--conns N]         # ~30 s
     tools/bench/run.py files  [--duration SECS]   # ~1 min (+ a 1 GiB file once)
     tools/bench/run.py chat   [--duration SECS]   # ~40 s
+    tools/bench/run.py shards [--duration SECS]   # ~1.5 min: two cores for the server, nothing pinned
 
 Common flags: --rows a,b (only these rows), --examples DIR (the evloop
 build to measure, default target/release/examples), --server NAME=CMD
@@ -98,8 +99,10 @@ def build(args, scenario):
     need = []
     if not have("gcc"):
         need.append("gcc")
-    if scenario == "files" and not have("nginx") and not os.path.exists("/usr/sbin/nginx"):
+    if scenario in ("files", "shards") and not have("nginx") and not os.path.exists("/usr/sbin/nginx"):
         need.append("nginx")
+    if scenario == "shards" and not have("wrk"):
+        need.append("wrk")
     if need and not args.no_install:
         apt_install(need)
     if args.no_build:
@@ -187,9 +190,9 @@ class Server:
     """One server process, pinned to the server CPU, and its announced
     addresses."""
 
-    def __init__(self, name, argv, kinds, pids_of=None):
+    def __init__(self, name, argv, kinds, pids_of=None, pin=True):
         self.name = name
-        self.argv = ["taskset", "-c", SERVER_CPU, *argv]
+        self.argv = ["taskset", "-c", SERVER_CPU, *argv] if pin else list(argv)
         self.kinds = kinds
         self.addrs = {}
         self.proc = None
@@ -250,7 +253,7 @@ class Nginx(Server):
     listen on port 0, so a port is picked by binding 127.0.0.1:0 and
     letting it go; it announces nothing, so it is ready when it accepts."""
 
-    def __init__(self, name, data, work, workers=1):
+    def __init__(self, name, data, work, workers=1, pin=True):
         self.prefix = os.path.join(work, "nginx")
         os.makedirs(os.path.join(self.prefix, "logs"), exist_ok=True)
         with socket.socket() as s:
@@ -266,7 +269,8 @@ class Nginx(Server):
         conf_path = os.path.join(self.prefix, "nginx.conf")
         with open(conf_path, "w", encoding="utf-8") as f:
             f.write(conf)
-        super().__init__(name, [nginx_path(), "-p", self.prefix, "-c", conf_path], ["http"])
+        super().__init__(name, [nginx_path(), "-p", self.prefix, "-c", conf_path], ["http"],
+                         pids_of=lambda: [self.proc.pid, *children(self.proc.pid)], pin=pin)
         self.port = port
 
     def start(self, timeout=15.0):
@@ -285,15 +289,97 @@ class Nginx(Server):
         return f"nginx did not start (exit {status}): {self.first_err_line()}"
 
 
+class Pair(Server):
+    """Two processes of one server on one port with SO_REUSEPORT: the first
+    on port 0, the second on the port the first announced."""
+
+    def __init__(self, name, argv_for):
+        super().__init__(name, argv_for("127.0.0.1:0"), ["tcp"], pin=False)
+        self.argv_for = argv_for
+        self.second = None
+
+    def start(self, timeout=15.0):
+        failure = super().start(timeout)
+        if failure:
+            return failure
+        self.second = Server(self.name, self.argv_for(self.addrs["tcp"]), ["tcp"], pin=False)
+        failure = self.second.start(timeout)
+        if failure:
+            super().stop()
+        return failure
+
+    @property
+    def pids(self):
+        return [self.proc.pid, self.second.proc.pid]
+
+    def stop(self):
+        if self.second is not None:
+            self.second.stop()
+        super().stop()
+
+
+def children(pid):
+    """The PIDs whose parent is `pid`."""
+    found = []
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open(f"/proc/{name}/stat", encoding="ascii", errors="replace") as f:
+                    if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
+                        found.append(int(name))
+            except (OSError, IndexError, ValueError):
+                pass
+    return found
+
+
+def epoll_sizes(pids):
+    """How many descriptors each epoll instance of `pids` watches: the
+    `tfd:` lines of /proc/PID/fdinfo/FD for every FD that is an
+    `anon_inode:[eventpoll]`. {(pid, fd): count}."""
+    sizes = {}
+    for pid in pids:
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                if os.readlink(f"/proc/{pid}/fd/{fd}") != "anon_inode:[eventpoll]":
+                    continue
+                with open(f"/proc/{pid}/fdinfo/{fd}", encoding="ascii") as f:
+                    sizes[(pid, int(fd))] = sum(1 for line in f if line.startswith("tfd:"))
+            except OSError:
+                pass
+    return sizes
+
+
+def thread_cpu(pids):
+    """{(pid, tid): CPU seconds} of every thread of `pids`, from schedstat."""
+    times = {}
+    for pid in pids:
+        try:
+            tids = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for tid in tids:
+            try:
+                with open(f"/proc/{pid}/task/{tid}/schedstat", encoding="ascii") as f:
+                    times[(pid, int(tid))] = int(f.read().split()[0]) / 1e9
+            except (OSError, ValueError, IndexError):
+                pass
+    return times
+
+
 # --------------------------------------------------------------- loadgen
 
 
-def run_loadgen(args, timeout, skip=(), measured=None):
+def run_loadgen(args, timeout, skip=(), measured=None, pin=True):
     """Runs loadgen pinned to the client CPU; (exit code, JSON or None,
     stderr). With `measured` (a dict), also measures the CPU that every
     other process (but those in `skip`) used while loadgen ran, in cores,
     into measured["cpu"]."""
-    proc = subprocess.Popen(["taskset", "-c", CLIENT_CPU, LOADGEN, *args], stdout=subprocess.PIPE,
+    pinning = ["taskset", "-c", CLIENT_CPU] if pin else []
+    proc = subprocess.Popen([*pinning, LOADGEN, *args], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     skip = set(skip) | {proc.pid, os.getpid()}
     before, t0 = process_ticks(), time.monotonic()
@@ -432,12 +518,42 @@ def selected(args, name):
     return not args.rows or name in args.rows
 
 
+class Spread:
+    """The connection spread over a server's epoll instances, sampled
+    `at` seconds after it starts, and its threads' CPU until finish()."""
+
+    def __init__(self, pids, at):
+        import threading
+        self.pids = pids
+        self.before = epoll_sizes(pids)
+        self.cpu0, self.t0 = thread_cpu(pids), time.monotonic()
+        self.during = {}
+        self.timer = threading.Timer(at, self.sample)
+        self.timer.start()
+
+    def sample(self):
+        self.during = epoll_sizes(self.pids)
+
+    def finish(self):
+        self.timer.join()
+        cpu1, t1 = thread_cpu(self.pids), time.monotonic()
+        conns = sorted((n - self.before.get(k, 0) for k, n in self.during.items()), reverse=True)
+        shares = sorted(((cpu1[k] - self.cpu0.get(k, 0.0)) / (t1 - self.t0) for k in cpu1), reverse=True)
+        return {"epoll_conns": conns,
+                "epoll_max_min": conns[0] / conns[-1] if len(conns) > 1 and conns[-1] > 0 else None,
+                "thread_cpu": [round(x, 2) for x in shares if x >= 0.01]}
+
+
 # --------------------------------------------------------- one measure
 
 
-def measure(args, scenario, table, server, loadgen_args, record, timeout, perf_window=None):
+def measure(args, scenario, table, server, loadgen_args, record, timeout, perf_window=None,
+            pin=True, spread_at=None):
     """Starts `server`, runs loadgen with `loadgen_args(addr, pids)`, stops
-    the server; returns the JSON line, with the row's fields added."""
+    the server; returns the JSON line, with the row's fields added. With
+    `spread_at` (seconds into loadgen's run), also records how many
+    connections each of the server's epoll instances held then, and each
+    server thread's share of a core over loadgen's run."""
     quiet = wait_quiet(limit=args.quiet_limit)
     if quiet is None:
         log(f"run.py: the machine was not quiet for {args.quiet_limit:.0f} s; measuring {server.name} anyway")
@@ -453,8 +569,11 @@ def measure(args, scenario, table, server, loadgen_args, record, timeout, perf_w
         perf = Perf(server.pids[0], *perf_window) if perf_window and args.perf else None
         skip = set(server.pids) | ({perf.proc.pid} if perf and perf.proc else set())
         measured = {}
-        rc, line, err = run_loadgen(argv, timeout, skip=skip, measured=measured)
+        spread = Spread(server.pids, spread_at) if spread_at else None
+        rc, line, err = run_loadgen(argv, timeout, skip=skip, measured=measured, pin=pin)
         syscalls = perf.count() if perf else None
+        if spread:
+            result.update(spread.finish())
     finally:
         server.stop()
     if line is None:
@@ -607,7 +726,129 @@ def scenario_chat(args, record):
                     rows, "tokio_ct", "p99_us", lower_is_better=True)
 
 
-SCENARIOS = {"echo": scenario_echo, "idle": scenario_idle, "files": scenario_files, "chat": scenario_chat}
+def shard_rows(args, kind):
+    """The rows of the shards scenario: nothing pinned, two cores for the
+    server (and the load)."""
+    program = "chat" if kind == "chat" else "echo"
+    mt = [f"{PEERS}/target/release/tokio_{program}", "--flavor", "multi_thread", "--workers", "2",
+          "--nodelay", "127.0.0.1:0"]
+    rows = [("tokio_mt", lambda: Server("tokio_mt", mt, ["tcp"], pin=False))]
+    if program == "echo":
+        c = f"{WORK}/c_epoll_echo"
+        rows.append(("c_epoll_x2", lambda: Pair("c_epoll_x2", lambda addr: [c, addr, "--reuseport"])))
+    extra = ["--max-clients", "20000"] if kind == "chat" else []
+    # Paced, one shard beside two: what sharding costs per request.
+    threads = [("evloop", "2"), ("evloop_1", "1")] if kind == "paced" else [("evloop", "2")]
+    for name, n in threads:
+        argv = [f"{args.examples}/{program}", "--threads", n, "--tcp", "127.0.0.1:0", *extra]
+        rows.append((name, lambda argv=argv, name=name: Server(name, argv, ["tcp"], pin=False)))
+    return [(n, m) for n, m in rows if selected(args, n)]
+
+
+def measure_wrk(args, server, record, table, duration):
+    """wrk -t1 -c50 GETs a 1 KiB file over keep-alive; the server's CPU
+    (all its processes and threads) over the run."""
+    quiet = wait_quiet(limit=args.quiet_limit)
+    result = {"row": server.name, "scenario": "shards", "table": table, "server_cmd": server.argv,
+              "quiet_wait_s": quiet}
+    failure = server.start()
+    if failure:
+        result.update(ok=False, failure=failure)
+        record(result)
+        return result
+    try:
+        pids = server.pids
+        cpu0 = sum(thread_cpu(pids).values())
+        t0 = time.monotonic()
+        proc = subprocess.Popen(["wrk", "-t1", "-c50", f"-d{duration:g}s", "--latency",
+                                 f"http://{server.addrs['http']}/small.bin"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        out, err = proc.communicate(timeout=duration + 30)
+        t1 = time.monotonic()
+        cpu1 = sum(thread_cpu(pids).values())
+    finally:
+        server.stop()
+    rps = p99 = None
+    for line in out.splitlines():
+        words = line.split()
+        if line.startswith("Requests/sec:"):
+            rps = float(words[1])
+        elif words[:1] == ["99%"]:
+            p99 = wrk_us(words[1])
+    result.update(rps=rps, p99_us=p99, server_cpu=round((cpu1 - cpu0) / (t1 - t0), 2),
+                  ok=proc.returncode == 0 and rps is not None and "Non-2xx" not in out)
+    if not result["ok"]:
+        result["failure"] = f"wrk exit {proc.returncode}: {(err or out).strip()[-200:]}"
+    record(result)
+    return result
+
+
+def wrk_us(text):
+    """wrk's latency ('730.00us', '1.51ms', '2.01s') in microseconds."""
+    for unit, factor in (("us", 1), ("ms", 1e3), ("s", 1e6)):
+        if text.endswith(unit):
+            return float(text[: -len(unit)]) * factor
+    return None
+
+
+def scenario_shards(args, record):
+    """Several cores for the server: nothing is pinned (two cores here, so
+    the load shares them with the server)."""
+    warmup = 0.2 if args.quick else 1
+    duration = args.duration or (1 if args.quick else 5)
+    conns = 100 if args.quick else 1000
+    # Closed-loop echo.
+    title = f"echo 64 B, {conns} conns, depth 1 (unpinned)"
+    rows = [measure(args, "shards", title, make(),
+                    lambda addrs, pids: ["echo", "--tcp", addrs["tcp"], "--conns", str(conns), "--size", "64",
+                                         "--depth", "1", "--duration", str(duration), "--warmup",
+                                         str(warmup), "--pid", pids],
+                    record, timeout=duration + 60, pin=False, spread_at=warmup + duration / 2)
+            for name, make in shard_rows(args, "echo")]
+    print_table(title, [("rps", "rps", ","), ("p99 µs", "p99_us", ","), ("conns per epoll", "epoll_conns", ""),
+                        ("max/min", "epoll_max_min", ".2f"), ("cpu per thread", "thread_cpu", ""),
+                        *CPU_COLUMNS], rows, "tokio_mt", "rps")
+    # Paced echo: what sharding costs per request.
+    rate = 5000 if args.quick else 50000
+    title = f"echo 64 B, 100 conns, paced at {rate:,} req/s (unpinned)"
+    rows = [measure(args, "shards", title, make(),
+                    lambda addrs, pids: ["echo", "--tcp", addrs["tcp"], "--conns", "100", "--size", "64",
+                                         "--depth", "1", "--duration", str(duration), "--warmup",
+                                         str(warmup), "--rate", str(rate), "--pid", pids],
+                    record, timeout=duration + 60, pin=False)
+            for name, make in shard_rows(args, "paced")]
+    print_table(title, [("srv µs/req", "server_us_per_req", ".2f"), ("rps", "rps", ","),
+                        ("p99 µs", "p99_us", ","), *CPU_COLUMNS],
+                rows, "tokio_mt", "server_us_per_req", lower_is_better=True)
+    # Chat.
+    receivers, rate = (100, 50) if args.quick else (1000, 200)
+    title = f"chat {receivers} receivers + 10 senders, {rate} lines/s (unpinned)"
+    rows = [measure(args, "shards", title, make(),
+                    lambda addrs, pids: ["chat", "--tcp", addrs["tcp"], "--receivers", str(receivers),
+                                         "--senders", "10", "--rate", str(rate), "--duration", str(duration),
+                                         "--pid", pids],
+                    record, timeout=duration + 90, pin=False)
+            for name, make in shard_rows(args, "chat")]
+    print_table(title, [("p50 µs", "p50_us", ","), ("p99 µs", "p99_us", ","),
+                        ("delivered", "delivered", ".4f"), ("srv µs/line", "server_us_per_line", ".1f"),
+                        *CPU_COLUMNS], rows, "tokio_mt", "p99_us", lower_is_better=True)
+    # Files over keep-alive with wrk.
+    if nginx_path() is None or not have("wrk"):
+        log("run.py: shards: the wrk table needs nginx and wrk (apt-get install nginx wrk); skipped")
+        return
+    make_data(args.data, "quick.bin" if args.quick else "big.bin", (64 << 20) if args.quick else BIG)
+    title = "wrk -t1 -c50, 1 KiB file over keep-alive (unpinned)"
+    ex = args.examples
+    servers = [("nginx_x2", lambda: Nginx("nginx_x2", args.data, WORK, workers=2, pin=False)),
+               ("evloop", lambda: Server("evloop", [f"{ex}/file_server", "--threads", "2", "--http",
+                                                     "127.0.0.1:0", "--root", args.data], ["http"], pin=False))]
+    rows = [measure_wrk(args, make(), record, title, duration) for name, make in servers if selected(args, name)]
+    print_table(title, [("req/s", "rps", ","), ("p99 µs", "p99_us", ","), ("srv cpu", "server_cpu", ".2f")],
+                rows, "nginx_x2", "rps")
+
+
+SCENARIOS = {"echo": scenario_echo, "idle": scenario_idle, "files": scenario_files, "chat": scenario_chat,
+             "shards": scenario_shards}
 
 
 def main():

@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::Duration;
 
-use super::{deliver, MemberId, Outbox, Outcome, Room, RoomFull, ROOM_FULL};
+use super::{send_out, Link, MemberId, Outbox, Outcome, Room, RoomFull, ROOM_FULL};
 use crate::{Addr, CloseReason, Context, DatagramHandler, TimerId};
 
 /// The datagram side of a [`Chat`](super::Chat) room: each peer address
@@ -46,6 +46,8 @@ use crate::{Addr, CloseReason, Context, DatagramHandler, TimerId};
 #[derive(Debug)]
 pub struct ChatDatagram {
     room: Rc<RefCell<Room>>,
+    /// The other shards, for a sharded room.
+    link: Option<Rc<Link>>,
     /// Each greeted or member peer, by address ...
     peers: HashMap<Addr, PeerPhase>,
     /// ... and the address of each timer, so a firing timer is found in O(1).
@@ -69,9 +71,10 @@ enum PeerPhase {
 
 impl ChatDatagram {
     /// A handler with no peers yet, for `room`.
-    pub(super) fn new(room: Rc<RefCell<Room>>) -> ChatDatagram {
+    pub(super) fn new(room: Rc<RefCell<Room>>, link: Option<Rc<Link>>) -> ChatDatagram {
         ChatDatagram {
             room,
+            link,
             peers: HashMap::new(),
             timers: HashMap::new(),
         }
@@ -109,7 +112,7 @@ impl ChatDatagram {
         };
         self.timers.insert(timer, from.clone());
         self.peers.insert(from.clone(), PeerPhase::Greeted { timer });
-        deliver(cx, &mut out);
+        send_out(cx, &mut out, &self.room, self.link.as_deref());
     }
 
     /// `Greeted -> Member`: the others are told it joined; its greeting
@@ -123,7 +126,7 @@ impl ChatDatagram {
         };
         cx.reset_timer(timer, idle_timeout);
         self.peers.insert(from.clone(), PeerPhase::Member { idle: timer });
-        deliver(cx, &mut out);
+        send_out(cx, &mut out, &self.room, self.link.as_deref());
     }
 
     /// `Greeted, Member -> Stranger`: forgets a peer that left the room,
@@ -166,7 +169,7 @@ impl DatagramHandler for ChatDatagram {
                 None => room.line_too_long(&id, &mut out),
             }
         };
-        deliver(cx, &mut out);
+        send_out(cx, &mut out, &self.room, self.link.as_deref());
         if outcome == Outcome::Left {
             self.forget(cx, from);
         }
@@ -185,7 +188,7 @@ impl DatagramHandler for ChatDatagram {
         };
         let mut out = Outbox::new();
         self.room.borrow_mut().leave(&id, &mut out);
-        deliver(cx, &mut out);
+        send_out(cx, &mut out, &self.room, self.link.as_deref());
     }
 
     fn on_shutdown(&mut self, cx: &mut Context<'_>) {
@@ -203,7 +206,7 @@ impl DatagramHandler for ChatDatagram {
                 addr,
             };
             self.room.borrow_mut().leave(&id, &mut out);
-            deliver(cx, &mut out);
+            send_out(cx, &mut out, &self.room, self.link.as_deref());
         }
     }
 }

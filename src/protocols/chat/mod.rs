@@ -50,22 +50,57 @@
 //!   reactor ([`OverflowPolicy::Close`]); the room goes on without it;
 //! - at shutdown the room empties at once, without `left` notices to
 //!   members that are themselves leaving; output already queued is flushed.
+//!
+//! **One room over several shards** ([`crate::shard`], [`Chat::sharded`]).
+//! Each shard keeps its own members (the connections its listeners
+//! accepted, the peers of its datagram sockets) in its own [`Room`], and
+//! delivers to them itself. What must be one for the whole room, the nick
+//! registry (unique without regard to ASCII case), the member count
+//! against `max_clients` (and the datagram members' half of it) and the
+//! join order `/who` lists, lives in one [`SharedRoom`] behind a short
+//! `std::sync::Mutex`: a join, a `/nick` or a `/who` is answered in the
+//! same callback as with one reactor, where a registry owned by one shard
+//! would make every join and rename wait for that shard's turn and keep
+//! half-done requests in the handlers. Nothing under the lock does IO or
+//! fans out; the longest critical section is `/who`'s copy of the nicks.
+//!
+//! A line a member's shard broadcasts (a said line, a join, a leave, a
+//! rename) is delivered by that shard to its own members and sent *once*
+//! to each other shard ([`Shards::send`]) as an `Arc<[u8]>` (converted
+//! once from the room's `Rc<[u8]>`); there it becomes one `Rc<[u8]>`
+//! again, shared by the write queues of that shard's members
+//! ([`Room::relay`]). A line costs each other shard one message, and all
+//! the messages of one turn for one shard travel as one batch, one
+//! wakeup. Messages from one shard to another run in the order sent, so
+//! each sender's lines arrive in order everywhere. A shard so far behind
+//! that its queue from this one is full ([`SendError::Full`]) misses the
+//! lines sent meanwhile: they are dropped for it alone, never waited for,
+//! and a warning is logged once per such episode. With one shard
+//! ([`Chat::new`], or [`Chat::sharded`] with one shard) nothing is shared
+//! and nothing is sent: the room is exactly the single-reactor room.
 
 mod command;
 mod datagram;
 mod room;
+mod shared;
 
-use std::cell::RefCell;
-use std::rc::Rc;
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::{Rc, Weak};
+use std::sync::Arc;
 use std::time::Duration;
+
+use log::{debug, info, warn};
 
 pub use command::{is_valid_nick, parse, Command, MAX_NICK};
 pub use datagram::{ChatDatagram, GREETING_TIMEOUT};
 pub use room::{Delivery, MemberId, Outbox, Outcome, Room, RoomFull, MAX_WHO_DATAGRAM, ROOM_FULL};
+pub use shared::SharedRoom;
 
 use crate::codec::line::{decode_line, LineStatus};
+use crate::shard::{SendError, Shards};
 use crate::{
-    Addr, CloseReason, ConnectionOptions, Context, ListenerOptions, OverflowPolicy, StreamFactory,
+    Addr, CloseReason, ConnectionOptions, Context, ListenerOptions, OverflowPolicy, Reactor, StreamFactory,
     StreamHandler, TimerId,
 };
 
@@ -120,6 +155,7 @@ impl Default for ChatConfig {
 #[derive(Debug, Clone)]
 pub struct Chat {
     room: Rc<RefCell<Room>>,
+    link: Option<Rc<Link>>,
 }
 
 impl Chat {
@@ -127,6 +163,52 @@ impl Chat {
     pub fn new(config: ChatConfig) -> Chat {
         Chat {
             room: Rc::new(RefCell::new(Room::new(config))),
+            link: None,
+        }
+    }
+
+    /// This shard's part of a room spread over every shard of `shards`:
+    /// call it in each shard's setup with the same `shared` (made once,
+    /// before [`shard::run`](crate::shard::run)) and the same `config`.
+    /// The room is then one room (see the module docs): notices, `/who`,
+    /// unique nicks and `max_clients` cover every shard. With one shard it
+    /// is [`Chat::new`]: `shared` is not used.
+    ///
+    /// ```no_run
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use evloop::protocols::chat::{Chat, ChatConfig, SharedRoom};
+    /// use evloop::shard::{self, ShardOptions};
+    /// use evloop::ListenerOptions;
+    ///
+    /// let shared = SharedRoom::new();
+    /// let options = ShardOptions { threads: 2, ..ShardOptions::default() };
+    /// shard::run(options, |reactor, shards| {
+    ///     let chat = Chat::sharded(ChatConfig::default(), shards, &shared);
+    ///     let listener = ListenerOptions { reuse_port: true, ..chat.listener_options() };
+    ///     reactor.listen_tcp_with("127.0.0.1:7100".parse().expect("addr"), listener, chat)?;
+    ///     Ok(())
+    /// })?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn sharded(config: ChatConfig, shards: &Shards, shared: &SharedRoom) -> Chat {
+        if shards.count() <= 1 {
+            return Chat::new(config);
+        }
+        let room = Rc::new(RefCell::new(Room::sharded(config, shared.clone())));
+        PARTS.with(|parts| {
+            let mut parts = parts.borrow_mut();
+            parts.retain(|_, part| part.strong_count() > 0);
+            parts.insert(shared.id(), Rc::downgrade(&room));
+        });
+        let link = Link {
+            shards: shards.clone(),
+            room: shared.id(),
+            lagging: (0..shards.count()).map(|_| Cell::new(0)).collect(),
+        };
+        Chat {
+            room,
+            link: Some(Rc::new(link)),
         }
     }
 
@@ -157,24 +239,24 @@ impl Chat {
 
     /// A handler that makes a datagram socket's peers members of this room.
     pub fn datagram_handler(&self) -> ChatDatagram {
-        ChatDatagram::new(Rc::clone(&self.room))
+        ChatDatagram::new(Rc::clone(&self.room), self.link.clone())
     }
 
     /// How many slots of the room are held: its members, and the datagram
-    /// peers greeted but not yet joined.
+    /// peers greeted but not yet joined (over every shard, for a sharded
+    /// room).
     pub fn member_count(&self) -> usize {
-        self.room.borrow().len()
+        let room = self.room.borrow();
+        match room.shared() {
+            None => room.len(),
+            Some(shared) => shared.member_count(),
+        }
     }
 
     /// Every member's nick, in the order they joined (as `/who` lists them:
     /// greeted datagram peers are not members yet).
     pub fn nicks(&self) -> Vec<String> {
-        self.room
-            .borrow()
-            .nicks()
-            .into_iter()
-            .map(str::to_owned)
-            .collect()
+        self.room.borrow().all_nicks()
     }
 }
 
@@ -182,6 +264,7 @@ impl StreamFactory for Chat {
     fn new_handler(&mut self, _peer: &Addr) -> Box<dyn StreamHandler> {
         Box::new(ChatMember {
             room: Rc::clone(&self.room),
+            link: self.link.clone(),
             phase: Phase::Connecting,
         })
     }
@@ -209,6 +292,8 @@ enum Phase {
 #[derive(Debug)]
 pub struct ChatMember {
     room: Rc<RefCell<Room>>,
+    /// The other shards, for a sharded room.
+    link: Option<Rc<Link>>,
     phase: Phase,
 }
 
@@ -225,7 +310,7 @@ impl ChatMember {
             self.room
                 .borrow_mut()
                 .leave(&MemberId::Stream(cx.key()), &mut out);
-            deliver(cx, &mut out);
+            send_out(cx, &mut out, &self.room, self.link.as_deref());
         }
         self.phase = Phase::Left;
         cx.close();
@@ -251,7 +336,7 @@ impl StreamHandler for ChatMember {
                 self.phase = Phase::Active {
                     idle: cx.set_timer(idle_timeout),
                 };
-                deliver(cx, &mut out);
+                send_out(cx, &mut out, &self.room, self.link.as_deref());
             }
             Err(RoomFull) => {
                 self.phase = Phase::Refused;
@@ -294,7 +379,7 @@ impl StreamHandler for ChatMember {
             };
             // One line at a time: a chunk of many lines for many members
             // never holds more than one line's deliveries.
-            deliver(cx, &mut out);
+            send_out(cx, &mut out, &self.room, self.link.as_deref());
             if outcome == Outcome::Left {
                 self.phase = Phase::Left;
                 cx.close();
@@ -327,9 +412,18 @@ impl StreamHandler for ChatMember {
             self.room
                 .borrow_mut()
                 .leave(&MemberId::Stream(cx.key()), &mut out);
-            deliver(cx, &mut out);
+            send_out(cx, &mut out, &self.room, self.link.as_deref());
         }
         self.phase = Phase::Left;
+    }
+}
+
+/// Sends what the room asked for ([`deliver`]), then, for a sharded room,
+/// the lines it broadcast to the other shards ([`Link::forward`]).
+fn send_out(cx: &mut Context<'_>, out: &mut Outbox, room: &RefCell<Room>, link: Option<&Link>) {
+    deliver(cx, out);
+    if let Some(link) = link {
+        link.forward(room);
     }
 }
 
@@ -346,6 +440,92 @@ fn deliver(cx: &mut Context<'_>, out: &mut Outbox) {
             MemberId::Datagram { socket, addr } => {
                 let bare = line.strip_suffix(b"\n").unwrap_or(&line);
                 cx.source(socket).send_datagram(&addr, bare);
+            }
+        }
+    }
+}
+
+thread_local! {
+    /// This thread's part of each sharded room, by the room's number: how a
+    /// message from another shard (a `Send` closure, which cannot carry an
+    /// `Rc`) finds the members it is for.
+    static PARTS: RefCell<HashMap<u64, Weak<RefCell<Room>>>> = RefCell::new(HashMap::new());
+}
+
+/// A sharded room's way to the other shards.
+struct Link {
+    shards: Shards,
+    /// The room's number ([`SharedRoom`]).
+    room: u64,
+    /// Per shard: lines dropped for it since its queue from this shard
+    /// filled (0: not lagging).
+    lagging: Vec<Cell<u64>>,
+}
+
+impl std::fmt::Debug for Link {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Link")
+            .field("shards", &self.shards)
+            .field("room", &self.room)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Link {
+    /// Sends each line the room broadcast since the last call, once, to
+    /// each other shard, in order. A shard whose queue from this one is
+    /// full misses the line (warned once per episode); a stopped one is
+    /// skipped.
+    fn forward(&self, room: &RefCell<Room>) {
+        let lines = room.borrow_mut().take_forwarded();
+        let me = self.shards.id();
+        for (line, stamp) in lines {
+            let line: Arc<[u8]> = Arc::from(&line[..]);
+            for to in (0..self.shards.count()).filter(|&to| to != me) {
+                let id = self.room;
+                let bytes = Arc::clone(&line);
+                match self
+                    .shards
+                    .send(to, move |reactor| relay(reactor, id, &bytes, stamp))
+                {
+                    Ok(()) => {
+                        let dropped = self.lagging[to].replace(0);
+                        if dropped > 0 {
+                            info!("chat: shard {to} caught up; {dropped} lines were dropped for its members");
+                        }
+                    }
+                    Err(SendError::Full(_)) => {
+                        let dropped = self.lagging[to].get();
+                        if dropped == 0 {
+                            warn!("chat: shard {to} is too far behind: lines for its members are dropped until it catches up");
+                        }
+                        self.lagging[to].set(dropped + 1);
+                    }
+                    Err(SendError::Stopped(_)) => debug!("chat: shard {to} has stopped; line not sent"),
+                }
+            }
+        }
+    }
+}
+
+/// Runs on the shard a line was sent to: its members get it, sharing one
+/// copy of it.
+fn relay(reactor: &mut Reactor, room: u64, line: &Arc<[u8]>, stamp: u64) {
+    let part = PARTS.with(|parts| parts.borrow().get(&room).and_then(Weak::upgrade));
+    let Some(part) = part else {
+        return;
+    };
+    let line: Rc<[u8]> = Rc::from(&line[..]);
+    let mut out = Outbox::new();
+    part.borrow().relay(&line, stamp, &mut out);
+    for Delivery { to, line } in out.drain(..) {
+        match to {
+            MemberId::Stream(key) => {
+                reactor.send_shared_to(key, &line);
+            }
+            MemberId::Datagram { socket, addr } => {
+                let bare = line.strip_suffix(b"\n").unwrap_or(&line);
+                reactor.send_datagram_to(socket, &addr, bare);
             }
         }
     }

@@ -36,6 +36,13 @@
 //! - every line the room produces is one line: it ends in `\n` and holds no
 //!   other `\n`; text and nicks from members hold no control character but
 //!   tab, and no U+2028 or U+2029 ([`crate::text`]).
+//!
+//! A room made with [`Room::sharded`] is one shard's part of a room spread
+//! over several shards: it keeps this shard's members, while the nicks,
+//! the count against `max_clients` and the join order live in the
+//! [`SharedRoom`] all parts share. Each line it broadcasts is also kept,
+//! once, for the other shards ([`Room::take_forwarded`]), and a line from
+//! another shard reaches this part's members through [`Room::relay`].
 
 use std::collections::HashMap;
 use std::fmt;
@@ -44,6 +51,7 @@ use std::rc::Rc;
 use log::debug;
 
 use super::command::{self, Command};
+use super::shared::SharedRoom;
 use super::ChatConfig;
 use crate::text::{is_unsafe_char, sanitize, sanitize_lossy};
 use crate::{Addr, Key};
@@ -136,12 +144,22 @@ struct Member {
 pub struct Room {
     config: ChatConfig,
     members: HashMap<MemberId, Member>,
-    /// Every member's nick, ASCII-lowercased, to its holder.
+    /// Every member's nick, ASCII-lowercased, to its holder (unused when
+    /// `shared`: the registry holds them).
     nicks: HashMap<String, MemberId>,
-    /// How many members are datagram peers, greeted or present.
+    /// How many members are datagram peers, greeted or present (this
+    /// part's, when `shared`).
     datagram_members: usize,
     next_seq: u64,
     closed: bool,
+    /// The registry of a room spread over shards, if it is.
+    shared: Option<SharedRoom>,
+    /// Lines broadcast here, for the other shards (only when `shared`),
+    /// each with the room's clock when it was said.
+    forwarded: Vec<(Rc<[u8]>, u64)>,
+    /// The clock a sharded room's next broadcast is stamped with, if the
+    /// operation that makes it knows better than the clock's value then.
+    stamp: Option<u64>,
 }
 
 impl Room {
@@ -154,6 +172,54 @@ impl Room {
             datagram_members: 0,
             next_seq: 0,
             closed: false,
+            shared: None,
+            forwarded: Vec::new(),
+            stamp: None,
+        }
+    }
+
+    /// One shard's part of a room spread over several shards: this
+    /// shard's members are kept here, the nicks, the count against
+    /// `max_clients` and the join order in `shared`, which every part of
+    /// the room is given.
+    pub fn sharded(config: ChatConfig, shared: SharedRoom) -> Room {
+        Room {
+            shared: Some(shared),
+            ..Room::new(config)
+        }
+    }
+
+    /// The registry, if this room is one shard's part of a room.
+    pub fn shared(&self) -> Option<&SharedRoom> {
+        self.shared.as_ref()
+    }
+
+    /// Takes the lines this part broadcast since the last call, in order,
+    /// each with its stamp: each is for the members of every other shard
+    /// ([`Room::relay`]). Always empty for a room that is not sharded.
+    pub fn take_forwarded(&mut self) -> Vec<(Rc<[u8]>, u64)> {
+        std::mem::take(&mut self.forwarded)
+    }
+
+    /// A line broadcast on another shard, stamped `stamp`: one delivery
+    /// of it to each of this part's present members that had joined by
+    /// then (join number at most `stamp`), all sharing `line`. A member
+    /// that joined later is not told of what came before its join, as on
+    /// one reactor.
+    pub fn relay(&self, line: &Rc<[u8]>, stamp: u64, out: &mut Outbox) {
+        if self.closed {
+            return;
+        }
+        out.reserve(self.members.len());
+        let present = self
+            .members
+            .iter()
+            .filter(|(_, m)| m.presence == Presence::Present && m.seq <= stamp);
+        for (id, _) in present {
+            out.push(Delivery {
+                to: id.clone(),
+                line: Rc::clone(line),
+            });
         }
     }
 
@@ -163,7 +229,7 @@ impl Room {
     }
 
     /// How many slots are held: every member, stream and datagram, present
-    /// or greeted.
+    /// or greeted (of this part, for a sharded room).
     pub fn len(&self) -> usize {
         self.members.len()
     }
@@ -174,9 +240,15 @@ impl Room {
     }
 
     /// Whether a stream member's join would be refused: `max_clients`
-    /// members, or closed.
+    /// members (of the whole room, for a sharded room), or closed.
     pub fn is_full(&self) -> bool {
-        self.closed || self.members.len() >= self.config.max_clients
+        if self.closed {
+            return true;
+        }
+        match &self.shared {
+            None => self.members.len() >= self.config.max_clients,
+            Some(shared) => shared.is_full(self.config.max_clients),
+        }
     }
 
     /// Most datagram members, greeted ones included: half of
@@ -204,7 +276,8 @@ impl Room {
     }
 
     /// Every present member's nick, in the order they joined (greeted
-    /// members are not listed).
+    /// members are not listed); of this part only, for a sharded room (see
+    /// [`Room::all_nicks`]).
     pub fn nicks(&self) -> Vec<&str> {
         let mut members: Vec<&Member> = self
             .members
@@ -213,6 +286,15 @@ impl Room {
             .collect();
         members.sort_unstable_by_key(|m| m.seq);
         members.into_iter().map(|m| m.nick.as_str()).collect()
+    }
+
+    /// Every present member's nick in the whole room, in the order they
+    /// joined: what `/who` lists.
+    pub fn all_nicks(&self) -> Vec<String> {
+        match &self.shared {
+            None => self.nicks().into_iter().map(str::to_owned).collect(),
+            Some(shared) => shared.nicks(),
+        }
     }
 
     /// Adds member `id` as `nick` (its peer address, by the protocol), and
@@ -234,6 +316,7 @@ impl Room {
             return Ok(());
         }
         let nick = self.add(id.clone(), nick, Presence::Present)?;
+        self.stamp = self.members.get(&id).map(|m| m.seq);
         debug!("chat: {nick} joined");
         self.tell(&id, &format!("* welcome {nick}"), out);
         self.broadcast(&format!("* {nick} joined"), Some(&id), out);
@@ -273,10 +356,16 @@ impl Room {
         let Some(member) = greeted else {
             return false;
         };
-        self.next_seq += 1;
         member.presence = Presence::Present;
-        member.seq = self.next_seq;
+        member.seq = match &self.shared {
+            None => {
+                self.next_seq += 1;
+                self.next_seq
+            }
+            Some(shared) => shared.confirm(&member.nick),
+        };
         let nick = member.nick.clone();
+        self.stamp = Some(member.seq);
         debug!("chat: {nick} joined");
         self.broadcast(&format!("* {nick} joined"), Some(id), out);
         true
@@ -289,8 +378,19 @@ impl Room {
         let Some(member) = self.members.remove(id) else {
             return false;
         };
-        self.nicks.remove(&nick_key(&member.nick));
-        if matches!(id, MemberId::Datagram { .. }) {
+        let datagram = matches!(id, MemberId::Datagram { .. });
+        match &self.shared {
+            None => {
+                self.nicks.remove(&nick_key(&member.nick));
+            }
+            Some(shared) => {
+                let seq = (member.presence == Presence::Present).then_some(member.seq);
+                let when = shared.remove([(member.nick.as_str(), datagram, seq)]);
+                // Only a present member's leave is broadcast.
+                self.stamp = seq.map(|_| when);
+            }
+        }
+        if datagram {
             self.datagram_members -= 1;
         }
         match member.presence {
@@ -350,6 +450,16 @@ impl Room {
             debug!("chat: room closed with {} members", self.members.len());
         }
         self.closed = true;
+        if let Some(shared) = &self.shared {
+            // This part's members free their slots and nicks, in one
+            // critical section; the other shards are not told.
+            shared.remove(self.members.iter().map(|(id, m)| {
+                let datagram = matches!(id, MemberId::Datagram { .. });
+                let seq = (m.presence == Presence::Present).then_some(m.seq);
+                (m.nick.as_str(), datagram, seq)
+            }));
+        }
+        self.forwarded.clear();
         self.members.clear();
         self.nicks.clear();
         self.datagram_members = 0;
@@ -364,6 +474,9 @@ impl Room {
     /// the room is full; returns the nick given.
     fn add(&mut self, id: MemberId, nick: String, presence: Presence) -> Result<String, RoomFull> {
         let datagram = matches!(id, MemberId::Datagram { .. });
+        if let Some(shared) = &self.shared {
+            return self.add_shared(shared.clone(), id, nick, presence);
+        }
         if self.is_full() || (datagram && self.datagram_members >= self.max_datagram_members()) {
             return Err(RoomFull);
         }
@@ -390,16 +503,44 @@ impl Room {
         Ok(nick)
     }
 
+    /// [`Room::add`] for a sharded room: the slot and the nick are
+    /// claimed in the registry, in one critical section.
+    fn add_shared(
+        &mut self,
+        shared: SharedRoom,
+        id: MemberId,
+        nick: String,
+        presence: Presence,
+    ) -> Result<String, RoomFull> {
+        if self.closed {
+            return Err(RoomFull);
+        }
+        let datagram = matches!(id, MemberId::Datagram { .. });
+        let nick = if nick.contains(is_unsafe_char) {
+            sanitize(&nick).into_owned()
+        } else {
+            nick
+        };
+        let present = presence == Presence::Present;
+        let (nick, seq) = shared.add(nick, datagram, present, self.config.max_clients)?;
+        if datagram {
+            self.datagram_members += 1;
+        }
+        self.members.insert(
+            id,
+            Member {
+                nick: nick.clone(),
+                seq,
+                presence,
+            },
+        );
+        Ok(nick)
+    }
+
     /// `nick`, or `nick#N` with the first free N from the next join number
     /// on when `nick` is taken in any case.
     fn unique_nick(&self, nick: String) -> String {
-        if !self.nicks.contains_key(&nick_key(&nick)) {
-            return nick;
-        }
-        (self.next_seq..)
-            .map(|n| format!("{nick}#{n}"))
-            .find(|candidate| !self.nicks.contains_key(&nick_key(candidate)))
-            .expect("a free suffix: the room holds finitely many nicks")
+        unique_nick(nick, self.next_seq, |key| self.nicks.contains_key(key))
     }
 
     /// Renames `id` from `old` to `new`, or tells it why not. A member may
@@ -413,11 +554,22 @@ impl Room {
         if new == old {
             return self.tell(id, &format!("* error: you are already {new}"), out);
         }
-        if self.nicks.get(&nick_key(new)).is_some_and(|holder| holder != id) {
-            return self.tell(id, &format!("* error: nick {new} is taken"), out);
+        match &self.shared {
+            None => {
+                if self.nicks.get(&nick_key(new)).is_some_and(|holder| holder != id) {
+                    return self.tell(id, &format!("* error: nick {new} is taken"), out);
+                }
+                self.nicks.remove(&nick_key(old));
+                self.nicks.insert(nick_key(new), id.clone());
+            }
+            Some(shared) => {
+                let seq = self.members.get(id).map(|m| m.seq);
+                let Some(when) = shared.rename(old, new, seq) else {
+                    return self.tell(id, &format!("* error: nick {new} is taken"), out);
+                };
+                self.stamp = Some(when);
+            }
         }
-        self.nicks.remove(&nick_key(old));
-        self.nicks.insert(nick_key(new), id.clone());
         if let Some(member) = self.members.get_mut(id) {
             member.nick = new.to_owned();
         }
@@ -435,7 +587,15 @@ impl Room {
             MemberId::Datagram { .. } => MAX_WHO_DATAGRAM,
         };
         let mut line = String::from(HEAD);
-        for nick in self.nicks() {
+        let all;
+        let nicks: Vec<&str> = match &self.shared {
+            None => self.nicks(),
+            Some(shared) => {
+                all = shared.nicks();
+                all.iter().map(String::as_str).collect()
+            }
+        };
+        for nick in nicks {
             if line.len() > HEAD.len() && line.len() + 1 + nick.len() > limit {
                 self.tell(id, &line, out);
                 line.truncate(HEAD.len());
@@ -455,8 +615,12 @@ impl Room {
     }
 
     /// One line for every present member but `except`, encoded once.
-    fn broadcast(&self, line: &str, except: Option<&MemberId>, out: &mut Outbox) {
+    fn broadcast(&mut self, line: &str, except: Option<&MemberId>, out: &mut Outbox) {
         let line = encode(line);
+        if let Some(shared) = &self.shared {
+            let stamp = self.stamp.take().unwrap_or_else(|| shared.clock());
+            self.forwarded.push((Rc::clone(&line), stamp));
+        }
         out.reserve(self.members.len());
         let present = self
             .members
@@ -472,8 +636,20 @@ impl Room {
 }
 
 /// The key a nick is unique by: its ASCII lowercase.
-fn nick_key(nick: &str) -> String {
+pub(super) fn nick_key(nick: &str) -> String {
     nick.to_ascii_lowercase()
+}
+
+/// `nick`, or `nick#N` with the first free N from `next` on when `nick`
+/// is taken in any case (`taken` is asked about nick keys).
+pub(super) fn unique_nick(nick: String, next: u64, taken: impl Fn(&str) -> bool) -> String {
+    if !taken(&nick_key(&nick)) {
+        return nick;
+    }
+    (next..)
+        .map(|n| format!("{nick}#{n}"))
+        .find(|candidate| !taken(&nick_key(candidate)))
+        .expect("a free suffix: the room holds finitely many nicks")
 }
 
 /// `line` and its `\n`, ready to share.
