@@ -3,7 +3,7 @@
 //! ```text
 //! chat [--tcp ADDR]... [--udp ADDR]... [--max-line BYTES] [--max-outbuf BYTES]
 //!      [--max-clients N] [--idle-timeout SECS] [--shutdown-timeout SECS]
-//!      [--threads N]
+//!      [--threads N [--balance]]
 //! ```
 //! With no listener flag: `--tcp 127.0.0.1:7100`.
 //!
@@ -52,6 +52,9 @@ struct Flags {
     /// Reactor threads, each serving every address, all one room (at least 1)
     #[arg(long, value_name = "N", default_value = "1", value_parser = common::threads)]
     threads: usize,
+    /// Hand each new TCP connection to the reactor holding the fewest (evloop extension)
+    #[arg(long)]
+    balance: bool,
 }
 
 fn main() -> ExitCode {
@@ -72,6 +75,7 @@ fn main() -> ExitCode {
         flags.threads,
         flags.shutdown_timeout,
         |reactor, shards, binder| {
+            binder.balance(flags.balance);
             let chat = Chat::sharded(config.clone(), shards, &shared);
             for &addr in &flags.tcp {
                 binder.tcp(reactor, "tcp", addr, chat.listener_options(), chat.clone());

@@ -1,7 +1,7 @@
 //! Echo server: TCP, UDP and Unix stream, on one thread or `--threads N`.
 //!
 //! ```text
-//! echo [--tcp ADDR]... [--udp ADDR]... [--unix PATH]... [--threads N]
+//! echo [--tcp ADDR]... [--udp ADDR]... [--unix PATH]... [--threads N [--balance]]
 //!      [--shutdown-timeout SECS]
 //! ```
 //! With no listener flag: `--tcp 127.0.0.1:7000 --udp 127.0.0.1:7000`.
@@ -40,6 +40,9 @@ struct Flags {
     /// Reactor threads, each serving every address (at least 1)
     #[arg(long, value_name = "N", default_value = "1", value_parser = common::threads)]
     threads: usize,
+    /// Hand each new TCP connection to the reactor holding the fewest (evloop extension)
+    #[arg(long)]
+    balance: bool,
     /// Seconds in-flight connections get to finish after SIGINT/SIGTERM
     #[arg(long, value_name = "SECS", default_value = "5", value_parser = common::seconds)]
     shutdown_timeout: Duration,
@@ -57,6 +60,7 @@ fn main() -> ExitCode {
         flags.threads,
         flags.shutdown_timeout,
         |reactor, _shards, binder| {
+            binder.balance(flags.balance);
             for &addr in &flags.tcp {
                 binder.tcp(reactor, "tcp", addr, Echo::listener_options(), |_: &Addr| Echo);
             }

@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! file_server [--tcp ADDR]... [--http ADDR]... [--root DIR] [--max-clients N]
-//!             [--idle-timeout SECS] [--threads N] [--shutdown-timeout SECS]
+//!             [--idle-timeout SECS] [--threads N [--balance]] [--shutdown-timeout SECS]
 //! ```
 //! With no listener flag: `--tcp 127.0.0.1:7200`; with any, exactly those
 //! named.
@@ -59,6 +59,9 @@ struct Flags {
     /// Reactor threads, each serving every address (at least 1)
     #[arg(long, value_name = "N", default_value = "1", value_parser = common::threads)]
     threads: usize,
+    /// Hand each new TCP connection to the reactor holding the fewest (evloop extension)
+    #[arg(long)]
+    balance: bool,
     /// Seconds in-flight downloads get to finish after SIGINT/SIGTERM
     #[arg(long, value_name = "SECS", default_value = "5", value_parser = common::seconds)]
     shutdown_timeout: Duration,
@@ -89,6 +92,7 @@ fn main() -> ExitCode {
         flags.threads,
         flags.shutdown_timeout,
         |reactor, _shards, binder| {
+            binder.balance(flags.balance);
             let files = FileServer::new(&flags.root)?.with_idle_timeout(flags.idle_timeout);
             let http = HttpServer::with_root(files.root().clone())
                 .with_idle_timeout(flags.idle_timeout)

@@ -71,6 +71,7 @@ compile_error!("evloop runs on Unix-like systems (it uses Unix sockets and sendf
 
 pub mod activation;
 mod addr;
+mod balance;
 pub mod codec;
 mod conn_state;
 mod connection;

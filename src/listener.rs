@@ -40,6 +40,7 @@ use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use crate::balance::Balance;
 use crate::connection::ConnectionOptions;
 use crate::services::{Services, TimerTask};
 use crate::sys::ListenSocket;
@@ -130,6 +131,15 @@ pub struct ListenerOptions {
     /// reads it. Unix listeners ignore it (a path has one listener), and so
     /// do the `adopt_` calls: an adopted socket is already bound.
     pub reuse_port: bool,
+    /// Balances the connections of one address over shards (default
+    /// `None`; an evloop extension): each shard binds its own listener of
+    /// the address with a clone of one [`Balance`], and a connection
+    /// accepted by a shard holding more than its share is handed to the
+    /// shard holding the fewest, which serves it as if its own listener had
+    /// accepted it (see [`Balance`] for the cost). Only TCP listeners bound
+    /// on a shard ([`shard::run`](crate::shard::run)) balance; elsewhere
+    /// it is ignored.
+    pub balance: Option<Balance>,
 }
 
 impl Default for ListenerOptions {
@@ -138,6 +148,7 @@ impl Default for ListenerOptions {
             max_connections: 10_000,
             connection: ConnectionOptions::default(),
             reuse_port: false,
+            balance: None,
         }
     }
 }
@@ -158,6 +169,10 @@ pub(crate) struct Listener {
     last_warning: Option<Instant>,
     /// A Unix socket file this listener created, removed when it closes.
     pub(crate) unix_path: Option<PathBuf>,
+    /// The balancing group this listener asked for, and once it has joined
+    /// it (bound on a shard, see `Reactor::add_listener`), its shard.
+    pub(crate) balance: Option<Balance>,
+    pub(crate) shard: Option<usize>,
 }
 
 impl Listener {
@@ -182,16 +197,44 @@ impl Listener {
             exhausted: None,
             last_warning: None,
             unix_path,
+            balance: options.balance,
+            shard: None,
         }
     }
 
     pub(crate) fn source(&mut self) -> &mut dyn mio::event::Source {
         self.socket.source()
     }
+
+    /// Its balancing group and its shard there, once it has joined.
+    pub(crate) fn balanced(&self) -> Option<(&Balance, usize)> {
+        self.balance.as_ref().zip(self.shard)
+    }
+
+    /// Joins its balancing group as shard `shard`'s listener `key` (TCP
+    /// only: a Unix path has one listener, shared).
+    pub(crate) fn join_balance(&mut self, shard: usize, key: Key) {
+        if let (Some(balance), ListenSocket::Tcp(_)) = (&self.balance, &self.socket) {
+            if balance.join(shard, key) {
+                self.shard = Some(shard);
+            }
+        }
+    }
+
+    /// Counts a connection admitted (`true`) or gone (`false`) in its
+    /// balancing group.
+    pub(crate) fn count_in_balance(&self, admitted: bool) {
+        if let Some((balance, shard)) = self.balanced() {
+            balance.add(shard, admitted);
+        }
+    }
 }
 
 impl Drop for Listener {
     fn drop(&mut self) {
+        if let Some((balance, shard)) = self.balanced() {
+            balance.leave(shard);
+        }
         if let Some(path) = &self.unix_path {
             let _ = std::fs::remove_file(path);
         }
@@ -341,6 +384,7 @@ impl Listener {
             return None;
         }
         self.members.swap_remove(slot);
+        self.count_in_balance(false);
         self.members.get(slot).copied()
     }
 }

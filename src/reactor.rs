@@ -300,6 +300,33 @@ impl Reactor {
         )
     }
 
+    /// Takes over a TCP connection accepted elsewhere, typically by
+    /// another shard's listener of the same address, and serves it as if
+    /// `listener` had accepted it: the same admission as an accepted
+    /// connection, so `listener`'s factory makes its handler (or, at
+    /// [`ListenerOptions::max_connections`], sends its farewell and closes
+    /// it), it counts against that limit, it is among the listener's
+    /// [`members`](crate::Context::members), and its handler's `on_open` is
+    /// called here. The socket is made non-blocking. This is what a
+    /// balanced listener's hand-off runs on the target shard
+    /// ([`ListenerOptions::balance`]); the connection is not handed on
+    /// again.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`]: `listener` is not a TCP listener of this reactor
+    /// (`InvalidInput`), the socket cannot be made non-blocking, or the
+    /// connection was not admitted (turned away at the limit, the factory
+    /// panicked, or it could not be registered); it is closed then.
+    pub fn adopt_stream(
+        &mut self,
+        listener: Key,
+        stream: std::net::TcpStream,
+        peer: SocketAddr,
+    ) -> Result<Key, Error> {
+        self.core.adopt_stream(listener, stream, peer)
+    }
+
     /// Serves a Unix stream listener bound elsewhere (see
     /// [`Reactor::adopt_tcp_listener`]). The socket is made non-blocking.
     /// Its file is not evloop's: it is left in place when the listener
@@ -392,6 +419,9 @@ impl Reactor {
             .poll
             .registry()
             .register(listener.source(), key.to_token(), Interest::READABLE)?;
+        if let Some(shards) = crate::shard::Shards::current() {
+            listener.join_balance(shards.id(), key);
+        }
         info!("{key}: listening on {}", listener.local);
         self.core
             .sources

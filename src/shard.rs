@@ -73,6 +73,7 @@ use std::time::Duration;
 
 use log::{debug, error, warn};
 
+pub use crate::balance::Balance;
 use crate::{sys, Error, Handle, Reactor};
 
 /// The default of [`ShardOptions::queue_capacity`]: messages in flight from

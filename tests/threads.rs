@@ -2,7 +2,8 @@
 //! (docs/programs.md, "--threads"): one announce line per address, exactly N
 //! threads, connections served by every reactor (each reactor is one epoll
 //! instance, read in /proc), SIGTERM ending every thread, `--max-clients`
-//! over the whole server, a Unix path shared by the reactors.
+//! over the whole server, a Unix path shared by the reactors, `--balance`
+//! evening the connections over the reactors.
 mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -297,4 +298,30 @@ fn file_server_max_clients_counts_the_whole_server() {
     assert_eq!(served.len(), 4, "--max-clients 4 over two reactors");
     assert_eq!(refused, 28);
     assert_eq!(server.terminate().code(), Some(0));
+}
+
+#[test]
+fn echo_balance_evens_connections_over_two_threads() {
+    let args = ["--threads", "2", "--balance", "--tcp", "127.0.0.1:0"];
+    let mut server = ServerProcess::start("echo", &args, 1);
+    let tcp = server.socket_addr("tcp");
+    let epolls = reactors(&server, 2);
+
+    let mut clients: Vec<TcpStream> = (0..100).map(|_| connect(tcp)).collect();
+    for (i, client) in clients.iter_mut().enumerate() {
+        let message = format!("balanced {i}\n");
+        write_all(client, message.as_bytes());
+        assert_eq!(read_exact(client, message.len()), message.as_bytes());
+    }
+    // Every connection echoed: every hand-off has run.
+    let counts = watched_on(server.child.id(), &epolls, tcp.port());
+    assert_eq!(counts.iter().sum::<usize>(), 100, "{counts:?}");
+    let (most, least) = (counts.iter().max().unwrap(), counts.iter().min().unwrap());
+    // Opened at once, so hand-offs decided on counts a turn stale: a few.
+    assert!(most - least <= 4, "connections per reactor: {counts:?}");
+    let pid = server.child.id();
+    server.signal(libc::SIGTERM);
+    drop(clients);
+    assert_eq!(server.wait().code(), Some(0));
+    gone(&server, pid);
 }

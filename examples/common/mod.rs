@@ -14,7 +14,7 @@ use std::time::Duration;
 use clap::Parser;
 
 pub mod stdin;
-use evloop::shard::{self, ShardError, ShardOptions, Shards};
+use evloop::shard::{self, Balance, ShardError, ShardOptions, Shards};
 use evloop::{Addr, DatagramHandler, DatagramOptions, Error, Key, ListenerOptions, Reactor, StreamFactory};
 
 /// Parses the command line. `--help` prints usage and exits 0; a bad
@@ -164,6 +164,7 @@ where
             shard: shards.id(),
             count,
             next: 0,
+            balance: false,
         };
         if shards.id() == 0 {
             if let Err(err) = evloop::signals::shutdown_on_signals(reactor, shutdown_timeout) {
@@ -196,6 +197,8 @@ pub struct Binder {
     count: usize,
     /// The index of this shard's next bind.
     next: usize,
+    /// Whether TCP listeners balance their connections ([`Binder::balance`]).
+    balance: bool,
 }
 
 /// What shard 0 bound, in order, for the other shards.
@@ -218,8 +221,9 @@ struct BindState {
 
 /// One socket shard 0 bound.
 enum Bound {
-    /// The real address of a TCP listener or UDP socket.
-    Inet(SocketAddr),
+    /// The real address of a TCP listener or UDP socket, and the balancing
+    /// group of a balanced TCP listener.
+    Inet(SocketAddr, Option<Balance>),
     /// A Unix stream listener, cloned for each shard, and its file.
     Unix(UnixListener, PathBuf),
 }
@@ -285,7 +289,7 @@ impl BindTable {
         let state = lock(&self.state);
         let paths = state.bound.iter().filter_map(|bound| match bound {
             Bound::Unix(_, path) => Some(path.clone()),
-            Bound::Inet(_) => None,
+            Bound::Inet(..) => None,
         });
         paths.collect()
     }
@@ -323,30 +327,42 @@ impl Binder {
         total / self.count + usize::from(self.shard < total % self.count)
     }
 
-    /// Shard 0's address for this shard's next bind, and its number.
-    fn shard0_addr(&mut self) -> (usize, SocketAddr) {
-        let index = self.next;
-        self.next += 1;
-        let addr = self.table.wait(index, |bound| match bound {
-            Bound::Inet(addr) => *addr,
-            Bound::Unix(..) => panic!("bind {index}: shard 0 bound a Unix path here"),
-        });
-        (index, addr)
+    /// Balances each TCP listener bound from now on over the shards
+    /// (`--balance`, an evloop extension; see [`ListenerOptions::balance`]):
+    /// a connection the kernel gives a shard that holds more than one
+    /// connection over the least loaded one is handed to that one. Every
+    /// shard must ask the same. Nothing changes with one thread.
+    pub fn balance(&mut self, on: bool) {
+        self.balance = on && self.count > 1;
     }
 
-    /// Shard 0 bound `key`: publish its real address, and announce it once
-    /// every shard has bound it too.
-    fn bound_inet(&mut self, reactor: &Reactor, kind: &str, key: Key) {
+    /// Shard 0's address for this shard's next bind, its balancing group,
+    /// and its number.
+    fn shard0_addr(&mut self) -> (usize, SocketAddr, Option<Balance>) {
+        let index = self.next;
+        self.next += 1;
+        let (addr, balance) = self.table.wait(index, |bound| match bound {
+            Bound::Inet(addr, balance) => (*addr, balance.clone()),
+            Bound::Unix(..) => panic!("bind {index}: shard 0 bound a Unix path here"),
+        });
+        (index, addr, balance)
+    }
+
+    /// Shard 0 bound `key`: publish its real address (and the balancing
+    /// group of its listener), and announce it once every shard has bound
+    /// it too.
+    fn bound_inet(&mut self, reactor: &Reactor, kind: &str, key: Key, balance: Option<Balance>) {
         let addr = reactor.local_addr(key).expect("a bound socket has an address");
         let inet = addr.as_inet().expect("a TCP or UDP socket");
-        self.table.publish(Bound::Inet(inet));
+        self.table.publish(Bound::Inet(inet, balance));
         self.table.await_joined(self.next, self.count - 1);
         self.next += 1;
         announce(kind, &addr);
     }
 
     /// A TCP listener on `addr` (`SO_REUSEPORT` with several shards:
-    /// `options.reuse_port` is set here).
+    /// `options.reuse_port` is set here, and `options.balance` too, after
+    /// [`Binder::balance`]).
     pub fn tcp(
         &mut self,
         reactor: &mut Reactor,
@@ -357,13 +373,16 @@ impl Binder {
     ) -> Key {
         options.reuse_port = self.count > 1;
         if self.shard == 0 {
+            let balance = self.balance.then(|| Balance::new(self.count));
+            options.balance = balance.clone();
             let key = reactor
                 .listen_tcp_with(addr, options, factory)
                 .unwrap_or_else(|err| fail(&err));
-            self.bound_inet(reactor, kind, key);
+            self.bound_inet(reactor, kind, key, balance);
             key
         } else {
-            let (index, addr) = self.shard0_addr();
+            let (index, addr, balance) = self.shard0_addr();
+            options.balance = balance;
             let key = reactor
                 .listen_tcp_with(addr, options, factory)
                 .unwrap_or_else(|err| fail(&err));
@@ -387,10 +406,10 @@ impl Binder {
             let key = reactor
                 .bind_udp_with(addr, options, handler)
                 .unwrap_or_else(|err| fail(&err));
-            self.bound_inet(reactor, kind, key);
+            self.bound_inet(reactor, kind, key, None);
             key
         } else {
-            let (index, addr) = self.shard0_addr();
+            let (index, addr, _) = self.shard0_addr();
             let key = reactor
                 .bind_udp_with(addr, options, handler)
                 .unwrap_or_else(|err| fail(&err));
@@ -429,7 +448,7 @@ impl Binder {
         } else {
             let clone = self.table.wait(index, |bound| match bound {
                 Bound::Unix(listener, _) => listener.try_clone(),
-                Bound::Inet(_) => panic!("bind {index}: shard 0 bound an address here"),
+                Bound::Inet(..) => panic!("bind {index}: shard 0 bound an address here"),
             });
             let clone = clone.unwrap_or_else(|err| fail(&err));
             let key = reactor

@@ -4,9 +4,12 @@
 
 use std::fs::File;
 use std::io;
+use std::net::SocketAddr;
 use std::rc::Rc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use log::{debug, warn};
+use mio::net::TcpStream;
 use mio::Interest;
 
 use crate::conn_state::State;
@@ -14,9 +17,10 @@ use crate::connection::Connection;
 use crate::handler::guarded;
 use crate::listener::{AfterFailure, Listener, ACCEPT_BUDGET};
 use crate::registry::Registry;
+use crate::shard::Shards;
 use crate::source::Source;
-use crate::sys::Stream;
-use crate::{Addr, Key};
+use crate::sys::{ListenSocket, Stream};
+use crate::{Addr, Error, Key, Reactor};
 
 use super::Core;
 
@@ -61,7 +65,9 @@ impl Core {
                     if listener.in_episode() {
                         self.accepting_again(key);
                     }
-                    self.admit(key, stream, peer);
+                    if let Some((stream, peer)) = self.hand_off(key, stream, peer) {
+                        self.admit(key, stream, peer);
+                    }
                 }
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => return,
                 // The peer gave up before we got to it, or a signal: go on.
@@ -175,13 +181,86 @@ impl Core {
         }
     }
 
-    /// Takes in one accepted connection: turned away over the limit, or
-    /// given a handler, registered, and opened. A factory that panics gets
-    /// the connection reset; the listener goes on (see `handler.rs`).
-    fn admit(&mut self, listener_key: Key, mut stream: Stream, peer: Addr) {
-        let Some(listener) = self.listener_mut(listener_key) else {
-            return;
+    /// A connection just accepted on a balanced listener (see
+    /// `balance.rs`), when another shard holds fewer by more than the
+    /// slack: sent there, to be adopted by that shard's listener of the
+    /// same address. Given back, to be admitted here, if the listener does
+    /// not balance or the message is refused.
+    fn hand_off(&mut self, key: Key, stream: Stream, peer: Addr) -> Option<(Stream, Addr)> {
+        let shard = self
+            .listener_mut(key)
+            .and_then(|l| l.balanced().map(|(_, shard)| shard));
+        let (Some(shard), Stream::Tcp(_), Addr::Inet(inet)) = (shard, &stream, &peer) else {
+            return Some((stream, peer));
         };
+        let inet = *inet;
+        let (Some(shards), Some(Some((to, target, reservation)))) = (
+            Shards::current(),
+            self.listener_mut(key)
+                .and_then(|l| l.balance.as_ref().map(|b| b.target(shard))),
+        ) else {
+            return Some((stream, peer));
+        };
+        let Stream::Tcp(tcp) = stream else {
+            unreachable!("a TCP stream, checked above");
+        };
+        // The message is given back whole if refused: the stream travels in
+        // a cell this shard can take it back from.
+        let parcel = Arc::new(Mutex::new(Some((std::net::TcpStream::from(tcp), reservation))));
+        let sent = Arc::clone(&parcel);
+        let message = move |reactor: &mut Reactor| {
+            let taken = sent.lock().unwrap_or_else(PoisonError::into_inner).take();
+            if let Some((stream, _reservation)) = taken {
+                if let Err(err) = reactor.adopt_stream(target, stream, inet) {
+                    debug!("{target}: handed {inet} over from shard {shard}, but: {err}");
+                }
+            }
+        };
+        match shards.send(to, message) {
+            Ok(()) => {
+                debug!("{key}: {inet} handed over to shard {to}");
+                None
+            }
+            Err(refused) => {
+                drop(refused);
+                let taken = parcel.lock().unwrap_or_else(PoisonError::into_inner).take();
+                let (stream, _reservation) = taken?;
+                debug!("{key}: shard {to} refused {inet}: served here");
+                Some((Stream::Tcp(TcpStream::from_std(stream)), peer))
+            }
+        }
+    }
+
+    /// Takes over a TCP connection accepted elsewhere (another shard's
+    /// listener) as if `listener_key` had accepted it: see
+    /// `Reactor::adopt_stream`.
+    pub(crate) fn adopt_stream(
+        &mut self,
+        listener_key: Key,
+        stream: std::net::TcpStream,
+        peer: SocketAddr,
+    ) -> Result<Key, Error> {
+        if !self
+            .listener_mut(listener_key)
+            .is_some_and(|l| matches!(l.socket, ListenSocket::Tcp(_)))
+        {
+            let text = format!("{listener_key} is not a TCP listener: cannot adopt {peer}");
+            return Err(Error::Io(io::Error::new(io::ErrorKind::InvalidInput, text)));
+        }
+        stream.set_nonblocking(true)?;
+        let stream = Stream::Tcp(TcpStream::from_std(stream));
+        self.admit(listener_key, stream, Addr::Inet(peer)).ok_or_else(|| {
+            let text = format!("{listener_key}: {peer} turned away (limit, factory panic or registration)");
+            Error::Io(io::Error::other(text))
+        })
+    }
+
+    /// Takes in one accepted connection: turned away over the limit, or
+    /// given a handler, registered, and opened; its key, if it was. A
+    /// factory that panics gets the connection reset; the listener goes on
+    /// (see `handler.rs`).
+    fn admit(&mut self, listener_key: Key, mut stream: Stream, peer: Addr) -> Option<Key> {
+        let listener = self.listener_mut(listener_key)?;
         let factory = &mut listener.factory;
         if listener.members.len() >= listener.max_connections {
             debug!(
@@ -197,25 +276,25 @@ impl Core {
                 Some(None) => {}
                 None => stream.set_reset_on_close(),
             }
-            return;
+            return None;
         }
         let Some(handler) = guarded(listener_key, "StreamFactory::new_handler", RESET_ACCEPTED, || {
             factory.new_handler(&peer)
         }) else {
             stream.set_reset_on_close();
-            return;
+            return None;
         };
         let options = Rc::clone(&listener.connection);
         let slot = listener.members.len() as u32;
         let mut conn = Connection::new(stream, handler, peer, State::Open, options);
         conn.listener = Some((listener_key, slot));
-        let Some(key) = self.register_stream(conn) else {
-            return;
-        };
+        let key = self.register_stream(conn)?;
         if let Some(listener) = self.listener_mut(listener_key) {
             listener.members.push(key);
+            listener.count_in_balance(true);
         }
         self.with_stream_handler(key, "on_open", |h, cx| h.on_open(cx));
+        Some(key)
     }
 
     /// Inserts a connection and registers its socket for both directions.

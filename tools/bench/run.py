@@ -738,9 +738,14 @@ def shard_rows(args, kind):
         rows.append(("c_epoll_x2", lambda: Pair("c_epoll_x2", lambda addr: [c, addr, "--reuseport"])))
     extra = ["--max-clients", "20000"] if kind == "chat" else []
     # Paced, one shard beside two: what sharding costs per request.
-    threads = [("evloop", "2"), ("evloop_1", "1")] if kind == "paced" else [("evloop", "2")]
-    for name, n in threads:
-        argv = [f"{args.examples}/{program}", "--threads", n, "--tcp", "127.0.0.1:0", *extra]
+    threads = [("evloop", "2", [])]
+    if kind == "paced":
+        threads.append(("evloop_1", "1", []))
+    if kind == "echo":
+        # The connection spread with the least-connections hand-off.
+        threads.append(("evloop_balance", "2", ["--balance"]))
+    for name, n, more in threads:
+        argv = [f"{args.examples}/{program}", "--threads", n, *more, "--tcp", "127.0.0.1:0", *extra]
         rows.append((name, lambda argv=argv, name=name: Server(name, argv, ["tcp"], pin=False)))
     return [(n, m) for n, m in rows if selected(args, n)]
 
