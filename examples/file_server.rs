@@ -12,11 +12,9 @@
 //! thread: every address is bound by each reactor with `SO_REUSEPORT`, so
 //! the kernel spreads connections over them, and announced with one line
 //! (`common::serve_sharded`). `--max-clients` counts each address over the
-//! whole server: it is split over the reactors, parts adding up to N
-//! exactly (`common::Binder::share`), so the server never holds more than
-//! N connections on one address; as the kernel spreads connections by a
-//! hash, not by load, a client may be turned away while another reactor
-//! still has room.
+//! whole server: the reactors' listeners of one address share one
+//! [`ConnectionLimit`], so the server holds at most N connections on it,
+//! however the kernel spread them.
 //!
 //! `--idle-timeout` is the one patience knob: how long a client may wait
 //! before sending its name (plain) or its next request (HTTP keep-alive),
@@ -35,7 +33,7 @@ use std::time::Duration;
 use clap::Parser;
 use evloop::protocols::file::FileServer;
 use evloop::protocols::http::{HttpServer, DEFAULT_HEADER_TIMEOUT};
-use evloop::ListenerOptions;
+use evloop::{ConnectionLimit, ListenerOptions};
 
 /// File server: sends the files under --root to clients that name them.
 #[derive(Parser)]
@@ -88,6 +86,15 @@ fn main() -> ExitCode {
     // listing (under 256 KiB).
     let mut http_options = HttpServer::listener_options();
     http_options.connection.drain_timeout = options.connection.drain_timeout;
+    // One limit per address, shared by that address's listener on every
+    // shard.
+    let limits = |addrs: &[SocketAddr]| -> Vec<ConnectionLimit> {
+        addrs
+            .iter()
+            .map(|_| ConnectionLimit::new(flags.max_clients))
+            .collect()
+    };
+    let (tcp_limits, http_limits) = (limits(&flags.tcp), limits(&flags.http));
     common::serve_sharded(
         flags.threads,
         flags.shutdown_timeout,
@@ -97,18 +104,17 @@ fn main() -> ExitCode {
             let http = HttpServer::with_root(files.root().clone())
                 .with_idle_timeout(flags.idle_timeout)
                 .with_header_timeout(flags.idle_timeout.min(DEFAULT_HEADER_TIMEOUT));
-            // This shard's part of --max-clients, for each address.
-            let max_connections = binder.share(flags.max_clients);
-            for &addr in &flags.tcp {
+            for (&addr, limit) in flags.tcp.iter().zip(&tcp_limits) {
                 let options = ListenerOptions {
-                    max_connections,
+                    shared_limit: Some(limit.clone()),
                     ..options.clone()
                 };
                 binder.tcp(reactor, "tcp", addr, options, files.clone());
             }
-            for &addr in &flags.http {
+            for (&addr, limit) in flags.http.iter().zip(&http_limits) {
                 let options = ListenerOptions {
-                    max_connections,
+                    max_connections: flags.max_clients,
+                    shared_limit: Some(limit.clone()),
                     ..http_options.clone()
                 };
                 binder.tcp(reactor, "http", addr, options, http.clone());

@@ -104,7 +104,7 @@ pub use datagram::DatagramOptions;
 pub use error::Error;
 pub use handle::Handle;
 pub use handler::{CloseReason, DatagramHandler, SourceHandler, StreamFactory, StreamHandler};
-pub use listener::ListenerOptions;
+pub use listener::{ConnectionLimit, ListenerOptions};
 pub use reactor::Reactor;
 pub use source::FdSource;
 pub use timer::TimerId;

@@ -38,6 +38,8 @@
 use std::io;
 use std::path::PathBuf;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::balance::Balance;
@@ -140,6 +142,77 @@ pub struct ListenerOptions {
     /// on a shard ([`shard::run`](crate::shard::run)) balance; elsewhere
     /// it is ignored.
     pub balance: Option<Balance>,
+    /// A limit several listeners share (default `None`): one address bound
+    /// once per shard counts its connections over every shard, so that
+    /// `--max-clients` holds for the whole server. A connection is admitted
+    /// only while both this listener's `max_connections` and the shared
+    /// limit have room; one over either is sent the farewell and closed.
+    pub shared_limit: Option<ConnectionLimit>,
+}
+
+/// A most-connections-at-once bound that several listeners share, on one
+/// thread or several: clones count against the same total.
+///
+/// ```
+/// use evloop::{ConnectionLimit, ListenerOptions};
+///
+/// let limit = ConnectionLimit::new(100);
+/// // Each shard's listener of one address gets a clone.
+/// let options = ListenerOptions {
+///     shared_limit: Some(limit.clone()),
+///     ..ListenerOptions::default()
+/// };
+/// assert_eq!(limit.held(), 0);
+/// # drop(options);
+/// ```
+#[derive(Clone, Debug)]
+pub struct ConnectionLimit {
+    inner: Arc<LimitInner>,
+}
+
+#[derive(Debug)]
+struct LimitInner {
+    max: usize,
+    held: AtomicUsize,
+}
+
+impl ConnectionLimit {
+    /// A limit of `max` connections at once, none held.
+    pub fn new(max: usize) -> ConnectionLimit {
+        ConnectionLimit {
+            inner: Arc::new(LimitInner {
+                max,
+                held: AtomicUsize::new(0),
+            }),
+        }
+    }
+
+    /// The most connections at once.
+    pub fn max(&self) -> usize {
+        self.inner.max
+    }
+
+    /// Connections held now, over every listener that shares the limit.
+    pub fn held(&self) -> usize {
+        self.inner.held.load(Ordering::Acquire)
+    }
+
+    /// Takes one place, unless all are held.
+    pub(crate) fn try_take(&self) -> bool {
+        self.inner
+            .held
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
+                (held < self.inner.max).then_some(held + 1)
+            })
+            .is_ok()
+    }
+
+    /// Gives back `n` places.
+    pub(crate) fn release(&self, n: usize) {
+        if n > 0 {
+            self.inner.held.fetch_sub(n, Ordering::AcqRel);
+        }
+    }
 }
 
 impl Default for ListenerOptions {
@@ -149,6 +222,7 @@ impl Default for ListenerOptions {
             connection: ConnectionOptions::default(),
             reuse_port: false,
             balance: None,
+            shared_limit: None,
         }
     }
 }
@@ -172,6 +246,8 @@ pub(crate) struct Listener {
     /// The balancing group this listener asked for, and once it has joined
     /// it (bound on a shard, see `Reactor::add_listener`), its shard.
     pub(crate) balance: Option<Balance>,
+    /// A limit shared with other listeners; each member holds one place.
+    pub(crate) shared_limit: Option<ConnectionLimit>,
     pub(crate) shard: Option<usize>,
 }
 
@@ -198,6 +274,7 @@ impl Listener {
             last_warning: None,
             unix_path,
             balance: options.balance,
+            shared_limit: options.shared_limit,
             shard: None,
         }
     }
@@ -234,6 +311,11 @@ impl Drop for Listener {
     fn drop(&mut self) {
         if let Some((balance, shard)) = self.balanced() {
             balance.leave(shard);
+        }
+        // Its members outlive it without a listener to leave: their places
+        // go back now.
+        if let Some(limit) = &self.shared_limit {
+            limit.release(self.members.len());
         }
         if let Some(path) = &self.unix_path {
             let _ = std::fs::remove_file(path);
@@ -378,6 +460,14 @@ impl Listener {
 
     /// Takes the member at `slot` off the list in O(1) (swap-remove).
     /// Returns the member moved into `slot`, whose place must be updated.
+    /// Gives back the shared limit's place taken for a connection that
+    /// was then not admitted.
+    pub(crate) fn give_back_place(&self) {
+        if let Some(limit) = &self.shared_limit {
+            limit.release(1);
+        }
+    }
+
     pub(crate) fn leave(&mut self, slot: u32) -> Option<Key> {
         let slot = slot as usize;
         if slot >= self.members.len() {
@@ -385,6 +475,9 @@ impl Listener {
         }
         self.members.swap_remove(slot);
         self.count_in_balance(false);
+        if let Some(limit) = &self.shared_limit {
+            limit.release(1);
+        }
         self.members.get(slot).copied()
     }
 }

@@ -317,16 +317,6 @@ impl Binder {
         self.count
     }
 
-    /// This shard's part of a limit over the whole server: `total` split
-    /// over the shards so that the parts add up to `total` exactly (the
-    /// first `total % threads` shards take one more). So a limit per
-    /// shard, such as [`ListenerOptions::max_connections`], never lets the
-    /// server as a whole go past `total`; a shard at its part turns a
-    /// client away even if another shard has room.
-    pub fn share(&self, total: usize) -> usize {
-        total / self.count + usize::from(self.shard < total % self.count)
-    }
-
     /// Balances each TCP listener bound from now on over the shards
     /// (`--balance`, an evloop extension; see [`ListenerOptions::balance`]):
     /// a connection the kernel gives a shard that holds more than one

@@ -262,10 +262,17 @@ impl Core {
     fn admit(&mut self, listener_key: Key, mut stream: Stream, peer: Addr) -> Option<Key> {
         let listener = self.listener_mut(listener_key)?;
         let factory = &mut listener.factory;
-        if listener.members.len() >= listener.max_connections {
+        // The shared limit's place is taken last, only when this
+        // listener's own limit has room; it is given back in `leave`.
+        let full = listener.members.len() >= listener.max_connections
+            || listener
+                .shared_limit
+                .as_ref()
+                .is_some_and(|limit| !limit.try_take());
+        if full {
             debug!(
-                "{listener_key} {}: at {} connections, turning {peer} away",
-                listener.local, listener.max_connections
+                "{listener_key} {}: at its connection limit, turning {peer} away",
+                listener.local
             );
             match guarded(listener_key, "StreamFactory::farewell", RESET_ACCEPTED, || {
                 factory.farewell(&peer)
@@ -282,13 +289,19 @@ impl Core {
             factory.new_handler(&peer)
         }) else {
             stream.set_reset_on_close();
+            listener.give_back_place();
             return None;
         };
         let options = Rc::clone(&listener.connection);
         let slot = listener.members.len() as u32;
         let mut conn = Connection::new(stream, handler, peer, State::Open, options);
         conn.listener = Some((listener_key, slot));
-        let key = self.register_stream(conn)?;
+        let Some(key) = self.register_stream(conn) else {
+            if let Some(listener) = self.listener_mut(listener_key) {
+                listener.give_back_place();
+            }
+            return None;
+        };
         if let Some(listener) = self.listener_mut(listener_key) {
             listener.members.push(key);
             listener.count_in_balance(true);
