@@ -29,6 +29,7 @@ at_1_and_2_threads!(
     nick_races_have_exactly_one_winner,
     max_clients_counts_the_whole_room,
     each_senders_lines_arrive_in_order,
+    datagram_members_share_the_room,
 );
 
 /// The chat example with `--threads N` and `extra`.
@@ -237,4 +238,39 @@ fn each_senders_lines_arrive_in_order(threads: usize) {
         assert!(next.values().all(|&n| n == LINES), "{next:?}");
     }
     drop(senders);
+}
+
+/// Datagram members (on whichever reactor the kernel hashes their port to)
+/// and stream members are one room: joins, lines both ways.
+fn datagram_members_share_the_room(threads: usize) {
+    let server = server(threads, &["--udp", "127.0.0.1:0"]);
+    let mut tcp = members(&server, 8);
+    let mut udp: Vec<Datagram> = Vec::new();
+    for _ in 0..4 {
+        let member = Datagram::join(&server);
+        let joined = format!("* {} joined", member.nick);
+        for m in &mut tcp {
+            m.expect(&joined);
+        }
+        for earlier in &udp {
+            assert_eq!(earlier.line(), joined, "seen by {}", earlier.nick);
+        }
+        udp.push(member);
+    }
+    udp[0].say("hi");
+    let hi = format!("{}: hi", udp[0].nick);
+    for m in &mut tcp {
+        m.expect(&hi);
+    }
+    for d in &udp[1..] {
+        assert_eq!(d.line(), hi, "seen by {}", d.nick);
+    }
+    tcp[0].say("yo");
+    let yo = format!("{}: yo", tcp[0].nick);
+    for m in &mut tcp[1..] {
+        m.expect(&yo);
+    }
+    for d in &udp {
+        assert_eq!(d.line(), yo, "seen by {}", d.nick);
+    }
 }
