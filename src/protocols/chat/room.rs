@@ -471,58 +471,31 @@ impl Room {
     }
 
     /// Takes a slot for `id` under `nick` (made safe, and unique), or says
-    /// the room is full; returns the nick given.
+    /// the room is full; returns the nick given. A sharded room claims the
+    /// slot, the nick and the join number in its registry, in one critical
+    /// section; a room of its own does it here.
     fn add(&mut self, id: MemberId, nick: String, presence: Presence) -> Result<String, RoomFull> {
         let datagram = matches!(id, MemberId::Datagram { .. });
-        if let Some(shared) = &self.shared {
-            return self.add_shared(shared.clone(), id, nick, presence);
-        }
-        if self.is_full() || (datagram && self.datagram_members >= self.max_datagram_members()) {
-            return Err(RoomFull);
-        }
         let nick = if nick.contains(is_unsafe_char) {
             sanitize(&nick).into_owned()
         } else {
             nick
         };
-        self.next_seq += 1;
-        let nick = self.unique_nick(nick);
-        self.nicks.insert(nick_key(&nick), id.clone());
-        if datagram {
-            self.datagram_members += 1;
-        }
-        let seq = self.next_seq;
-        self.members.insert(
-            id,
-            Member {
-                nick: nick.clone(),
-                seq,
-                presence,
-            },
-        );
-        Ok(nick)
-    }
-
-    /// [`Room::add`] for a sharded room: the slot and the nick are
-    /// claimed in the registry, in one critical section.
-    fn add_shared(
-        &mut self,
-        shared: SharedRoom,
-        id: MemberId,
-        nick: String,
-        presence: Presence,
-    ) -> Result<String, RoomFull> {
-        if self.closed {
-            return Err(RoomFull);
-        }
-        let datagram = matches!(id, MemberId::Datagram { .. });
-        let nick = if nick.contains(is_unsafe_char) {
-            sanitize(&nick).into_owned()
+        let (nick, seq) = if let Some(shared) = &self.shared {
+            if self.closed {
+                return Err(RoomFull);
+            }
+            let present = presence == Presence::Present;
+            shared.add(nick, datagram, present, self.config.max_clients)?
         } else {
-            nick
+            if self.is_full() || (datagram && self.datagram_members >= self.max_datagram_members()) {
+                return Err(RoomFull);
+            }
+            self.next_seq += 1;
+            let nick = self.unique_nick(nick);
+            self.nicks.insert(nick_key(&nick), id.clone());
+            (nick, self.next_seq)
         };
-        let present = presence == Presence::Present;
-        let (nick, seq) = shared.add(nick, datagram, present, self.config.max_clients)?;
         if datagram {
             self.datagram_members += 1;
         }
