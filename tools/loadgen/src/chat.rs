@@ -499,10 +499,7 @@ impl ChatRun {
         j.u("bad_lines", self.bad_lines);
         j.b("timed_out", self.timed_out);
         if let Some(cpu) = self.cpu_shares.as_ref().filter(|_| secs >= MIN_CPU_WINDOW) {
-            cpu.write(&mut j);
-            if let (Some(server), true) = (cpu.server_secs, self.sent > 0) {
-                j.f("server_us_per_line", server / self.sent as f64 * 1e6, 2);
-            }
+            cpu.write(&mut j, "server_us_per_line", self.sent);
         }
         j.finish()
     }

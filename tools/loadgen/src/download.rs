@@ -626,10 +626,7 @@ pub(crate) fn run(flags: DownloadFlags) -> ExitCode {
     j.u("errors", run.errors);
     j.u("wrong_length", run.wrong_length);
     if let Some(cpu) = run.shares.as_ref().filter(|_| secs >= MIN_CPU_WINDOW) {
-        cpu.write(&mut j);
-        if let (Some(server), true) = (cpu.server_secs, run.downloads > 0) {
-            j.f("server_us_per_download", server / run.downloads as f64 * 1e6, 1);
-        }
+        cpu.write(&mut j, "server_us_per_download", run.downloads);
     }
     let _ = writeln!(io::stdout().lock(), "{}", j.finish());
 

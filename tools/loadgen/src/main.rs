@@ -788,10 +788,7 @@ impl Run {
         }
         j.b("timed_out", self.timed_out);
         if let Some(cpu) = self.cpu_shares.as_ref().filter(|_| secs >= MIN_CPU_WINDOW) {
-            cpu.write(&mut j);
-            if let (Some(server), true) = (cpu.server_secs, self.requests > 0) {
-                j.f("server_us_per_req", server / self.requests as f64 * 1e6, 2);
-            }
+            cpu.write(&mut j, "server_us_per_req", self.requests);
         }
         j.finish()
     }
@@ -1857,13 +1854,18 @@ pub(crate) struct CpuShares {
 }
 
 impl CpuShares {
-    /// Adds `client_cpu`, `server_cpu` (if known) and `other_cpu`.
-    pub(crate) fn write(&self, j: &mut Json) {
+    /// Adds `client_cpu`, `server_cpu` (if known) and `other_cpu`, and
+    /// `per_key`: the server's CPU microseconds per unit of work, when the
+    /// server's time is known and `units` is not zero.
+    pub(crate) fn write(&self, j: &mut Json, per_key: &str, units: u64) {
         j.f("client_cpu", self.client, 2);
         if let Some(server) = self.server {
             j.f("server_cpu", server, 2);
         }
         j.f("other_cpu", self.other, 2);
+        if let (Some(server), true) = (self.server_secs, units > 0) {
+            j.f(per_key, server / units as f64 * 1e6, 2);
+        }
     }
 }
 
