@@ -63,6 +63,11 @@ fn expect_set(member: &mut Member, want: BTreeSet<String>) {
 
 fn notices_and_lines_reach_every_member(threads: usize) {
     let server = server(threads, &[]);
+    // The contract's `--threads`: the process runs exactly N threads.
+    let tasks = std::fs::read_dir(format!("/proc/{}/task", server.child.id()))
+        .expect("/proc/PID/task")
+        .count();
+    assert_eq!(tasks, threads, "threads of the chat server");
     let mut all = members(&server, 12);
     all[0].say("hello room");
     let hello = format!("{}: hello room", all[0].nick);
