@@ -801,7 +801,7 @@ def scenario_shards(args, record):
     the load shares them with the server)."""
     warmup = 0.2 if args.quick else 1
     duration = args.duration or (1 if args.quick else 5)
-    conns = 100 if args.quick else 1000
+    conns = args.conns or (100 if args.quick else 1000)
     # Closed-loop echo.
     title = f"echo 64 B, {conns} conns, depth 1 (unpinned)"
     rows = [measure(args, "shards", title, make(),
@@ -861,7 +861,7 @@ def main():
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("scenario", choices=sorted(SCENARIOS))
     parser.add_argument("--duration", type=float, help="measured seconds per row (default 5; --quick 1)")
-    parser.add_argument("--conns", type=int, help="idle: connections (default 10000)")
+    parser.add_argument("--conns", type=int, help="idle: connections (default 10000); shards: of the closed-loop echo (default 1000)")
     parser.add_argument("--rows", type=lambda s: s.split(","), help="only these rows, comma-separated")
     parser.add_argument("--examples", default=os.path.join(ROOT, "target", "release", "examples"),
                         help="the evloop build whose examples are measured")
