@@ -2,7 +2,8 @@
 //! listening and datagram sockets the reactor drives, and the few calls the
 //! standard library and mio do not offer (`sendmsg` with flags, `sendfile`,
 //! `SO_LINGER`, `listen` again for a larger backlog, a peek at a Unix
-//! datagram's size, `faccessat`), the sockets built with `socket2` to set
+//! datagram's size, `faccessat`, `openat2` to open a name beneath a
+//! directory), the sockets built with `socket2` to set
 //! `SO_REUSEPORT` before they are bound, and the descriptors a service
 //! manager hands over (`fcntl`, `getsockopt`, taking ownership of a
 //! descriptor number).
@@ -300,6 +301,38 @@ pub(crate) fn may_read(path: &Path) -> bool {
 }
 
 /// Makes a FIFO at `path` (for tests of what serving one must refuse).
+/// Opens `name` (relative, no NUL) read-only with `flags` beneath the
+/// directory `dir` (`openat2` with `RESOLVE_BENEATH`): the kernel refuses,
+/// with `EXDEV`, any resolution that would leave `dir`, an absolute symlink
+/// included.
+#[cfg(target_os = "linux")]
+pub(crate) fn open_beneath(dir: BorrowedFd<'_>, name: &Path, flags: libc::c_int) -> io::Result<File> {
+    let name = CString::new(name.as_os_str().as_bytes())
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: `open_how` is plain integers; all zeros is a valid value.
+    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+    how.flags = (libc::O_RDONLY | flags) as u64;
+    how.resolve = libc::RESOLVE_BENEATH;
+    // SAFETY: `dir` is an open descriptor borrowed for the call, `name` a
+    // C string and `how` an `open_how` of the size passed, both alive for
+    // the call; the kernel only reads them.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            &how as *const libc::open_how,
+            std::mem::size_of::<libc::open_how>(),
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let fd = RawFd::try_from(fd).map_err(|_| io::Error::other("openat2 returned no descriptor"))?;
+    // SAFETY: a descriptor `openat2` just returned, owned by nothing else.
+    Ok(File::from(unsafe { OwnedFd::from_raw_fd(fd) }))
+}
+
 #[cfg(test)]
 pub(crate) fn mkfifo(path: &Path) -> io::Result<()> {
     let c_path = CString::new(path.as_os_str().as_bytes()).map_err(io::Error::other)?;

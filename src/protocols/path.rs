@@ -9,11 +9,19 @@
 //! - nothing outside the root is returned: symlinks are followed, but the
 //!   file finally opened must lie inside the root (a symlink from inside to
 //!   inside is fine, one resolving outside is refused);
-//! - the checks are made on the *open descriptor*, not on the name: its
-//!   real path is read back from `/proc/self/fd` and its type and size come
-//!   from `fstat`, so swapping a path component for a symlink, or a file
-//!   for a directory, between a check and the open does not help an
-//!   attacker (on systems without `/proc` the path check falls back to
+//! - the checks are made by the kernel while it opens the name, or on the
+//!   *open descriptor*, never on the name alone: on Linux the name is
+//!   opened with `openat2(RESOLVE_BENEATH)` relative to the root (opened
+//!   by its path for each name, so that a root removed or replaced is seen
+//!   at once), so the kernel refuses to resolve any component outside the
+//!   root (in the one system call that opens the file). A name it refuses
+//!   that way (it crosses an absolute symlink, or one leading out) is
+//!   opened again and judged by its real path, read back from
+//!   `/proc/self/fd`: an absolute symlink to a file inside the root is
+//!   followed, one leading out refused. The type and size come from
+//!   `fstat`. So swapping a path component for a symlink, or a file for a
+//!   directory, between a check and the open does not help an attacker (on
+//!   systems without `openat2` or `/proc` the path check falls back to
 //!   `canonicalize`, which is open to that race);
 //! - opening never blocks the loop: files are opened with `O_NONBLOCK` (and
 //!   `O_NOCTTY`), so a FIFO placed in the root is refused instead of waiting
@@ -34,7 +42,7 @@
 use std::fmt;
 use std::fs::{File, Metadata, OpenOptions};
 use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Component, Path, PathBuf};
 
@@ -44,6 +52,10 @@ use std::path::{Component, Path, PathBuf};
 pub struct Root {
     dir: PathBuf,
 }
+
+/// Flags every name is opened with: never blocking the loop (a FIFO is
+/// refused instead of waiting for a writer), never taking a terminal.
+const OPEN_FLAGS: libc::c_int = libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC;
 
 /// What a resolved name turned out to be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,7 +73,10 @@ pub struct Resolved {
     pub file: File,
     /// Its metadata, from the open descriptor (`fstat`), not from the name.
     pub metadata: Metadata,
-    /// Its real path (inside the root).
+    /// Where it is: for a directory, its real path (read back from the
+    /// descriptor, inside the root); for a file, the root joined with the
+    /// name asked for, which may pass through symlinks inside the root
+    /// (it names the file in logs).
     pub path: PathBuf,
     /// File or directory.
     pub kind: Kind,
@@ -209,22 +224,33 @@ impl Root {
     pub fn resolve(&self, name: &[u8]) -> Result<Resolved, Refusal> {
         let relative = check_name(name)?;
         let joined = self.dir.join(relative);
-        let file = OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC)
-            .open(&joined)
-            .map_err(Refusal::from_open_error)?;
-        let path = opened_path(&file, &joined).map_err(Refusal::from_open_error)?;
-        // `Path::starts_with` compares whole components: `/srv/www-old`
-        // is not inside `/srv/www`.
-        if !path.starts_with(&self.dir) {
-            return Err(Refusal::OutsideRoot);
-        }
+        let (file, real) = match self.open_beneath(relative) {
+            Beneath::Opened(file) => (file, None),
+            Beneath::Failed(err) => return Err(Refusal::from_open_error(err)),
+            Beneath::Check => {
+                let file = OpenOptions::new()
+                    .read(true)
+                    .custom_flags(OPEN_FLAGS)
+                    .open(&joined)
+                    .map_err(Refusal::from_open_error)?;
+                let path = opened_path(&file, &joined).map_err(Refusal::from_open_error)?;
+                // `Path::starts_with` compares whole components:
+                // `/srv/www-old` is not inside `/srv/www`.
+                if !path.starts_with(&self.dir) {
+                    return Err(Refusal::OutsideRoot);
+                }
+                (file, Some(path))
+            }
+        };
         let metadata = file.metadata().map_err(Refusal::from_open_error)?;
-        let kind = if metadata.is_file() {
-            Kind::File
+        let (kind, path) = if metadata.is_file() {
+            (Kind::File, joined)
         } else if metadata.is_dir() {
-            Kind::Dir
+            let path = match real {
+                Some(path) => path,
+                None => opened_path(&file, &joined).map_err(Refusal::from_open_error)?,
+            };
+            (Kind::Dir, path)
         } else {
             return Err(Refusal::NotServable);
         };
@@ -235,6 +261,74 @@ impl Root {
             kind,
         })
     }
+
+    /// Opens `relative` with the kernel keeping every step of its
+    /// resolution beneath the root.
+    #[cfg(target_os = "linux")]
+    fn open_beneath(&self, relative: &Path) -> Beneath {
+        use std::os::fd::AsFd;
+        use std::sync::atomic::{AtomicBool, Ordering};
+
+        /// Cleared when the kernel (or a sandbox) has no `openat2`.
+        static SUPPORTED: AtomicBool = AtomicBool::new(true);
+
+        if !SUPPORTED.load(Ordering::Relaxed) {
+            return Beneath::Check;
+        }
+        // The root is opened by its path for each name, not held open: a
+        // root removed, or replaced by another directory of the same name,
+        // is seen at once (a missing root then fails in the path check,
+        // as a missing name).
+        let Some(dir) = open_dir_path(&self.dir) else {
+            return Beneath::Check;
+        };
+        let err = match crate::sys::open_beneath(dir.as_fd(), relative, OPEN_FLAGS) {
+            Ok(file) => return Beneath::Opened(file),
+            Err(err) => err,
+        };
+        match err.raw_os_error() {
+            // The name left the root, or crossed an absolute symlink (which
+            // may point back inside): judged by its real path.
+            Some(libc::EXDEV) => Beneath::Check,
+            // A rename or mount raced the resolution; a sandbox refused the
+            // call (seccomp answers EPERM): the path check decides.
+            Some(libc::EAGAIN | libc::EPERM) => Beneath::Check,
+            // No `openat2`, or not these flags.
+            Some(libc::ENOSYS | libc::EINVAL | libc::E2BIG) => {
+                SUPPORTED.store(false, Ordering::Relaxed);
+                Beneath::Check
+            }
+            _ => Beneath::Failed(err),
+        }
+    }
+
+    /// Elsewhere every name takes the path check.
+    #[cfg(not(target_os = "linux"))]
+    fn open_beneath(&self, _relative: &Path) -> Beneath {
+        Beneath::Check
+    }
+}
+
+/// What opening a name beneath the root came to.
+enum Beneath {
+    /// Opened, and inside the root: the kernel checked every step.
+    Opened(File),
+    /// Failed for a reason about the name or the system, as a plain open.
+    Failed(io::Error),
+    /// Not decided here: open the name and check its real path.
+    Check,
+}
+
+/// The root directory opened `O_PATH`, to open a name beneath; `None`
+/// where that is not possible (the path check is used then).
+#[cfg(target_os = "linux")]
+fn open_dir_path(dir: &Path) -> Option<OwnedFd> {
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC)
+        .open(dir)
+        .ok()
+        .map(OwnedFd::from)
 }
 
 /// Checks a name's form without touching the file system, and returns it
@@ -450,8 +544,15 @@ mod tests {
         ));
         for name in [&b"inside"[..], b"relative", b"subdir/b.txt"] {
             let resolved = root.resolve_file(name).expect("followed");
-            assert_eq!(resolved.path, root.dir().join("sub/b.txt"));
+            assert_eq!(resolved.metadata.len(), 2, "sub/b.txt");
+            let asked = std::str::from_utf8(name).expect("ASCII");
+            assert_eq!(resolved.path, root.dir().join(asked));
         }
+        // A directory is named by its real path (listings are keyed by it).
+        assert_eq!(
+            root.resolve(b"subdir").expect("followed").path,
+            root.dir().join("sub")
+        );
     }
 
     #[test]

@@ -281,7 +281,9 @@ impl Head {
         Head {
             status,
             length,
-            fields: String::new(),
+            // Room for the fields a file answer carries, so that adding
+            // them does not grow the string again and again.
+            fields: String::with_capacity(192),
         }
     }
 
@@ -817,11 +819,13 @@ fn file_answer(req: &Request, name: &str, resolved: Resolved) -> (Head, Body) {
 
 /// Adds a file's validators: `ETag` and, if known, `Last-Modified`.
 fn validator_fields(head: Head, tag: &str, modified: Option<SystemTime>) -> Head {
-    let head = head.field("ETag", tag);
-    match modified {
-        Some(modified) => head.field("Last-Modified", format_http_date(modified)),
-        None => head,
+    let mut head = head.field("ETag", tag);
+    if let Some(modified) = modified {
+        head.fields.push_str("Last-Modified: ");
+        push_date(&mut head.fields, modified, &LAST_MODIFIED);
+        head.fields.push_str("\r\n");
     }
+    head
 }
 
 /// The status for a name that is not served: 404 or 403 only when the
@@ -876,18 +880,37 @@ fn serialize_head(head: &Head, keep_alive: bool, version: Version) -> Vec<u8> {
     out.into_bytes()
 }
 
-/// Appends the `Date` value for now, formatted once per second (the
-/// reactor runs on one thread; so does each cache).
+/// One formatted HTTP date and the second it is for.
+type DateCache = RefCell<(u64, String)>;
+
+thread_local! {
+    /// The `Date` of answers made this second (the reactor runs on one
+    /// thread; so does each cache).
+    static NOW: DateCache = const { RefCell::new((u64::MAX, String::new())) };
+    /// The last `Last-Modified` value made: many answers in a row are for
+    /// the same file, or files written in the same second.
+    static LAST_MODIFIED: DateCache = const { RefCell::new((u64::MAX, String::new())) };
+}
+
+/// Appends the `Date` value for now, formatted once per second.
 fn push_date_now(out: &mut String) {
-    thread_local! {
-        static CACHE: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
-    }
-    let now = SystemTime::now();
-    let secs = whole_seconds(now);
-    CACHE.with(|cache| {
+    push_date(out, SystemTime::now(), &NOW);
+}
+
+/// Appends `time` as an HTTP date, formatting it only when `cache` holds
+/// another second.
+fn push_date(out: &mut String, time: SystemTime, cache: &'static std::thread::LocalKey<DateCache>) {
+    let Ok(since) = time.duration_since(UNIX_EPOCH) else {
+        out.push_str(&format_http_date(time)); // before 1970: not cached
+        return;
+    };
+    let secs = since.as_secs();
+    cache.with(|cache| {
         let mut cache = cache.borrow_mut();
         if cache.0 != secs {
-            *cache = (secs, format_http_date(now));
+            cache.0 = secs;
+            cache.1.clear();
+            cache.1.push_str(&format_http_date(time));
         }
         out.push_str(&cache.1);
     });
@@ -923,10 +946,6 @@ fn encode_path(path: &str) -> String {
 
 /// A time as whole seconds since the epoch (HTTP dates have no fractions);
 /// times before 1970 count as 0.
-fn whole_seconds(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
-}
-
 fn method_name(method: &Method) -> &str {
     match method {
         Method::Get => "GET",
