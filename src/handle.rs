@@ -1,8 +1,10 @@
 //! [`Handle`]: how other threads reach a running reactor.
 //!
 //! A handle is a [`mio::Waker`] plus the sending end of a channel. Each call
-//! puts a command on the channel, then wakes the poll; the reactor runs the
-//! commands on its own thread at the end of that turn. Handles are
+//! puts a command on the channel, then wakes the poll unless a wakeup is
+//! already on its way: commands sent before the reactor gets to them cost
+//! one wakeup together, however many threads send them. The reactor runs
+//! the commands on its own thread at step 7 of that turn. Handles are
 //! `Send + Sync + Clone`; the reactor itself stays on one thread.
 //!
 //! Stopping a reactor from another thread:
@@ -29,6 +31,7 @@
 //! ```
 
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
@@ -78,15 +81,50 @@ pub(crate) enum Command {
 pub struct Handle {
     waker: Arc<Waker>,
     commands: mpsc::Sender<Command>,
+    /// Set by the sender that wakes the reactor, cleared by the reactor
+    /// before it takes the commands ([`Handle::take_wakeup`]): while it is
+    /// set, a wakeup is on its way and will find every command sent since.
+    wake_pending: Arc<AtomicBool>,
+    /// Wakeups made, for tests.
+    #[cfg(test)]
+    wakeups: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Handle {
     pub(crate) fn new(waker: Arc<Waker>, commands: mpsc::Sender<Command>) -> Self {
-        Handle { waker, commands }
+        Handle {
+            waker,
+            commands,
+            wake_pending: Arc::new(AtomicBool::new(false)),
+            #[cfg(test)]
+            wakeups: Arc::default(),
+        }
     }
 
     fn send(&self, command: Command) -> bool {
-        self.commands.send(command).is_ok() && self.waker.wake().is_ok()
+        if self.commands.send(command).is_err() {
+            return false;
+        }
+        // The command is on the channel before the flag is read: whoever
+        // finds the flag set knows the reactor has not yet cleared it, and
+        // it clears it (with a swap that reads this one) before it drains.
+        if self.wake_pending.swap(true, Ordering::AcqRel) {
+            return true;
+        }
+        #[cfg(test)]
+        self.wakeups.fetch_add(1, Ordering::Relaxed);
+        if self.waker.wake().is_ok() {
+            return true;
+        }
+        // Nobody is coming: let the next sender try again.
+        self.wake_pending.store(false, Ordering::Release);
+        false
+    }
+
+    /// For the reactor, before it drains the channel at step 7: the next
+    /// command sent wakes it again.
+    pub(crate) fn take_wakeup(&self) {
+        self.wake_pending.swap(false, Ordering::AcqRel);
     }
 
     /// Makes `run` return at the end of the current turn, leaving every
@@ -117,5 +155,53 @@ impl Handle {
 impl fmt::Debug for Handle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Handle").finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use crate::Reactor;
+
+    #[test]
+    fn commands_sent_before_the_reactor_drains_cost_one_wakeup() {
+        let mut reactor = Reactor::new().expect("reactor");
+        let handle = reactor.handle();
+        let ran = Arc::new(AtomicUsize::new(0));
+        let senders: Vec<_> = (0..4)
+            .map(|_| {
+                let handle = handle.clone();
+                let ran = Arc::clone(&ran);
+                std::thread::spawn(move || {
+                    for _ in 0..25 {
+                        let ran = Arc::clone(&ran);
+                        assert!(handle.run(move |_| {
+                            ran.fetch_add(1, Ordering::Relaxed);
+                        }));
+                    }
+                })
+            })
+            .collect();
+        for sender in senders {
+            sender.join().expect("sender");
+        }
+        assert_eq!(
+            handle.wakeups.load(Ordering::Relaxed),
+            1,
+            "100 commands, one wakeup"
+        );
+        reactor.run_once(Some(Duration::from_secs(5))).expect("turn");
+        assert_eq!(ran.load(Ordering::Relaxed), 100, "all ran in the turn woken");
+        // Drained: the next command wakes it again.
+        let again = Arc::clone(&ran);
+        assert!(handle.run(move |_| {
+            again.fetch_add(1, Ordering::Relaxed);
+        }));
+        assert_eq!(handle.wakeups.load(Ordering::Relaxed), 2);
+        reactor.run_once(Some(Duration::from_secs(5))).expect("turn");
+        assert_eq!(ran.load(Ordering::Relaxed), 101);
     }
 }

@@ -875,6 +875,7 @@ impl Reactor {
 
     /// Step 7: commands from other threads.
     fn run_commands(&mut self) {
+        self.handle.take_wakeup();
         while let Ok(command) = self.commands.try_recv() {
             match command {
                 Command::Stop => self.core.stop_requested = true,

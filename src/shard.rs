@@ -472,7 +472,16 @@ impl Shards {
         }
     }
 
-    fn flush(&self) {
+    /// Sends now, each as one batch, the messages this shard has queued
+    /// since its last flush, instead of at the end of the turn (step 10).
+    ///
+    /// For work another shard should start while this one goes on with its
+    /// turn: the chat calls it when a member's line is sent to the other
+    /// shards, so that they write it to their members while this shard
+    /// writes it to its own (at step 9), rather than after. Each flush that
+    /// finds messages costs one [`Handle::run`] per target; batches sent
+    /// before the target gets to them still cost it one wakeup together.
+    pub fn flush(&self) {
         let local = &*self.local;
         if !local.dirty.replace(false) {
             return;

@@ -1,6 +1,6 @@
 //! `evloop::shard` from the outside: shards on their threads, messages
-//! between them (order, one batch per turn, the bound, a stopped target),
-//! panics, and pinning.
+//! between them (order, one batch per turn, a batch sent at once, the
+//! bound, a stopped target), panics, and pinning.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
@@ -125,6 +125,38 @@ fn a_thousand_messages_of_one_turn_arrive_in_order_in_one_batch() {
         "all ran in one turn of shard 0"
     );
     assert_eq!(batches, 1, "one batch, one wakeup");
+}
+
+#[test]
+fn a_flushed_message_runs_while_its_sender_is_still_in_its_turn() {
+    let (ran_in_turn, result) = within(|| {
+        let ran_in_turn = Arc::new(AtomicBool::new(false));
+        let seen = Arc::clone(&ran_in_turn);
+        let result = shard::run(two_shards(), move |reactor, shards| {
+            if shards.id() == 0 {
+                return Ok(());
+            }
+            let seen = Arc::clone(&seen);
+            reactor.handle().run(move |_reactor| {
+                let shards = Shards::current().expect("on a shard");
+                let (tx, rx) = mpsc::channel();
+                shards
+                    .send(0, move |_reactor| {
+                        let _ = tx.send(());
+                    })
+                    .expect("shard 0 is running");
+                shards.flush();
+                // Shard 1's turn goes on until shard 0 has run the message:
+                // without the flush it would leave only after this wait.
+                seen.store(rx.recv_timeout(LIMIT / 2).is_ok(), Ordering::SeqCst);
+                shards.handle().stop();
+            });
+            Ok(())
+        });
+        (ran_in_turn.load(Ordering::SeqCst), result)
+    });
+    result.expect("both shards stopped cleanly");
+    assert!(ran_in_turn, "the message ran on shard 0 during shard 1's turn");
 }
 
 /// What shard 1 saw while testing the bound.

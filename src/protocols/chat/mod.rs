@@ -69,13 +69,18 @@
 //! to each other shard ([`Shards::send`]) as an `Arc<[u8]>` (converted
 //! once from the room's `Rc<[u8]>`); there it becomes one `Rc<[u8]>`
 //! again, shared by the write queues of that shard's members
-//! ([`Room::relay`]). A line costs each other shard one message, and all
-//! the messages of one turn for one shard travel as one batch, one
-//! wakeup. Messages from one shard to another run in the order sent, so
-//! each sender's lines arrive in order everywhere. A shard so far behind
-//! that its queue from this one is full ([`SendError::Full`]) misses the
-//! lines sent meanwhile: they are dropped for it alone, never waited for,
-//! and a warning is logged once per such episode. With one shard
+//! ([`Room::relay`]). A line costs each other shard one message. The
+//! lines of one callback leave for each other shard as one batch at once
+//! ([`Shards::flush`]), not at the end of the turn, so that the other
+//! shards write a line to their members while this one writes it to its
+//! own: the last member of the room gets it after about one shard's
+//! fan-out, not two. Batches that reach a shard before it wakes cost it
+//! one wakeup together. Messages from one shard to another run in the
+//! order sent, so each sender's lines arrive in order everywhere. A shard
+//! so far behind that its queue from this one is full
+//! ([`SendError::Full`]) misses the lines sent meanwhile: they are dropped
+//! for it alone, never waited for, and a warning is logged once per such
+//! episode (`tests/chat_lagging_shard.rs`). With one shard
 //! ([`Chat::new`], or [`Chat::sharded`] with one shard) nothing is shared
 //! and nothing is sent: the room is exactly the single-reactor room.
 
@@ -505,6 +510,9 @@ impl Link {
                 }
             }
         }
+        // The other shards write the lines to their members while this one
+        // writes them to its own at step 9, not after.
+        self.shards.flush();
     }
 }
 
