@@ -11,18 +11,6 @@ use std::io::{BufRead, Write};
 use common::chat::*;
 use common::*;
 
-/// Runs `case` at one and at two threads.
-macro_rules! at_1_and_2_threads {
-    ($($name:ident),* $(,)?) => {
-        mod one_thread {
-            $(#[test] fn $name() { super::$name(1) })*
-        }
-        mod two_threads {
-            $(#[test] fn $name() { super::$name(2) })*
-        }
-    };
-}
-
 at_1_and_2_threads!(
     notices_and_lines_reach_every_member,
     who_lists_every_member_in_join_order,

@@ -17,6 +17,22 @@ pub fn chat(extra: &[&str]) -> ServerProcess {
     ServerProcess::start("chat", &args, announces)
 }
 
+/// Runs each case, a `fn(threads: usize)`, at one and at two threads: as
+/// `one_thread::CASE` and `two_threads::CASE`.
+#[allow(unused_macros)]
+macro_rules! at_1_and_2_threads {
+    ($($name:ident),* $(,)?) => {
+        mod one_thread {
+            $(#[test] fn $name() { super::$name(1) })*
+        }
+        mod two_threads {
+            $(#[test] fn $name() { super::$name(2) })*
+        }
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use at_1_and_2_threads;
+
 /// A TCP member that reads whole lines.
 pub struct Member {
     pub reader: BufReader<TcpStream>,
@@ -25,10 +41,16 @@ pub struct Member {
 }
 
 impl Member {
-    /// Connects and reads its welcome.
+    /// Connects to the server's TCP address and reads its welcome.
     #[track_caller]
     pub fn join(server: &ServerProcess) -> Member {
-        let stream = connect(server.socket_addr("tcp"));
+        Member::join_at(server.socket_addr("tcp"))
+    }
+
+    /// Connects to `addr` and reads its welcome.
+    #[track_caller]
+    pub fn join_at(addr: SocketAddr) -> Member {
+        let stream = connect(addr);
         let nick = stream.local_addr().expect("addr").to_string();
         let mut member = Member {
             reader: BufReader::new(stream.try_clone().expect("clone")),
@@ -45,6 +67,17 @@ impl Member {
     pub fn say(&mut self, line: &str) {
         self.writer.write_all(line.as_bytes()).expect("write");
         self.writer.write_all(b"\n").expect("write");
+    }
+
+    /// Sends `lines` in one write, each with its newline.
+    #[track_caller]
+    pub fn say_all(&mut self, lines: &[String]) {
+        let mut data = String::new();
+        for line in lines {
+            data.push_str(line);
+            data.push('\n');
+        }
+        self.writer.write_all(data.as_bytes()).expect("write");
     }
 
     /// The next line, without its newline.
