@@ -190,19 +190,20 @@ impl Core {
         let shard = self
             .listener_mut(key)
             .and_then(|l| l.balanced().map(|(_, shard)| shard));
-        let (Some(shard), Stream::Tcp(_), Addr::Inet(inet)) = (shard, &stream, &peer) else {
+        let (Some(shard), Addr::Inet(inet)) = (shard, &peer) else {
             return Some((stream, peer));
         };
         let inet = *inet;
+        let tcp = match stream {
+            Stream::Tcp(tcp) => tcp,
+            unix => return Some((unix, peer)),
+        };
         let (Some(shards), Some(Some((to, target, reservation)))) = (
             Shards::current(),
             self.listener_mut(key)
                 .and_then(|l| l.balance.as_ref().map(|b| b.target(shard))),
         ) else {
-            return Some((stream, peer));
-        };
-        let Stream::Tcp(tcp) = stream else {
-            unreachable!("a TCP stream, checked above");
+            return Some((Stream::Tcp(tcp), peer));
         };
         // The message is given back whole if refused: the stream travels in
         // a cell this shard can take it back from.
