@@ -3,9 +3,12 @@
 //! ```text
 //! chat [--tcp ADDR]... [--udp ADDR]... [--max-line BYTES] [--max-outbuf BYTES]
 //!      [--max-clients N] [--idle-timeout SECS] [--shutdown-timeout SECS]
-//!      [--threads N [--balance]]
+//!      [--threads N [--balance]] [--tls ADDR]... [--cert PEM --key PEM]
+//!      [--handshake-timeout SECS]
 //! ```
-//! With no listener flag: `--tcp 127.0.0.1:7100`.
+//! With no listener flag: `--tcp 127.0.0.1:7100`. `--tls ADDR` is one
+//! more way into the same room: TCP with TLS (`evloop::tls`), announced
+//! `listening tls ADDR`.
 //!
 //! The room's rules (made-safe text, case-insensitive nicks, the two-step
 //! greeting of UDP peers) are the library's: `src/protocols/chat/`. With
@@ -33,6 +36,11 @@ struct Flags {
     /// UDP address for datagram members (repeatable)
     #[arg(long, value_name = "ADDR")]
     udp: Vec<SocketAddr>,
+    /// TLS-over-TCP address to listen on (repeatable; needs --cert and --key)
+    #[arg(long, value_name = "ADDR")]
+    tls: Vec<SocketAddr>,
+    #[command(flatten)]
+    tls_flags: common::TlsFlags,
     /// Longest line in bytes
     #[arg(long, value_name = "BYTES", default_value_t = 4096)]
     max_line: usize,
@@ -60,7 +68,8 @@ struct Flags {
 fn main() -> ExitCode {
     let mut flags: Flags = common::parse();
     common::init_logging();
-    if flags.tcp.is_empty() && flags.udp.is_empty() {
+    let tls = flags.tls_flags.server(!flags.tls.is_empty(), &[]);
+    if flags.tcp.is_empty() && flags.udp.is_empty() && flags.tls.is_empty() {
         flags.tcp.push("127.0.0.1:7100".parse().expect("valid default"));
     }
     let config = ChatConfig {
@@ -82,6 +91,12 @@ fn main() -> ExitCode {
             }
             for &addr in &flags.udp {
                 binder.udp(reactor, "udp", addr, chat.datagram_handler());
+            }
+            if let Some(tls) = &tls {
+                for &addr in &flags.tls {
+                    let options = common::with_tls(chat.listener_options(), tls);
+                    binder.tcp(reactor, "tls", addr, options, chat.clone());
+                }
             }
             Ok(())
         },

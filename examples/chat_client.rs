@@ -2,8 +2,13 @@
 //! server go to stdout, in one thread.
 //!
 //! ```text
-//! chat_client ADDR
+//! chat_client ADDR [--tls [--cacert PEM] [--server-name NAME]]
 //! ```
+//!
+//! With `--tls` the connection speaks TLS (`Reactor::connect_tls`): the
+//! server's certificate must chain to `--cacert`'s roots (default: the
+//! system's) and be valid for `--server-name` (default: ADDR's host). One
+//! that does not is a one-line error and exit 1.
 //!
 //! Stdin and the connection are both sources of one reactor. At the end of
 //! stdin the client shuts its write half once everything typed is sent,
@@ -37,6 +42,8 @@ use evloop::{CloseReason, Context, Key, Reactor, StreamHandler};
 struct Flags {
     /// Chat server address, ip:port
     addr: SocketAddr,
+    #[command(flatten)]
+    tls: common::ClientTlsFlags,
 }
 
 /// The connection: prints what the server sends; ends the loop when closed.
@@ -113,14 +120,14 @@ fn main() -> ExitCode {
     common::init_logging();
     let mut reactor = Reactor::new().unwrap_or_else(|err| common::fail(&err));
     let failed = Rc::new(std::cell::Cell::new(false));
-    let server = reactor
-        .connect_tcp(
-            flags.addr,
-            Server {
-                failed: Rc::clone(&failed),
-            },
-        )
-        .unwrap_or_else(|err| common::fail(&format!("{}: {err}", flags.addr)));
+    let handler = Server {
+        failed: Rc::clone(&failed),
+    };
+    let connected = match flags.tls.client() {
+        Some(tls) => reactor.connect_tls(flags.addr, &tls, &flags.tls.server_name(&flags.addr), handler),
+        None => reactor.connect_tcp(flags.addr, handler),
+    };
+    let server = connected.unwrap_or_else(|err| common::fail(&format!("{}: {err}", flags.addr)));
     if let Err(err) = register_stdin(&mut reactor, Typed { server }) {
         common::fail(&err);
     }

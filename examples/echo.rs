@@ -2,8 +2,12 @@
 //!
 //! ```text
 //! echo [--tcp ADDR]... [--udp ADDR]... [--unix PATH]... [--threads N [--balance]]
+//!      [--tls ADDR]... [--cert PEM --key PEM] [--handshake-timeout SECS]
 //!      [--shutdown-timeout SECS]
 //! ```
+//! `--tls ADDR` is a TCP listener speaking TLS 1.2 and 1.3 (rustls),
+//! announced `listening tls ADDR`, with the chain in `--cert` and its key
+//! in `--key`: the same echo, through `evloop::tls`.
 //! With no listener flag: `--tcp 127.0.0.1:7000 --udp 127.0.0.1:7000`.
 //!
 //! `--threads N` (default 1) runs N reactors, one per thread, and no other
@@ -37,6 +41,11 @@ struct Flags {
     /// Unix stream socket path to listen on (repeatable)
     #[arg(long, value_name = "PATH")]
     unix: Vec<PathBuf>,
+    /// TLS-over-TCP address to listen on (repeatable; needs --cert and --key)
+    #[arg(long, value_name = "ADDR")]
+    tls: Vec<SocketAddr>,
+    #[command(flatten)]
+    tls_flags: common::TlsFlags,
     /// Reactor threads, each serving every address (at least 1)
     #[arg(long, value_name = "N", default_value = "1", value_parser = common::threads)]
     threads: usize,
@@ -51,7 +60,8 @@ struct Flags {
 fn main() -> ExitCode {
     let mut flags: Flags = common::parse();
     common::init_logging();
-    if flags.tcp.is_empty() && flags.udp.is_empty() && flags.unix.is_empty() {
+    let tls = flags.tls_flags.server(!flags.tls.is_empty(), &[]);
+    if flags.tcp.is_empty() && flags.udp.is_empty() && flags.unix.is_empty() && flags.tls.is_empty() {
         let default: SocketAddr = "127.0.0.1:7000".parse().expect("valid default");
         flags.tcp.push(default);
         flags.udp.push(default);
@@ -69,6 +79,12 @@ fn main() -> ExitCode {
             }
             for path in &flags.unix {
                 binder.unix(reactor, "unix", path, Echo::listener_options(), |_: &Addr| Echo);
+            }
+            if let Some(tls) = &tls {
+                for &addr in &flags.tls {
+                    let options = common::with_tls(Echo::listener_options(), tls);
+                    binder.tcp(reactor, "tls", addr, options, |_: &Addr| Echo);
+                }
             }
             Ok(())
         },

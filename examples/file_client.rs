@@ -1,8 +1,15 @@
 //! File client for the plain TCP file protocol.
 //!
 //! ```text
-//! file_client ADDR NAME [-o PATH]
+//! file_client ADDR NAME [-o PATH] [--tls [--cacert PEM] [--server-name NAME]]
 //! ```
+//!
+//! With `--tls` the protocol runs over TLS (rustls, with `evloop::tls`'s
+//! roots): the server's certificate must chain to `--cacert`'s roots
+//! (default: the system's) and be valid for `--server-name` (default:
+//! ADDR's host); one that does not is a one-line error, exit 1, and no
+//! file. Over TLS the end of a download is the server's `close_notify`: a
+//! connection cut without it is a failed download, not a short file.
 //!
 //! Sends NAME, reads the answer to end-of-file into a temporary file next
 //! to PATH, and renames it into place only when the download is complete,
@@ -56,7 +63,14 @@ struct Flags {
     /// Where to write the file (default: NAME's base name, here)
     #[arg(short = 'o', value_name = "PATH")]
     output: Option<PathBuf>,
+    #[command(flatten)]
+    tls: common::ClientTlsFlags,
 }
+
+/// The connection: plain TCP, or TLS over it.
+trait Conn: Read + Write {}
+
+impl<T: Read + Write> Conn for T {}
 
 /// The answer to a name the server does not serve.
 const NO_FILE: &[u8] = b"no_file";
@@ -146,9 +160,20 @@ enum Outcome {
 
 /// Sends the name and copies the answer into `temp`, to end-of-file.
 fn download(flags: &Flags, temp: &Path, stop: &AtomicBool) -> io::Result<Outcome> {
-    let mut stream = TcpStream::connect_timeout(&flags.addr, CONNECT_TIMEOUT)?;
-    stream.set_write_timeout(Some(STALL_TIMEOUT))?;
-    stream.set_read_timeout(Some(POLL))?;
+    let tcp = TcpStream::connect_timeout(&flags.addr, CONNECT_TIMEOUT)?;
+    tcp.set_write_timeout(Some(STALL_TIMEOUT))?;
+    tcp.set_read_timeout(Some(POLL))?;
+    let mut stream: Box<dyn Conn> = match flags.tls.client() {
+        Some(tls) => {
+            let name = flags.tls.server_name(&flags.addr);
+            let name = rustls::pki_types::ServerName::try_from(name)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("server name: {e}")))?;
+            let conn = rustls::ClientConnection::new(std::sync::Arc::clone(tls.config()), name)
+                .map_err(io::Error::other)?;
+            Box::new(rustls::StreamOwned::new(conn, tcp))
+        }
+        None => Box::new(tcp),
+    };
     // The name and its newline in one write, so they arrive in one segment:
     // a server that takes the first chunk as the whole name (the classic
     // Python server) must not see the name without its end.

@@ -162,6 +162,9 @@ pub(crate) struct Connection {
     /// Why the connection is on the ready list ([`Revisit`] bits); zero
     /// when it is not on it, so it is never listed twice.
     pub(crate) revisit: u8,
+    /// Accepted with TLS, handshake not done: the handler has not been
+    /// opened, and is not told of the connection unless it completes.
+    pub(crate) opening: bool,
 }
 
 /// Why a connection is on the core's ready list.
@@ -198,6 +201,7 @@ impl Connection {
             above_high_water: false,
             flush_pending: false,
             revisit: 0,
+            opening: false,
         }
     }
 
@@ -258,6 +262,9 @@ impl Connection {
     /// would come); progress pushes a drain deadline back (O(1)).
     pub(crate) fn flush(&mut self, key: Key, services: &mut Services) -> io::Result<()> {
         let before = self.queue.level();
+        // TLS records from the last write go first: the queue's bytes
+        // follow them on the wire.
+        self.stream.write_pending()?;
         let flushed = self.queue.flush(&mut self.stream, services.turn)?;
         if flushed == Flush::Yielded {
             // Budget spent, socket not full: no event will come, so come
@@ -350,7 +357,7 @@ impl Connection {
             self.above_high_water = false;
             services.deferred.push_back(Deferred::Notify(key, Notice::Drain));
         }
-        if self.queue.is_empty() {
+        if self.queue.is_empty() && !self.stream.has_pending_output() {
             Level::Emptied
         } else {
             Level::Queued
@@ -392,6 +399,11 @@ impl Connection {
         match &reason {
             CloseReason::Error(err) => debug!("{key} {}: {err}", self.peer),
             other => trace!("{key} {}: {other}", self.peer),
+        }
+        if matches!(reason, CloseReason::Closed | CloseReason::PeerClosed) {
+            // An orderly end: a TLS peer is told so before the socket
+            // closes (it may not have been, if no half-close came first).
+            self.stream.close_notify();
         }
         self.queue.clear();
         self.pending = Vec::new();

@@ -331,6 +331,27 @@ impl<'a> Context<'a> {
         self.core.connect_tcp(addr, Box::new(handler))
     }
 
+    /// Opens an outbound TCP connection that speaks TLS, as
+    /// [`Context::connect`]: the server's certificate must chain to `tls`'s
+    /// roots and be valid for `server_name` (a DNS name or an IP address).
+    /// A certificate that does not verify ends the connection with
+    /// [`CloseReason::Error`](crate::CloseReason::Error) of kind
+    /// `InvalidData`, naming rustls's reason.
+    ///
+    /// # Errors
+    ///
+    /// The socket could not be created or registered, or `server_name` is
+    /// neither a DNS name nor an IP address.
+    pub fn connect_tls(
+        &mut self,
+        addr: SocketAddr,
+        tls: &crate::tls::ClientTls,
+        server_name: &str,
+        handler: impl StreamHandler + 'static,
+    ) -> io::Result<Key> {
+        self.core.connect_tls(addr, tls, server_name, Box::new(handler))
+    }
+
     /// Opens an outbound Unix stream connection, as [`Context::connect`].
     ///
     /// # Errors

@@ -57,6 +57,7 @@
 //! | [`shard`] | a reactor per core: shards on threads, messages between them batched per turn |
 //! | [`signals`] | SIGINT and SIGTERM as loop events, for graceful shutdown |
 //! | [`text`] | peer text made safe to show: control characters and line separators replaced |
+//! | [`tls`] | TLS (rustls) as a layer under any stream handler: [`tls::ServerTls`] on a listener |
 //!
 //! [mio]: https://docs.rs/mio
 
@@ -93,6 +94,7 @@ mod source;
 mod sys;
 pub mod text;
 mod timer;
+pub mod tls;
 mod token;
 mod write_queue;
 

@@ -46,6 +46,7 @@ use crate::balance::Balance;
 use crate::connection::ConnectionOptions;
 use crate::services::{Services, TimerTask};
 use crate::sys::ListenSocket;
+use crate::tls::ServerTls;
 use crate::{Addr, Key, StreamFactory, TimerId};
 
 /// Most connections accepted in one wakeup of a listener.
@@ -148,6 +149,11 @@ pub struct ListenerOptions {
     /// only while both this listener's `max_connections` and the shared
     /// limit have room; one over either is sent the farewell and closed.
     pub shared_limit: Option<ConnectionLimit>,
+    /// TLS for every connection accepted (default `None`): the handshake
+    /// runs in the loop, and the handler reads and sends plaintext (see
+    /// [`crate::tls`]). Only TCP listeners read it; a Unix listener
+    /// ignores it.
+    pub tls: Option<ServerTls>,
 }
 
 /// A most-connections-at-once bound that several listeners share, on one
@@ -223,6 +229,7 @@ impl Default for ListenerOptions {
             reuse_port: false,
             balance: None,
             shared_limit: None,
+            tls: None,
         }
     }
 }
@@ -249,6 +256,8 @@ pub(crate) struct Listener {
     /// A limit shared with other listeners; each member holds one place.
     pub(crate) shared_limit: Option<ConnectionLimit>,
     pub(crate) shard: Option<usize>,
+    /// TLS for the connections it accepts.
+    pub(crate) tls: Option<ServerTls>,
 }
 
 impl Listener {
@@ -275,6 +284,7 @@ impl Listener {
             unix_path,
             balance: options.balance,
             shared_limit: options.shared_limit,
+            tls: options.tls,
             shard: None,
         }
     }

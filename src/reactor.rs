@@ -574,6 +574,23 @@ impl Reactor {
         Ok(self.core.connect_tcp(addr, Box::new(handler))?)
     }
 
+    /// Opens an outbound TCP connection that speaks TLS, served by
+    /// `handler` (see [`Context::connect_tls`](crate::Context::connect_tls)).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] if the socket cannot be created or registered, or
+    /// `server_name` is neither a DNS name nor an IP address.
+    pub fn connect_tls(
+        &mut self,
+        addr: SocketAddr,
+        tls: &crate::tls::ClientTls,
+        server_name: &str,
+        handler: impl StreamHandler + 'static,
+    ) -> Result<Key, Error> {
+        Ok(self.core.connect_tls(addr, tls, server_name, Box::new(handler))?)
+    }
+
     /// Opens an outbound Unix stream connection served by `handler`.
     ///
     /// # Errors

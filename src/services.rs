@@ -21,6 +21,8 @@ pub(crate) enum TimerTask {
     Linger(Key),
     /// A listener may try accepting again.
     AcceptBackoff(Key),
+    /// A TLS connection's handshake must be done by now.
+    Handshake(Key),
 }
 
 /// Work that runs once the current callback has returned.

@@ -24,14 +24,25 @@ use std::path::Path;
 use log::{debug, trace};
 use mio::net::{TcpListener, TcpStream, UdpSocket, UnixDatagram, UnixListener, UnixStream};
 
+use crate::tls::TlsStream;
 use crate::write_queue::{copy_file_region, Sink};
 use crate::Addr;
 
-/// A connected stream socket, TCP or Unix.
-#[derive(Debug)]
+/// A connected stream socket, TCP or Unix, or TCP with TLS on it.
 pub(crate) enum Stream {
     Tcp(TcpStream),
     Unix(UnixStream),
+    Tls(Box<TlsStream>),
+}
+
+impl std::fmt::Debug for Stream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Stream::Tcp(s) => f.debug_tuple("Tcp").field(s).finish(),
+            Stream::Unix(s) => f.debug_tuple("Unix").field(s).finish(),
+            Stream::Tls(s) => f.debug_tuple("Tls").field(&s.tcp).finish(),
+        }
+    }
 }
 
 impl Stream {
@@ -39,13 +50,25 @@ impl Stream {
         match self {
             Stream::Tcp(s) => s,
             Stream::Unix(s) => s,
+            Stream::Tls(s) => &mut s.tcp,
         }
     }
 
-    pub(crate) fn shutdown(&self, how: Shutdown) -> io::Result<()> {
+    /// Shuts a direction down; with TLS, `close_notify` goes first.
+    pub(crate) fn shutdown(&mut self, how: Shutdown) -> io::Result<()> {
         match self {
             Stream::Tcp(s) => s.shutdown(how),
             Stream::Unix(s) => s.shutdown(how),
+            Stream::Tls(s) => {
+                if how != Shutdown::Read {
+                    // As far as the socket takes it: a full socket when
+                    // the queue just emptied is all but impossible.
+                    if let Err(err) = s.close_notify() {
+                        trace!("close_notify: {err}");
+                    }
+                }
+                s.tcp.shutdown(how)
+            }
         }
     }
 
@@ -53,6 +76,65 @@ impl Stream {
         match self {
             Stream::Tcp(s) => s.take_error(),
             Stream::Unix(s) => s.take_error(),
+            Stream::Tls(s) => s.tcp.take_error(),
+        }
+    }
+
+    /// Ends a TLS stream's output with `close_notify`, once, as far as the
+    /// socket takes it (nothing to do without TLS).
+    pub(crate) fn close_notify(&mut self) {
+        if let Stream::Tls(s) = self {
+            if let Err(err) = s.close_notify() {
+                trace!("close_notify: {err}");
+            }
+        }
+    }
+
+    /// TLS records that wait for the socket: output not yet sent although
+    /// the write queue may be empty.
+    pub(crate) fn has_pending_output(&self) -> bool {
+        match self {
+            Stream::Tls(s) => s.has_pending_output(),
+            Stream::Tcp(_) | Stream::Unix(_) => false,
+        }
+    }
+
+    /// Sends what waits below the write queue (TLS records), as far as the
+    /// socket takes it.
+    pub(crate) fn write_pending(&mut self) -> io::Result<()> {
+        match self {
+            Stream::Tls(s) => s.write_pending(),
+            Stream::Tcp(_) | Stream::Unix(_) => Ok(()),
+        }
+    }
+
+    /// Whether a short read from the socket may be taken for an empty
+    /// socket by a TLS stream's reads (see `TlsStream::trust_short_reads`).
+    pub(crate) fn trust_short_reads(&mut self, trust: bool) {
+        if let Stream::Tls(s) = self {
+            s.trust_short_reads(trust);
+        }
+    }
+
+    /// Whether this is a TLS stream.
+    pub(crate) fn is_tls(&self) -> bool {
+        matches!(self, Stream::Tls(_))
+    }
+
+    /// For a TLS stream: whether its last read ended because the socket
+    /// had nothing more (not at a `close_notify` or an error record).
+    pub(crate) fn tls_drained(&self) -> bool {
+        match self {
+            Stream::Tls(s) => s.drained(),
+            Stream::Tcp(_) | Stream::Unix(_) => true,
+        }
+    }
+
+    /// Whether a TLS handshake is still going on (never, without TLS).
+    pub(crate) fn is_handshaking(&self) -> bool {
+        match self {
+            Stream::Tls(s) => s.is_handshaking(),
+            Stream::Tcp(_) | Stream::Unix(_) => false,
         }
     }
 
@@ -60,6 +142,7 @@ impl Stream {
         match self {
             Stream::Tcp(s) => s.peer_addr().map(Addr::Inet),
             Stream::Unix(s) => s.peer_addr().map(|a| Addr::from_unix(&a)),
+            Stream::Tls(s) => s.tcp.peer_addr().map(Addr::Inet),
         }
     }
 
@@ -67,6 +150,7 @@ impl Stream {
         match self {
             Stream::Tcp(s) => s.local_addr().map(Addr::Inet),
             Stream::Unix(s) => s.local_addr().map(|a| Addr::from_unix(&a)),
+            Stream::Tls(s) => s.tcp.local_addr().map(Addr::Inet),
         }
     }
 
@@ -98,6 +182,7 @@ impl AsRawFd for Stream {
         match self {
             Stream::Tcp(s) => s.as_raw_fd(),
             Stream::Unix(s) => s.as_raw_fd(),
+            Stream::Tls(s) => s.tcp.as_raw_fd(),
         }
     }
 }
@@ -107,6 +192,7 @@ impl Read for Stream {
         match self {
             Stream::Tcp(s) => s.read(buf),
             Stream::Unix(s) => s.read(buf),
+            Stream::Tls(s) => s.read(buf),
         }
     }
 }
@@ -116,6 +202,7 @@ impl Write for Stream {
         match self {
             Stream::Tcp(s) => s.write(buf),
             Stream::Unix(s) => s.write(buf),
+            Stream::Tls(s) => s.write(buf),
         }
     }
     /// One buffer goes out with `send`, several with `sendmsg`: both take
@@ -123,9 +210,10 @@ impl Write for Stream {
     /// the file layer (on a broadcast, one call per receiver per turn).
     #[cfg(any(target_os = "linux", target_os = "android"))]
     fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
-        match bufs {
-            [one] => self.write(one),
-            _ => send_vectored(self.as_raw_fd(), bufs, libc::MSG_NOSIGNAL),
+        match (self, bufs) {
+            (Stream::Tls(s), _) => s.write_vectored(bufs),
+            (this, [one]) => this.write(one),
+            (this, _) => send_vectored(this.as_raw_fd(), bufs, libc::MSG_NOSIGNAL),
         }
     }
 
@@ -134,6 +222,7 @@ impl Write for Stream {
         match self {
             Stream::Tcp(s) => s.write_vectored(bufs),
             Stream::Unix(s) => s.write_vectored(bufs),
+            Stream::Tls(s) => s.write_vectored(bufs),
         }
     }
     fn flush(&mut self) -> io::Result<()> {
@@ -144,6 +233,10 @@ impl Write for Stream {
 impl Sink for Stream {
     #[cfg(any(target_os = "linux", target_os = "android"))]
     fn send_file(&mut self, file: &File, offset: u64, len: usize) -> io::Result<usize> {
+        if let Stream::Tls(tls) = self {
+            // The kernel would send the file as it is: read and encrypt.
+            return copy_file_region(&mut **tls, file, offset, len);
+        }
         let mut off = offset as libc::off_t;
         // SAFETY: both fds are open for the duration of the call (the socket
         // is owned by `self`, the file is borrowed); `off` is a valid,
@@ -169,7 +262,7 @@ impl Sink for Stream {
     fn write_vectored_more(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
         match self {
             Stream::Tcp(tcp) => send_vectored(tcp.as_raw_fd(), bufs, libc::MSG_MORE | libc::MSG_NOSIGNAL),
-            Stream::Unix(_) => self.write_vectored(bufs),
+            Stream::Unix(_) | Stream::Tls(_) => self.write_vectored(bufs),
         }
     }
 }

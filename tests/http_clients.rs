@@ -77,19 +77,6 @@ where
     output
 }
 
-/// Compares bytes without printing megabytes when they differ.
-#[track_caller]
-fn assert_same_bytes(got: &[u8], want: &[u8], what: &str) {
-    if got != want {
-        let first = got.iter().zip(want).position(|(a, b)| a != b);
-        panic!(
-            "{what}: got {} bytes, want {}; first difference at {first:?}",
-            got.len(),
-            want.len()
-        );
-    }
-}
-
 /// Reads a file the test (or curl) wrote.
 #[track_caller]
 fn read(path: &Path) -> Vec<u8> {

@@ -11,10 +11,11 @@ use std::process::ExitCode;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{Args, Parser};
 
 pub mod stdin;
 use evloop::shard::{self, Balance, ShardError, ShardOptions, Shards};
+use evloop::tls::{ClientTls, ServerTls};
 use evloop::{Addr, DatagramHandler, DatagramOptions, Error, Key, ListenerOptions, Reactor, StreamFactory};
 
 /// Parses the command line. `--help` prints usage and exits 0; a bad
@@ -92,6 +93,90 @@ pub fn seconds(text: &str) -> Result<Duration, String> {
         return Err(format!("'{text}' is out of range"));
     }
     Ok(Duration::from_secs_f64(secs))
+}
+
+/// The flags of a server's TLS listeners (`--tls`, `--https`): the
+/// certificate chain, its key, and how long a handshake may take.
+#[derive(Args, Debug)]
+pub struct TlsFlags {
+    /// PEM certificate chain for the TLS listeners
+    #[arg(long, value_name = "PEM")]
+    pub cert: Option<PathBuf>,
+    /// PEM private key (PKCS#8, RSA or EC) for the TLS listeners
+    #[arg(long, value_name = "PEM")]
+    pub key: Option<PathBuf>,
+    /// Seconds a TLS client may take to finish its handshake
+    #[arg(long, value_name = "SECS", default_value = "10", value_parser = positive_seconds)]
+    pub handshake_timeout: Duration,
+}
+
+impl TlsFlags {
+    /// The TLS of a listener offering `alpn` (none: no ALPN), when `wanted`
+    /// (some TLS listener was asked for): a missing `--cert` or `--key` is
+    /// a usage error (exit 2), a file that cannot be used one line naming
+    /// it (exit 1).
+    pub fn server(&self, wanted: bool, alpn: &[&[u8]]) -> Option<ServerTls> {
+        if !wanted {
+            return None;
+        }
+        let (Some(cert), Some(key)) = (&self.cert, &self.key) else {
+            usage_error("a TLS listener needs --cert PEM and --key PEM");
+        };
+        let mut tls = ServerTls::from_pem_files_with_alpn(cert, key, alpn).unwrap_or_else(|err| fail(&err));
+        tls.handshake_timeout = self.handshake_timeout;
+        Some(tls)
+    }
+}
+
+/// The flags of a client that may speak TLS: `--tls`, the roots to trust
+/// and the name the server's certificate must carry.
+#[derive(Args, Debug)]
+pub struct ClientTlsFlags {
+    /// Speak TLS to the server
+    #[arg(long)]
+    pub tls: bool,
+    /// PEM file of the roots to trust (default: the system's)
+    #[arg(long, value_name = "PEM", requires = "tls")]
+    pub cacert: Option<PathBuf>,
+    /// Name the server's certificate must be valid for (default: the host of ADDR)
+    #[arg(long, value_name = "NAME", requires = "tls")]
+    pub server_name: Option<String>,
+}
+
+impl ClientTlsFlags {
+    /// The TLS to speak, if `--tls`: roots that cannot be read are one
+    /// line naming the file, and exit 1.
+    pub fn client(&self) -> Option<ClientTls> {
+        if !self.tls {
+            return None;
+        }
+        let tls = match &self.cacert {
+            Some(path) => ClientTls::with_roots_pem(path),
+            None => ClientTls::with_system_roots(),
+        };
+        Some(tls.unwrap_or_else(|err| fail(&err)))
+    }
+
+    /// The name to verify the server's certificate against.
+    pub fn server_name(&self, addr: &SocketAddr) -> String {
+        self.server_name.clone().unwrap_or_else(|| addr.ip().to_string())
+    }
+}
+
+/// `options` with `tls` on.
+pub fn with_tls(mut options: ListenerOptions, tls: &ServerTls) -> ListenerOptions {
+    options.tls = Some(tls.clone());
+    options
+}
+
+/// Parses a number of seconds that must be more than zero (a deadline of
+/// zero would cut every connection at once).
+pub fn positive_seconds(text: &str) -> Result<Duration, String> {
+    let secs = seconds(text)?;
+    if secs.is_zero() {
+        return Err(format!("'{text}' must be more than 0"));
+    }
+    Ok(secs)
 }
 
 /// A reactor with SIGINT/SIGTERM shutdown installed: made before any socket

@@ -295,8 +295,22 @@ impl Core {
         };
         let options = Rc::clone(&listener.connection);
         let slot = listener.members.len() as u32;
+        let tls = listener.tls.clone();
+        let stream = match (stream, &tls) {
+            (Stream::Tcp(tcp), Some(tls)) => match tls.accept(tcp) {
+                Ok(tls) => Stream::Tls(Box::new(tls)),
+                Err(err) => {
+                    debug!("{listener_key}: TLS for {peer}: {err}");
+                    listener.give_back_place();
+                    return None;
+                }
+            },
+            (stream, _) => stream,
+        };
         let mut conn = Connection::new(stream, handler, peer, State::Open, options);
         conn.listener = Some((listener_key, slot));
+        // A TLS connection meets its handler once its handshake is done.
+        conn.opening = tls.is_some();
         let Some(key) = self.register_stream(conn) else {
             if let Some(listener) = self.listener_mut(listener_key) {
                 listener.give_back_place();
@@ -307,7 +321,10 @@ impl Core {
             listener.members.push(key);
             listener.count_in_balance(true);
         }
-        self.with_stream_handler(key, "on_open", |h, cx| h.on_open(cx));
+        match tls {
+            Some(tls) => self.arm_handshake(key, tls.handshake_timeout),
+            None => self.with_stream_handler(key, "on_open", |h, cx| h.on_open(cx)),
+        }
         Some(key)
     }
 

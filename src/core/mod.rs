@@ -32,6 +32,7 @@ use crate::registry::Registry;
 use crate::services::{Deferred, Notice, Services, TimerTask};
 use crate::source::Source;
 use crate::sys::Stream;
+use crate::tls::ClientTls;
 use crate::write_queue::Chunk;
 use crate::{Addr, CloseReason, Context, DatagramHandler, Key, SourceHandler, StreamHandler, TimerId};
 
@@ -206,7 +207,10 @@ impl Core {
                     self.leave_listener(listener, slot);
                 }
                 debug!("{key} {}: removed ({reason})", conn.peer);
-                conn.handler.take().map(AnyHandler::Stream)
+                let handler = conn.handler.take();
+                // A TLS connection whose handshake never finished was never
+                // its handler's: no `on_close` for it either.
+                handler.filter(|_| !conn.opening).map(AnyHandler::Stream)
             }
             Source::Datagram(dgram) => dgram.handler.take().map(AnyHandler::Datagram),
             // Deregistered below: `source()` is handler code.
@@ -367,6 +371,7 @@ impl Core {
             TimerTask::Drain(key) => self.deadline_passed(key, id, Input::DrainTimeout),
             TimerTask::Linger(key) => self.deadline_passed(key, id, Input::LingerTimeout),
             TimerTask::AcceptBackoff(key) => self.end_backoff(key),
+            TimerTask::Handshake(key) => self.handshake_deadline(key, id),
         }
     }
 
@@ -385,6 +390,14 @@ impl Core {
             if let Some(Source::Listener(_)) = self.sources.get(key) {
                 self.remove_source(key, CloseReason::Shutdown);
                 continue;
+            }
+            if let Some(Source::Stream(conn)) = self.sources.get(key) {
+                if conn.opening {
+                    // Still handshaking: nothing of it is the handler's.
+                    self.abort_stream_with(key, CloseReason::Shutdown);
+                    self.run_deferred();
+                    continue;
+                }
             }
             let Some(handler) = self.take_handler(key) else {
                 continue;
@@ -406,6 +419,34 @@ impl Core {
         let stream = TcpStream::connect(addr)?;
         let _ = stream.set_nodelay(true);
         self.add_outbound(Stream::Tcp(stream), Addr::Inet(addr), handler)
+    }
+
+    pub(crate) fn connect_tls(
+        &mut self,
+        addr: SocketAddr,
+        tls: &ClientTls,
+        server_name: &str,
+        handler: Box<dyn StreamHandler>,
+    ) -> io::Result<Key> {
+        let stream = TcpStream::connect(addr)?;
+        let _ = stream.set_nodelay(true);
+        let stream = tls.connect(stream, server_name)?;
+        let key = self.add_outbound(Stream::Tls(Box::new(stream)), Addr::Inet(addr), handler)?;
+        self.arm_handshake(key, tls.handshake_timeout);
+        Ok(key)
+    }
+
+    /// Cuts `key` if its TLS handshake is not done `timeout` from now.
+    pub(crate) fn arm_handshake(&mut self, key: Key, timeout: Duration) {
+        let deadline = self.services.now + timeout;
+        let timer = self
+            .services
+            .timers
+            .set(deadline, None, TimerTask::Handshake(key));
+        if let (Some(timer), Some(conn)) = (timer, self.stream_mut(key)) {
+            // Cancelled with the connection's other timers if it goes.
+            conn.timers.push(timer);
+        }
     }
 
     pub(crate) fn connect_unix(&mut self, path: &Path, handler: Box<dyn StreamHandler>) -> io::Result<Key> {

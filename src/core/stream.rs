@@ -4,7 +4,7 @@
 use std::io::{self, Read};
 use std::net::Shutdown as NetShutdown;
 
-use log::trace;
+use log::{debug, trace};
 
 use crate::conn_state::{self, Action, End, Input, State};
 use crate::connection::{Connection, Level, Revisit, Sent};
@@ -162,7 +162,28 @@ impl Core {
                 return self.revisit_later(key, Revisit::READ);
             }
             reads += 1;
-            match conn.stream.read(scratch) {
+            conn.stream.trust_short_reads(hint == ReadHint::ShortReadDrains);
+            let handshaking = conn.stream.is_handshaking();
+            let read = conn.stream.read(scratch);
+            // A short read says the socket is empty, except on TLS after a
+            // `close_notify` or an error record: read on to see it.
+            let drained = !conn.stream.is_tls() || conn.stream.tls_drained();
+            if handshaking && !conn.stream.is_handshaking() {
+                if conn.opening {
+                    // The handshake is done: the handler meets the
+                    // connection now, before any of its input.
+                    conn.opening = false;
+                    self.with_stream_handler(key, "on_open", |h, cx| h.on_open(cx));
+                    self.run_deferred();
+                }
+                // What waited for the handshake (a half-close, a close)
+                // may go on now.
+                self.after_output(key);
+            }
+            let Some(conn) = stream_in(&mut self.sources, key) else {
+                return;
+            };
+            match read {
                 Ok(0) => return self.peer_finished(key),
                 Ok(n) => {
                     trace!("{key}: read {n} bytes");
@@ -174,7 +195,7 @@ impl Core {
                         // (and it queues) more.
                         self.run_deferred();
                     }
-                    if n < scratch.len() && hint == ReadHint::ShortReadDrains {
+                    if n < scratch.len() && hint == ReadHint::ShortReadDrains && drained {
                         return;
                     }
                 }
@@ -231,12 +252,26 @@ impl Core {
         let Some(conn) = stream_in(&mut self.sources, key) else {
             return;
         };
-        if matches!(conn.state, State::Connecting { .. } | State::Closed) || conn.queue.is_empty() {
+        if matches!(conn.state, State::Connecting { .. } | State::Closed)
+            || (conn.queue.is_empty() && !conn.stream.has_pending_output())
+        {
             return;
         }
         match conn.flush(key, &mut self.services) {
             Ok(()) => self.after_output(key),
             Err(err) => self.abort_stream_with(key, CloseReason::Error(err)),
+        }
+    }
+
+    /// A TLS connection's handshake deadline passed: cut it if it is
+    /// still handshaking.
+    pub(crate) fn handshake_deadline(&mut self, key: Key, timer: TimerId) {
+        let Some(conn) = self.stream_mut(key) else { return };
+        conn.timers.retain(|&t| t != timer);
+        if conn.stream.is_handshaking() && conn.state != State::Closed {
+            debug!("{key} {}: TLS handshake not done in time", conn.peer);
+            let err = io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out");
+            self.abort_stream_with(key, CloseReason::Error(err));
         }
     }
 
@@ -393,7 +428,9 @@ impl Core {
             return;
         };
         let old = conn.state;
-        let (new, actions) = conn_state::next(old, input, conn.queue.is_empty());
+        // TLS records still waiting are output not yet sent.
+        let emptied = conn.queue.is_empty() && !conn.stream.has_pending_output();
+        let (new, actions) = conn_state::next(old, input, emptied);
         conn.set_state(key, new);
         if let Some(timer) = old.timer().filter(|t| new.timer() != Some(*t)) {
             self.services.timers.cancel(timer);

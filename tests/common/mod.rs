@@ -13,6 +13,7 @@ use evloop::{Handle, Reactor};
 pub mod chat;
 pub mod http;
 pub mod loadgen;
+pub mod tls;
 
 /// How long any single blocking step of a test may take before it fails.
 pub const STEP: Duration = Duration::from_secs(10);
@@ -441,5 +442,19 @@ impl TempDir {
 impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Fails with the lengths and the first differing offset, not a dump of
+/// both buffers, when `got` is not `want`.
+#[track_caller]
+pub fn assert_same_bytes(got: &[u8], want: &[u8], what: &str) {
+    if got != want {
+        let first = got.iter().zip(want).position(|(a, b)| a != b);
+        panic!(
+            "{what}: got {} bytes, want {}; first difference at {first:?}",
+            got.len(),
+            want.len()
+        );
     }
 }

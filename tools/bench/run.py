@@ -7,6 +7,7 @@ user would pick instead, measured in one run, on one machine, the same way.
     tools/bench/run.py files  [--duration SECS]   # ~1 min (+ a 1 GiB file once)
     tools/bench/run.py chat   [--duration SECS]   # ~40 s
     tools/bench/run.py shards [--duration SECS]   # ~1.5 min: two cores for the server, nothing pinned
+    tools/bench/run.py tls    [--duration SECS]   # ~1.5 min (+ a 1 GiB file once): files, echo, idle over TLS
 
 Common flags: --rows a,b (only these rows), --examples DIR (the evloop
 build to measure, default target/release/examples), --server NAME=CMD
@@ -19,14 +20,16 @@ What one run does:
 1. Builds what it measures: the workspace (`cargo build --release --bins
    --examples`: the examples and tools/loadgen), the tokio peers
    (tools/bench/peers, a workspace of its own), the C epoll server (gcc
-   -O2). It installs gcc and nginx with apt-get when they are missing
-   (files needs nginx); `perf`, when present, adds the `sys/req` column.
+   -O2). It installs gcc, nginx and openssl with apt-get when they are
+   missing (files and tls need nginx; tls needs the openssl CLI for its
+   self-signed certificate); `perf`, when present, adds the `sys/req`
+   column.
 2. For each row: waits (up to 60 s) until the machine is quiet, starts
    the server pinned to CPU 0 (`taskset -c 0`) on a 127.0.0.1:0 port,
-   reads its port from its announce line (`listening tcp ADDR`), runs
-   tools/loadgen pinned to CPU 1, and stops the server by its PID
-   (SIGTERM; SIGKILL after 5 s). Every server starts afresh for every
-   table.
+   reads its port from its announce line (`listening tcp ADDR`; `tls` or
+   `https` for the TLS listeners), runs tools/loadgen pinned to CPU 1,
+   and stops the server by its PID (SIGTERM; SIGKILL after 5 s). Every
+   server starts afresh for every table.
 3. Prints one markdown table per scenario, with a ratio column over the
    reference row, and appends each loadgen JSON line (with the row's name,
    the command and the quiet wait added) to
@@ -99,8 +102,10 @@ def build(args, scenario):
     need = []
     if not have("gcc"):
         need.append("gcc")
-    if scenario in ("files", "shards") and not have("nginx") and not os.path.exists("/usr/sbin/nginx"):
+    if scenario in ("files", "shards", "tls") and not have("nginx") and not os.path.exists("/usr/sbin/nginx"):
         need.append("nginx")
+    if scenario == "tls" and not have("openssl"):
+        need.append("openssl")
     if scenario == "shards" and not have("wrk"):
         need.append("wrk")
     if need and not args.no_install:
@@ -148,6 +153,26 @@ def make_data(data, name, big_size):
         while f.read(1 << 22):
             pass
     return big
+
+
+def make_cert(work):
+    """The tls scenario's certificate, made afresh for each run under
+    WORK/tls: self-signed ECDSA P-256 for localhost and 127.0.0.1, not a CA
+    (rustls refuses a CA certificate as a server's), with its PKCS#8 key.
+    (cert path, key path)."""
+    if not have("openssl"):
+        sys.exit("run.py: tls needs the openssl CLI (apt-get install openssl)")
+    folder = os.path.join(work, "tls")
+    os.makedirs(folder, exist_ok=True)
+    cert, key = os.path.join(folder, "cert.pem"), os.path.join(folder, "key.pem")
+    argv = ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+            "-days", "3650", "-keyout", key, "-out", cert, "-subj", "/CN=localhost",
+            "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
+            "-addext", "basicConstraints=critical,CA:FALSE"]
+    done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True)
+    if done.returncode != 0:
+        sys.exit(f"run.py: failed: {' '.join(argv)}: {done.stderr.strip()[-300:]}")
+    return cert, key
 
 
 # ----------------------------------------------------------- the machine
@@ -251,9 +276,11 @@ class Nginx(Server):
     """nginx from tools/bench/peers/nginx.conf.in: one process
     (`master_process off`), in the foreground, on a free port. nginx cannot
     listen on port 0, so a port is picked by binding 127.0.0.1:0 and
-    letting it go; it announces nothing, so it is ready when it accepts."""
+    letting it go; it announces nothing, so it is ready when it accepts.
+    With `tls` (cert, key), it serves HTTPS (TLS 1.3 only) and its address
+    is of the kind `https`, else `http`."""
 
-    def __init__(self, name, data, work, workers=1, pin=True):
+    def __init__(self, name, data, work, workers=1, pin=True, tls=None):
         self.prefix = os.path.join(work, "nginx")
         os.makedirs(os.path.join(self.prefix, "logs"), exist_ok=True)
         with socket.socket() as s:
@@ -261,7 +288,15 @@ class Nginx(Server):
             port = s.getsockname()[1]
         with open(os.path.join(PEERS, "nginx.conf.in"), encoding="utf-8") as f:
             conf = f.read()
+        ssl = ""
+        if tls:
+            # On one line: the placeholder's name in the file's header
+            # comment is replaced too. nginx 1.22's default ssl_protocols
+            # leave TLS 1.3 out.
+            ssl = f"ssl_certificate {tls[0]}; ssl_certificate_key {tls[1]}; ssl_protocols TLSv1.3;"
+        self.kind = "https" if tls else "http"
         for key, value in {"@ROOT@": data, "@LISTEN@": f"127.0.0.1:{port}",
+                           "@LISTEN_OPTS@": " ssl" if tls else "", "@SSL@": ssl,
                            "@WORKERS@": str(workers), "@MASTER@": "off" if workers == 1 else "on",
                            "@PREFIX@": self.prefix, "@USER@": pwd.getpwuid(os.geteuid()).pw_name,
                            "@ERROR_LOG@": os.path.join(self.prefix, "logs", "error.log")}.items():
@@ -269,7 +304,7 @@ class Nginx(Server):
         conf_path = os.path.join(self.prefix, "nginx.conf")
         with open(conf_path, "w", encoding="utf-8") as f:
             f.write(conf)
-        super().__init__(name, [nginx_path(), "-p", self.prefix, "-c", conf_path], ["http"],
+        super().__init__(name, [nginx_path(), "-p", self.prefix, "-c", conf_path], [self.kind],
                          pids_of=lambda: [self.proc.pid, *children(self.proc.pid)], pin=pin)
         self.port = port
 
@@ -280,7 +315,7 @@ class Nginx(Server):
         while time.monotonic() < deadline and self.proc.poll() is None:
             try:
                 socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                self.addrs["http"] = f"127.0.0.1:{self.port}"
+                self.addrs[self.kind] = f"127.0.0.1:{self.port}"
                 return None
             except OSError:
                 time.sleep(0.05)
@@ -512,6 +547,32 @@ def file_rows(args, data):
         rows.append((f"{name} (http)", lambda argv=argv, name=name: Server(f"{name} (http)", argv,
                                                                            ["tcp", "http"]), "http", "http"))
     return rows
+
+
+def tls_file_rows(args, data, cert, key):
+    """The HTTPS file servers: (row, make the server, announce kind)."""
+    tls = ["--cert", cert, "--key", key]
+    evloop_argv = [f"{args.examples}/file_server", "--https", "127.0.0.1:0", *tls, "--root", data]
+    rows = [("nginx_ssl", lambda: Nginx("nginx_ssl", data, WORK, tls=(cert, key)), "https"),
+            ("evloop", lambda: Server("evloop", evloop_argv, ["https"]), "https")]
+    for name, cmd in args.server:
+        argv = [*cmd.split(), "--https", "127.0.0.1:0", *tls, "--root", data]
+        rows.append((name, lambda argv=argv, name=name: Server(name, argv, ["https"]), "https"))
+    return [row for row in rows if selected(args, row[0])]
+
+
+def tls_echo_rows(args, cert, key, plain=False):
+    """The echo servers over TLS: (row, make the server, announce kind);
+    with `plain`, first evloop's echo without TLS."""
+    tls = ["--cert", cert, "--key", key]
+    rows = [("evloop (plain)", [f"{args.examples}/echo", "--tcp", "127.0.0.1:0"], "tcp")] if plain else []
+    rows += [
+        ("tokio_rustls_echo", [f"{PEERS}/target/release/tokio_rustls_echo", *TOKIO, *tls, "127.0.0.1:0"], "tls"),
+        ("evloop", [f"{args.examples}/echo", "--tls", "127.0.0.1:0", *tls], "tls"),
+    ]
+    rows += [(name, [*cmd.split(), "--tls", "127.0.0.1:0", *tls], "tls") for name, cmd in args.server]
+    return [(name, lambda argv=argv, name=name, kind=kind: Server(name, argv, [kind]), kind)
+            for name, argv, kind in rows if selected(args, name)]
 
 
 def selected(args, name):
@@ -852,8 +913,77 @@ def scenario_shards(args, record):
                 rows, "nginx_x2", "rps")
 
 
+def scenario_tls(args, record):
+    """Files, new connections, echo and idle connections over TLS: evloop's
+    TLS listeners beside nginx (ssl) and tokio-rustls, every server pinned
+    as in the plain scenarios. loadgen verifies the server's certificate
+    against the run's own (--cacert) in every table."""
+    if nginx_path() is None:
+        sys.exit("run.py: tls needs nginx (apt-get install nginx)")
+    cert, key = make_cert(WORK)
+    data = args.data
+    big_size = (64 << 20) if args.quick else BIG
+    fname = "quick.bin" if args.quick else "big.bin"
+    make_data(data, fname, big_size)
+    warmup = 0.2 if args.quick else 1
+    duration = args.duration or (1 if args.quick else 5)
+    ca = ["--tls", "--cacert", cert]
+    size = "1 GiB" if big_size == BIG else f"{big_size >> 20} MiB"
+    # A big file over HTTPS: both sides encrypt or decrypt every byte.
+    for conns in (1, 8):
+        title = f"TLS: {size} file over HTTPS, {conns} concurrent download{'s' if conns > 1 else ''}"
+        rows = []
+        for name, make, kind in tls_file_rows(args, data, cert, key):
+            argv = (lambda addrs, pids, kind=kind, conns=conns:
+                    ["download", "--tcp", addrs[kind], "--name", fname, "--conns", str(conns),
+                     "--expect-bytes", str(big_size), "--duration", str(duration), "--proto", "http",
+                     *ca, "--pid", pids])
+            rows.append(measure(args, "tls", title, make(), argv, record, timeout=duration + 90))
+        print_table(title, [("GB/s", "gb_s", ".2f"), ("downloads", "downloads", ""), ("errors", "errors", ""),
+                            *CPU_COLUMNS], rows, "nginx_ssl", "gb_s")
+    # A new connection, and so a full handshake, for every 1 KiB download.
+    clients = 10 if args.quick else 50
+    title = f"TLS: new connections/s, {clients} at once, each GET 1 KiB + Connection: close"
+    rows = []
+    for name, make, kind in tls_file_rows(args, data, cert, key):
+        argv = (lambda addrs, pids, kind=kind:
+                ["download", "--tcp", addrs[kind], "--name", "small.bin", "--conns", str(clients),
+                 "--expect-bytes", "1024", "--duration", str(duration), "--proto", "http", *ca, "--pid", pids])
+        rows.append(measure(args, "tls", title, make(), argv, record, timeout=duration + 90))
+    print_table(title, [("conns/s", "downloads_per_s", ","), ("srv µs/conn", "server_us_per_download", ".1f"),
+                        ("p50 ms", "p50_ms", ".2f"), ("p99 ms", "p99_ms", ".2f"), ("errors", "errors", ""),
+                        *CPU_COLUMNS], rows, "nginx_ssl", "downloads_per_s")
+    # Echo over TLS, paced: the server's cost per request, handshakes done.
+    rate = 2000 if args.quick else 20000
+    title = f"TLS: echo 64 B, 100 conns, paced at {rate:,} req/s"
+    rows = []
+    for name, make, kind in tls_echo_rows(args, cert, key):
+        argv = (lambda addrs, pids, kind=kind:
+                ["echo", "--tcp", addrs[kind], "--conns", "100", "--size", "64", "--depth", "1",
+                 "--rate", str(rate), "--duration", str(duration), "--warmup", str(warmup), *ca,
+                 "--pid", pids])
+        rows.append(measure(args, "tls", title, make(), argv, record, timeout=duration + 60,
+                            perf_window=(warmup + 0.3, duration - 0.5)))
+    print_table(title, [("srv µs/req", "server_us_per_req", ".2f"), ("rps", "rps", ","),
+                        ("target", "rate", ","), ("sys/req", "sys_per_req", ".2f"), ("p50 µs", "p50_us", ","),
+                        ("p99 µs", "p99_us", ","), ("errors", "errors", ""), *CPU_COLUMNS],
+                rows, "tokio_rustls_echo", "server_us_per_req", lower_is_better=True)
+    # Idle connections once their handshake is done: what TLS adds to each.
+    conns = args.conns or (1000 if args.quick else 10000)
+    title = f"TLS: {conns} idle conns after the handshake"
+    rows = []
+    for name, make, kind in tls_echo_rows(args, cert, key, plain=True):
+        argv = (lambda addrs, pids, kind=kind:
+                ["idle", "--tcp", addrs[kind], "--conns", str(conns), "--hold", "1" if args.quick else "2",
+                 *(ca if kind == "tls" else []), "--pid", pids])
+        rows.append(measure(args, "tls", title, make(), argv, record, timeout=120))
+    print_table(title, [("bytes/conn", "bytes_per_conn", ","), ("accepted", "accepted", ""),
+                        ("RSS before KiB", "rss_before_kib", ","), ("RSS after KiB", "rss_after_kib", ",")],
+                rows, "tokio_rustls_echo", "bytes_per_conn", lower_is_better=True)
+
+
 SCENARIOS = {"echo": scenario_echo, "idle": scenario_idle, "files": scenario_files, "chat": scenario_chat,
-             "shards": scenario_shards}
+             "shards": scenario_shards, "tls": scenario_tls}
 
 
 def main():
@@ -861,14 +991,15 @@ def main():
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("scenario", choices=sorted(SCENARIOS))
     parser.add_argument("--duration", type=float, help="measured seconds per row (default 5; --quick 1)")
-    parser.add_argument("--conns", type=int, help="idle: connections (default 10000); shards: of the closed-loop echo (default 1000)")
+    parser.add_argument("--conns", type=int, help="idle, tls: idle connections (default 10000); "
+                        "shards: of the closed-loop echo (default 1000)")
     parser.add_argument("--rows", type=lambda s: s.split(","), help="only these rows, comma-separated")
     parser.add_argument("--examples", default=os.path.join(ROOT, "target", "release", "examples"),
                         help="the evloop build whose examples are measured")
     parser.add_argument("--server", action="append", default=[], type=lambda s: s.split("=", 1),
                         metavar="NAME=CMD", help="one more row")
     parser.add_argument("--data", default=os.environ.get("BENCH_DATA", os.path.join(WORK, "data")),
-                        help="files: where big.bin and small.bin live")
+                        help="files, tls: where big.bin and small.bin live")
     parser.add_argument("--quick", action="store_true", help="short windows, small loads: a smoke run")
     parser.add_argument("--no-build", action="store_true")
     parser.add_argument("--no-install", action="store_true")

@@ -133,6 +133,8 @@ pub(crate) struct DownloadFlags {
     /// Bytes one read may take (at least 65536)
     #[arg(long, value_name = "BYTES", default_value_t = 1 << 20)]
     read_buffer: usize,
+    #[command(flatten)]
+    tls: crate::tls::TlsFlags,
 }
 
 /// How a file is asked for.
@@ -156,6 +158,8 @@ impl Proto {
 /// The state of the run, shared by the clock and every download.
 struct DlRun {
     addr: SocketAddr,
+    /// TLS (`--tls`).
+    tls: Option<crate::tls::Tls>,
     proto: Proto,
     /// The request every download sends.
     request: Rc<[u8]>,
@@ -208,7 +212,7 @@ impl DlRun {
             stall_timer: None,
             progress: cx.now(),
         };
-        if let Err(err) = cx.connect(self.addr, download) {
+        if let Err(err) = crate::tls::connect(cx, self.addr, self.tls.as_ref(), download) {
             let addr = self.addr;
             self.error(format_args!("slot {slot}: cannot connect to {addr}: {err}"));
             self.restart.push(slot);
@@ -565,6 +569,7 @@ pub(crate) fn run(flags: DownloadFlags) -> ExitCode {
     };
     let run = Rc::new(RefCell::new(DlRun {
         addr: flags.tcp,
+        tls: flags.tls.for_addr(&flags.tcp),
         proto: flags.proto,
         request: request.into_bytes().into(),
         expect: flags.expect_bytes,

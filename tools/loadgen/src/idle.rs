@@ -105,6 +105,8 @@ pub(crate) struct IdleFlags {
     /// Connects in flight at once
     #[arg(long, value_name = "B", default_value_t = 100)]
     batch: usize,
+    #[command(flatten)]
+    tls: crate::tls::TlsFlags,
 }
 
 /// Where the run stands.
@@ -121,6 +123,8 @@ enum Phase {
 /// The state of the run, shared by the clock and the connections.
 struct IdleRun {
     addr: SocketAddr,
+    /// TLS (`--tls`): each connection makes its handshake, then is idle.
+    tls: Option<crate::tls::Tls>,
     conns: usize,
     /// Connections not opened yet, last first, with the attempts so far.
     waiting: Vec<(usize, u32)>,
@@ -162,7 +166,7 @@ impl IdleRun {
             opened: false,
             run: Rc::clone(run),
         };
-        match cx.connect(self.addr, conn) {
+        match crate::tls::connect(cx, self.addr, self.tls.as_ref(), conn) {
             Ok(_) => self.connecting += 1,
             Err(err) => self.refused(id, attempts + 1, &err),
         }
@@ -352,6 +356,7 @@ pub(crate) fn run(flags: IdleFlags) -> ExitCode {
     let mut reactor = Reactor::new().unwrap_or_else(|err| common::fail(&err));
     let run = Rc::new(RefCell::new(IdleRun {
         addr: flags.tcp,
+        tls: flags.tls.for_addr(&flags.tcp),
         conns: flags.conns,
         waiting: (0..flags.conns).rev().map(|id| (id, 0)).collect(),
         retry: Vec::new(),

@@ -183,6 +183,7 @@ mod download;
 mod driver;
 mod idle;
 mod paced;
+mod tls;
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -328,6 +329,8 @@ struct EchoFlags {
     /// (summed)
     #[arg(long, value_name = "PID[,PID...]", value_delimiter = ',')]
     pid: Vec<u32>,
+    #[command(flatten)]
+    tls: tls::TlsFlags,
 }
 
 /// Where the load goes.
@@ -382,6 +385,8 @@ struct Plan {
     pid: Vec<u32>,
     /// What the connections say: echo bytes, or kv requests.
     mode: Mode,
+    /// TCP over TLS (`--tls`).
+    tls: Option<tls::Tls>,
 }
 
 impl Plan {
@@ -421,6 +426,17 @@ impl Plan {
                 "--conns and --conns x --depth must be at most {MAX_CONNS}"
             ));
         }
+        let tls = match &target {
+            Target::Tcp(addr) => flags.tls.for_addr(addr),
+            _ if flags
+                .tls
+                .for_addr(&SocketAddr::from(([127, 0, 0, 1], 0)))
+                .is_some() =>
+            {
+                common::usage_error("--tls is for --tcp")
+            }
+            _ => None,
+        };
         if let Some(rate) = flags.rate {
             if !(rate.is_finite() && rate > 0.0 && rate <= paced::MAX_RATE) {
                 common::usage_error(&format!("--rate must be above 0 and at most {}", paced::MAX_RATE));
@@ -448,6 +464,7 @@ impl Plan {
             rate: flags.rate,
             pid: flags.pid,
             mode: Mode::Echo,
+            tls,
         }
     }
 }
@@ -1442,6 +1459,7 @@ impl Plan {
             rate: None,
             pid: flags.pid,
             mode: Mode::Kv(mix),
+            tls: None,
         }
     }
 }
@@ -1699,7 +1717,7 @@ impl Clock {
                 )),
             };
             let opened = match &self.plan.target {
-                Target::Tcp(addr) => cx.connect(*addr, client),
+                Target::Tcp(addr) => tls::connect(cx, *addr, self.plan.tls.as_ref(), client),
                 Target::Unix(path) => cx.connect_unix(path, client),
                 Target::Udp(_) => return,
             };

@@ -1,11 +1,12 @@
-//! What the three tokio peers share, none of it on the hot path: a tiny flag
+//! What the tokio peers share, none of it on the hot path: a tiny flag
 //! parser, the runtime chosen with `--flavor`, and the start-up and shutdown
 //! contract every server of the benchmark follows (the same as evloop's
 //! example servers):
 //!
 //! - it listens where told (port 0 allowed), then prints exactly one line,
-//!   `listening tcp ADDR`, with the address it really got, and flushes;
-//!   nothing else ever goes to stdout;
+//!   `listening tcp ADDR` (`listening tls ADDR` for a listener that speaks
+//!   TLS), with the address it really got, and flushes; nothing else ever
+//!   goes to stdout;
 //! - a bad argument is one line on stderr and exit 2; an address that cannot
 //!   be bound is one line naming it and exit 1;
 //! - SIGTERM or SIGINT makes it exit 0 at once.
@@ -26,7 +27,7 @@ use tokio::signal::unix::{signal, SignalKind};
 
 /// The command line, taken apart flag by flag. Flags may come in any order,
 /// as `--name VALUE` or `--name=VALUE`; what is left at the end must be the
-/// one address.
+/// one address (or the address is given as `--addr ADDR`).
 pub struct Args {
     usage: &'static str,
     rest: Vec<String>,
@@ -83,8 +84,12 @@ impl Args {
         self.rest.len() != before
     }
 
-    /// Checks that what is left is exactly one address, and returns it.
-    pub fn addr(self) -> SocketAddr {
+    /// Checks that what is left is exactly one address, given alone or as
+    /// `--addr ADDR`, and returns it.
+    pub fn addr(mut self) -> SocketAddr {
+        if let Some(addr) = self.value("--addr") {
+            self.rest.insert(0, addr);
+        }
         if let Some(flag) = self.rest.iter().find(|a| a.starts_with("--")) {
             usage_error(&format!("unknown flag {flag} (usage: {})", self.usage));
         }
@@ -141,6 +146,16 @@ where
     F: FnOnce(TcpListener) -> Fut,
     Fut: Future<Output = ()>,
 {
+    run_as(runtime, "tcp", addr, serve)
+}
+
+/// As [`run`], announcing the listener as `listening KIND ADDR`: `tcp`, or
+/// `tls` for a server that speaks TLS on every connection it accepts.
+pub fn run_as<F, Fut>(runtime: Runtime, kind: &str, addr: SocketAddr, serve: F) -> ExitCode
+where
+    F: FnOnce(TcpListener) -> Fut,
+    Fut: Future<Output = ()>,
+{
     runtime.block_on(async {
         // Signals are caught from before the announce line, so a runner that
         // stops the server right after reading it is never too early.
@@ -150,7 +165,7 @@ where
             .await
             .unwrap_or_else(|err| fail(&format!("cannot bind {addr}: {err}")));
         let bound = listener.local_addr().unwrap_or_else(|err| fail(&err));
-        announce(bound);
+        announce(kind, bound);
         tokio::select! {
             _ = serve(listener) => {}
             _ = term.recv() => {}
@@ -163,9 +178,9 @@ where
 }
 
 /// Prints the announce line of the bound socket, and flushes it.
-fn announce(addr: SocketAddr) {
+fn announce(kind: &str, addr: SocketAddr) {
     let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "listening tcp {addr}");
+    let _ = writeln!(out, "listening {kind} {addr}");
     let _ = out.flush();
 }
 
