@@ -1189,3 +1189,31 @@ fn a_handshake_timeout_of_zero_is_a_bad_argument() {
     assert_eq!(done.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("more than 0"), "{stderr}");
 }
+
+#[test]
+fn plaintext_http_to_the_https_port_is_closed_at_once_and_https_goes_on() {
+    let files = Files::start("plainhttp");
+    let https = files.server.socket_addr("https");
+    let start = Instant::now();
+    let mut stream = connect(https);
+    write_all(&mut stream, b"GET /hello.txt HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    let (answer, how) = read_until_closed(&mut stream, Duration::from_secs(5));
+    assert!(
+        start.elapsed() < Duration::from_secs(3),
+        "closed ({how}) only after {:?}",
+        start.elapsed()
+    );
+    assert!(
+        !answer.windows(5).any(|w| w == b"HTTP/"),
+        "a plaintext request got a plaintext answer: {answer:02x?}"
+    );
+    let mut curl = Command::new(CURL);
+    curl.args(["-sS", "--fail", "--cacert"])
+        .arg(&files.certs.cert)
+        .arg("--resolve")
+        .arg(format!("localhost:{}:127.0.0.1", https.port()))
+        .arg(files.url("hello.txt"));
+    let done = run_bounded(&mut curl, Duration::from_secs(20));
+    assert!(done.status.success(), "{}", String::from_utf8_lossy(&done.stderr));
+    assert_eq!(done.stdout, b"hello over tls\n");
+}
