@@ -116,6 +116,14 @@ impl Stream {
         }
     }
 
+    /// Whether a TLS stream's input is only read to be dropped (see
+    /// `TlsStream::discard_input`).
+    pub(crate) fn discard_tls_input(&mut self, discard: bool) {
+        if let Stream::Tls(s) = self {
+            s.discard_input(discard);
+        }
+    }
+
     /// Whether this is a TLS stream.
     pub(crate) fn is_tls(&self) -> bool {
         matches!(self, Stream::Tls(_))

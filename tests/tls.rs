@@ -1217,3 +1217,52 @@ fn plaintext_http_to_the_https_port_is_closed_at_once_and_https_goes_on() {
     assert!(done.status.success(), "{}", String::from_utf8_lossy(&done.stderr));
     assert_eq!(done.stdout, b"hello over tls\n");
 }
+
+/// Reads a file over TLS to its end (the server's close_notify), then
+/// sends a bad record on the raw socket while the server lingers for the
+/// FIN.
+const BAD_RECORD_AFTER_CLOSE: &str = r#"
+import socket, ssl, sys
+host, port, ca = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+ctx = ssl.create_default_context(cafile=ca)
+s = ctx.wrap_socket(socket.create_connection((host, port)), server_hostname="localhost")
+s.sendall(b"hello.txt\n")
+data = b""
+while True:
+    chunk = s.recv(4096)
+    if not chunk:
+        break
+    data += chunk
+raw = socket.fromfd(s.fileno(), socket.AF_INET, socket.SOCK_STREAM)
+raw.sendall(b"\x17\x03\x03\x00\x20" + b"x" * 32)
+raw.shutdown(socket.SHUT_WR)
+raw.settimeout(5)
+try:
+    while raw.recv(4096):
+        pass
+except OSError:
+    pass
+print(data.decode())
+"#;
+
+#[test]
+fn a_bad_record_after_our_close_notify_is_dropped_and_the_server_goes_on() {
+    let files = Files::start("afterclose");
+    let addr = files.server.socket_addr("tls");
+    let mut python = Command::new(PYTHON);
+    python
+        .arg("-c")
+        .arg(BAD_RECORD_AFTER_CLOSE)
+        .arg(addr.ip().to_string())
+        .arg(addr.port().to_string())
+        .arg(&files.certs.cert);
+    let done = run_bounded(&mut python, Duration::from_secs(20));
+    assert!(done.status.success(), "{}", String::from_utf8_lossy(&done.stderr));
+    assert_eq!(done.stdout, b"hello over tls\n\n");
+    let mut next = TlsClient::connect(addr, &files.certs);
+    next.send(b"hello.txt\n");
+    assert_eq!(
+        next.read_to_end(),
+        (b"hello over tls\n".to_vec(), "eof clean".to_string())
+    );
+}

@@ -163,6 +163,9 @@ impl Core {
             }
             reads += 1;
             conn.stream.trust_short_reads(hint == ReadHint::ShortReadDrains);
+            // A closing connection lingering for the peer's FIN drops what
+            // it reads: over TLS it is not even decrypted.
+            conn.stream.discard_tls_input(!conn.state.may_receive());
             let handshaking = conn.stream.is_handshaking();
             let read = conn.stream.read(scratch);
             // A short read says the socket is empty, except on TLS after a
