@@ -77,12 +77,6 @@ where
     output
 }
 
-/// Reads a file the test (or curl) wrote.
-#[track_caller]
-fn read(path: &Path) -> Vec<u8> {
-    std::fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
-}
-
 /// Writes a file of the served tree.
 #[track_caller]
 fn write(path: &Path, data: &[u8]) {
@@ -129,7 +123,7 @@ fn curl_downloads_a_large_file_byte_exact_and_head_shows_length_and_ranges() {
         served.url("big.bin").into(),
     ]);
     assert_eq!(String::from_utf8_lossy(&got.stdout), "200");
-    assert_same_bytes(&read(&out), &data, "curl -o of a 5 MiB file");
+    assert_same_bytes(&read_file(&out), &data, "curl -o of a 5 MiB file");
 
     let head = curl(["--fail", "-I", &served.url("big.bin")]);
     let head = String::from_utf8(head.stdout).expect("ASCII head");
@@ -168,7 +162,7 @@ fn curl_range_and_suffix_range_get_exactly_those_bytes() {
             "206",
             "status of --range {range}"
         );
-        assert_same_bytes(&read(&out), want, &format!("curl --range {range}"));
+        assert_same_bytes(&read_file(&out), want, &format!("curl --range {range}"));
     }
 }
 
@@ -191,7 +185,7 @@ fn curl_resumes_a_cut_download_with_continue_at() {
         out.clone().into(),
         url.clone().into(),
     ]);
-    assert_same_bytes(&read(&out), &data[..1_234_567], "the first part");
+    assert_same_bytes(&read_file(&out), &data[..1_234_567], "the first part");
 
     let got = curl([
         OsString::from("--fail"),
@@ -208,7 +202,7 @@ fn curl_resumes_a_cut_download_with_continue_at() {
         "206",
         "status of the resumed part"
     );
-    assert_same_bytes(&read(&out), &data, "the resumed download");
+    assert_same_bytes(&read_file(&out), &data, "the resumed download");
 }
 
 #[test]
@@ -232,7 +226,7 @@ fn wget_downloads_a_file_and_continues_a_partial_one() {
         assert!(status.success(), "wget {extra:?}: {status}");
     };
     wget(&[]);
-    assert_same_bytes(&read(&out), &data, "wget of a 2 MiB file");
+    assert_same_bytes(&read_file(&out), &data, "wget of a 2 MiB file");
     // `wget -c` asks for the rest of a partial file with a Range. The part
     // already there is zeros, not the file's bytes, so the result shows
     // that only the rest was fetched (a fresh download would mend it).
@@ -240,7 +234,7 @@ fn wget_downloads_a_file_and_continues_a_partial_one() {
     write(&out, &partial);
     wget(&["-c"]);
     partial.extend_from_slice(&data[777_777..]);
-    assert_same_bytes(&read(&out), &partial, "wget -c appends only the rest");
+    assert_same_bytes(&read_file(&out), &partial, "wget -c appends only the rest");
 }
 
 #[test]
@@ -270,7 +264,7 @@ fn curl_fetches_a_name_with_a_space_and_unicode_percent_encoded() {
             out.clone().into(),
             served.url(&path).into(),
         ]);
-        assert_same_bytes(&read(&out), want, &path);
+        assert_same_bytes(&read_file(&out), want, &path);
     }
 }
 

@@ -774,11 +774,6 @@ impl Files {
     }
 }
 
-#[track_caller]
-fn read_file(path: &Path) -> Vec<u8> {
-    std::fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
-}
-
 #[test]
 fn file_server_plain_protocol_over_tls_is_byte_exact_and_ends_with_close_notify() {
     let files = Files::start("plainfiles");

@@ -458,3 +458,9 @@ pub fn assert_same_bytes(got: &[u8], want: &[u8], what: &str) {
         );
     }
 }
+
+/// Reads a file a test (or a client it ran) wrote.
+#[track_caller]
+pub fn read_file(path: &std::path::Path) -> Vec<u8> {
+    std::fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
+}
