@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """How the example servers' costs grow with the load: evloop beside its
-peers, one short run per point, drawn as an SVG chart.
+peers, one short run per point, drawn as an SVG chart with matplotlib.
 
 --mode echo (the default): 64-byte requests at depth 1, closed loop, from
     10 to 10,000 connections (1 s of warm-up, then --duration s), evloop's
@@ -40,8 +40,17 @@ peers, one short run per point, drawn as an SVG chart.
 Each server is pinned to CPU 0 and tools/loadgen to CPU 1; all traffic
 is on loopback; every run lasts --duration seconds (chat: 1 s of joining
 before, at most 2 s of draining after). Servers are stopped by PID. The
-script prints a markdown table and, with --svg, writes the chart, drawn
-here from the numbers of this run, with no plotting library.
+script prints a markdown table and, with --svg X.svg, writes X.json, the
+numbers of this run (the mode, the points and every server's figures for
+the table and the chart), then the chart X.svg, drawn from them with
+matplotlib. --replot X.json runs nothing: it prints the table again from
+that file and, with --svg, draws the chart again, so that a chart can be
+restyled or redrawn without a benchmark. The same numbers drawn by the
+same matplotlib give the same SVG file. matplotlib is needed only for a
+chart; when it is missing, the script installs it (`python3 -m pip
+install --user matplotlib`, without --user in a venv; if pip fails,
+`apt-get update` and `apt-get install -y python3-matplotlib`, through
+sudo unless root).
 
 Run from the repository root after a run of tools/bench/run.py, which
 builds the examples, tools/loadgen and the peers:
@@ -50,15 +59,22 @@ builds the examples, tools/loadgen and the peers:
     python3 docs/bench/curves.py --mode chat --svg docs/bench/chat-curve.svg
     python3 docs/bench/curves.py --mode files --svg docs/bench/files-curve.svg
 
+and to draw a chart again from the numbers beside it:
+
+    python3 docs/bench/curves.py --replot docs/bench/echo-curve.json --svg docs/bench/echo-curve.svg
+
 --points picks other points (connections, receivers, or file sizes such as
 64KiB or 1048576), --downloads other concurrencies for files.
 """
 
 import argparse
+import importlib
+import json
 import math
 import os
 import resource
 import shutil
+import site
 import subprocess
 import sys
 import tempfile
@@ -248,140 +264,101 @@ def prepare_files(data, sizes):
     return names
 
 
-# --- the chart ---------------------------------------------------------------
-
-def panel(series, xs, key, title, caption, box, log_y=False, xlabel="{:,}".format, scale=None):
-    """One line chart, x on a log scale: an SVG fragment. `series` maps a
-    server's name to its rows (dicts, or None where a run failed), one per x;
-    the y axis spans the values of `scale` (a list of such maps; default:
-    this one), so that panels of one metric can share it."""
-    left, top, width, height = box
-    lo_x, hi_x = math.log10(xs[0]), math.log10(xs[-1])
-
-    def x_at(x):
-        if hi_x == lo_x:
-            return left + width / 2
-        return left + (math.log10(x) - lo_x) / (hi_x - lo_x) * width
-
-    values = [r[key] for group in (scale or [series]) for rows in group.values() for r in rows
-              if r is not None and r.get(key) is not None and (r[key] > 0 or not log_y)]
-    parts = [f'<text x="{left}" y="{top - 12}" font-size="14" font-weight="bold">{title}</text>']
-    if not values:
-        return "\n".join(parts)
-    if log_y:
-        lo_y = math.floor(math.log10(min(values)))
-        hi_y = max(math.ceil(math.log10(max(values))), lo_y + 1)
-        ticks = [10.0 ** k for k in range(lo_y, hi_y + 1)]
-
-        def y_at(v):
-            return top + height - (math.log10(v) - lo_y) / (hi_y - lo_y) * height
-
-        def label(v):
-            return f"{v:,.0f}" if v >= 1 else f"{v:g}"
-    else:
-        top_value = max(values) * 1.1
-        ticks = [top_value * i / 4 for i in range(5)]
-
-        def y_at(v):
-            return top + height - v / top_value * height
-
-        def label(v):
-            return f"{v:,.0f}" if top_value > 100 else f"{v:.1f}"
-    for value in ticks:
-        y = y_at(value)
-        parts.append(f'<line x1="{left}" y1="{y:.1f}" x2="{left + width}" y2="{y:.1f}" stroke="#ddd"/>')
-        parts.append(f'<text x="{left - 6}" y="{y + 4:.1f}" font-size="11" text-anchor="end">{label(value)}</text>')
-    for x in xs:
-        parts.append(f'<text x="{x_at(x):.1f}" y="{top + height + 16}" font-size="11" '
-                     f'text-anchor="middle">{xlabel(x)}</text>')
-    parts.append(f'<text x="{left + width / 2}" y="{top + height + 34}" font-size="11" '
-                 f'text-anchor="middle">{caption}</text>')
-    for name, rows in series.items():
-        points = [(x_at(x), y_at(r[key])) for x, r in zip(xs, rows)
-                  if r is not None and r.get(key) is not None and (r[key] > 0 or not log_y)]
-        path = " ".join(f"{x:.1f},{y:.1f}" for x, y in points)
-        parts.append(f'<polyline points="{path}" fill="none" stroke="{COLORS[name]}" stroke-width="2"/>')
-        for x, y in points:
-            parts.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3" fill="{COLORS[name]}"/>')
-    return "\n".join(parts)
-
-
-def svg(grid, names):
-    """A chart of panels, two to a row: `grid` is a list of rows, each a list
-    of keyword arguments for panel() (all but box), then a legend of `names`."""
-    width, height = 880, 40 + 320 * len(grid)
-    body = []
-    for row, specs in enumerate(grid):
-        for col, spec in enumerate(specs):
-            body.append(panel(box=(70 + 440 * col, 40 + 320 * row, 330, 240), **spec))
-    for i, name in enumerate(names):
-        x = 70 + i * 140
-        body.append(f'<rect x="{x}" y="{height - 22}" width="12" height="12" fill="{COLORS[name]}"/>')
-        body.append(f'<text x="{x + 18}" y="{height - 12}" font-size="12">{name}</text>')
-    return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-            f'font-family="sans-serif">\n<rect width="100%" height="100%" fill="white"/>\n'
-            + "\n".join(body) + "\n</svg>\n")
-
-
 # --- the modes ---------------------------------------------------------------
+# A mode's run returns its numbers as one dict, written as JSON beside the
+# chart: {"mode", "points", "servers": {name: [a row, or None where a run
+# failed, per point]}}; in files, each server's rows are keyed by the
+# number of downloads at once ({"1": [...], "8": [...]}), listed in
+# "downloads". The table and the chart are made from that dict alone, so
+# --replot gives what the run gave.
 
 def fmt(value, spec):
     return "-" if value is None else format(value, spec)
 
 
-def echo_mode(args, work):
-    conns_list = args.points or CONNS
-    rows = {}
-    for name, command in echo_servers(os.getcwd()).items():
-        rows[name] = [measure_echo(command, conns, args.duration)
-                      for conns in conns_list]
+def run_echo(args, work):
+    """Measures every echo server at every number of connections."""
+    points = args.points or CONNS
+    servers = {name: [measure_echo(command, conns, args.duration) for conns in points]
+               for name, command in echo_servers(os.getcwd()).items()}
+    return {"mode": "echo", "points": points, "servers": servers}
+
+
+def table_echo(data):
+    """Prints echo's numbers as a markdown table."""
     print("| server | conns | req/s | p99 µs | server µs/req | errors |")
     print("|---|---|---|---|---|---|")
-    for name, series in rows.items():
-        for conns, r in zip(conns_list, series):
+    for name, rows in data["servers"].items():
+        for conns, r in zip(data["points"], rows):
             print(f"| {name} | {conns:,} | {r['rps']:,.0f} | {r['p99_us']:,.0f} | "
                   f"{r['srv_us_per_req']:.2f} | {r['errors']} |")
-    unit = "connections (log scale); "
-    return [[dict(series=rows, xs=conns_list, key="rps", title="Requests per second (higher is better)",
-                  caption=unit + "req/s"),
-             dict(series=rows, xs=conns_list, key="srv_us_per_req",
-                  title="Server CPU per request (lower is better)", caption=unit + "µs")]], list(rows)
 
 
-def chat_mode(args, work):
-    receivers_list = args.points or RECEIVERS
-    servers = chat_servers(os.getcwd())
-    rows = {name: [] for name in servers}
-    for receivers in receivers_list:
-        for name, command in servers.items():
-            rows[name].append(measure_chat(command, receivers, args.duration))
+def chart_echo(data):
+    """Echo's chart: a title and one row of panels, requests/s and server
+    CPU per request against connections."""
+    servers, points = data["servers"], data["points"]
+    xlabel = "connections (log scale)"
+    return "echo: 64-byte requests at depth 1, closed loop", [[
+        dict(series=servers, xs=points, key="rps", xlabel=xlabel, ylabel="requests/s",
+             title="Requests per second (higher is better)"),
+        dict(series=servers, xs=points, key="srv_us_per_req", xlabel=xlabel,
+             ylabel="server CPU per request (µs)", title="Server CPU per request (lower is better)"),
+    ]]
+
+
+def run_chat(args, work):
+    """Measures every chat server at every number of receivers, the servers
+    taking turns at each point."""
+    points = args.points or RECEIVERS
+    commands = chat_servers(os.getcwd())
+    servers = {name: [] for name in commands}
+    for receivers in points:
+        for name, command in commands.items():
+            servers[name].append(measure_chat(command, receivers, args.duration))
+    return {"mode": "chat", "points": points, "servers": servers}
+
+
+def table_chat(data):
+    """Prints chat's numbers as a markdown table."""
     print("| server | receivers | deliveries/s | p50 µs | p99 µs | server µs/delivery | "
           "delivered | errors | other cpu |")
     print("|---|---|---|---|---|---|---|---|---|")
-    for name, series in rows.items():
-        for receivers, r in zip(receivers_list, series):
+    for name, rows in data["servers"].items():
+        for receivers, r in zip(data["points"], rows):
             if r is None:
                 print(f"| {name} | {receivers:,} | no result |  |  |  |  |  |  |")
                 continue
             print(f"| {name} | {receivers:,} | {r['deliveries_per_s']:,.0f} | {r['p50_us']:,.0f} | "
                   f"{r['p99_us']:,.0f} | {fmt(r['srv_us_per_line'], '.2f')} | "
                   f"{r['delivered_ratio']:.4f} | {r['errors']} | {fmt(r['other_cpu'], '.2f')} |")
-    unit = f"receivers (log scale), {SENDERS} senders, {CHAT_RATE} lines/s; "
-    return [[dict(series=rows, xs=receivers_list, key="p99_us", log_y=True,
-                  title="p99 latency (lower is better)", caption=unit + "µs, log scale"),
-             dict(series=rows, xs=receivers_list, key="srv_us_per_line",
-                  title="Server CPU per delivery (lower is better)", caption=unit + "µs")]], list(rows)
 
 
-def files_mode(args, work):
+def chart_chat(data):
+    """Chat's chart: a title and one row of panels, p99 latency and server
+    CPU per delivered line against receivers."""
+    servers, points = data["servers"], data["points"]
+    xlabel = "receivers (log scale)"
+    return f"chat: one room, {SENDERS} senders, {CHAT_RATE} lines/s in all", [[
+        dict(series=servers, xs=points, key="p99_us", log_y=True, xlabel=xlabel,
+             ylabel="p99, send to delivery (µs, log scale)", title="p99 latency (lower is better)"),
+        dict(series=servers, xs=points, key="srv_us_per_line", xlabel=xlabel,
+             ylabel="server CPU per delivery (µs)", title="Server CPU per delivery (lower is better)"),
+    ]]
+
+
+def run_files(args, work):
+    """Measures nginx and file_server's two sides at every file size, for
+    each number of downloads at once, every server started afresh for every
+    point; adds to each row its CPU per download over nginx's."""
     sizes = args.points or SIZES
     names = prepare_files(args.data, sizes)
     root = os.getcwd()
-    servers = ["nginx", "evloop", "evloop (http)"]
-    rows = {(name, k): [] for name in servers for k in args.downloads}
+    servers = {name: {str(k): [] for k in args.downloads}
+               for name in ("nginx", "evloop", "evloop (http)")}
     for k in args.downloads:
         for size in sizes:
-            for name in servers:
+            for name, by_k in servers.items():
                 if name == "nginx":
                     server = start_nginx(args.data, work)
                 else:
@@ -393,18 +370,23 @@ def files_mode(args, work):
                                          args.duration)
                 finally:
                     server.stop()
-                rows[(name, k)].append(r)
-            ref = rows[("nginx", k)][-1]
-            for name in servers:
-                r = rows[(name, k)][-1]
+                by_k[str(k)].append(r)
+            ref = servers["nginx"][str(k)][-1]
+            for by_k in servers.values():
+                r = by_k[str(k)][-1]
                 if r is not None and ref is not None and r["srv_us_per_dl"] and ref["srv_us_per_dl"]:
                     r["cpu_vs_nginx"] = r["srv_us_per_dl"] / ref["srv_us_per_dl"]
+    return {"mode": "files", "points": sizes, "downloads": args.downloads, "servers": servers}
+
+
+def table_files(data):
+    """Prints the file downloads' numbers as a markdown table."""
     print("| server | file | at once | downloads/s | GB/s | server µs/download | vs nginx | "
           "srv cpu | errors | other cpu |")
     print("|---|---|---|---|---|---|---|---|---|---|")
-    for k in args.downloads:
-        for name in servers:
-            for size, r in zip(sizes, rows[(name, k)]):
+    for k in data["downloads"]:
+        for name, by_k in data["servers"].items():
+            for size, r in zip(data["points"], by_k[str(k)]):
                 if r is None:
                     print(f"| {name} | {size_name(size)} | {k} | no result |  |  |  |  |  |  |")
                     continue
@@ -412,33 +394,181 @@ def files_mode(args, work):
                       f"{r['gb_s']:.3f} | {fmt(r['srv_us_per_dl'], ',.1f')} | "
                       f"{fmt(r.get('cpu_vs_nginx'), '.2f')} | {fmt(r['srv_cpu'], '.2f')} | "
                       f"{r['errors']} | {fmt(r['other_cpu'], '.2f')} |")
-    grid, every = [], [{name: rows[(name, k)] for name in servers} for k in args.downloads]
-    for k in args.downloads:
-        series = {name: rows[(name, k)] for name in servers}
+
+
+def chart_files(data):
+    """The file downloads' chart: a title and one row of panels per number
+    of downloads at once, GB/s and server CPU per download over nginx's
+    against the file size."""
+    grid, xlabel = [], "file size (log scale)"
+    for k in data["downloads"]:
+        series = {name: by_k[str(k)] for name, by_k in data["servers"].items()}
         at_once = "1 download at a time" if k == 1 else f"{k} downloads at once"
         grid.append([
-            dict(series=series, xs=sizes, key="gb_s", log_y=True, xlabel=size_name, scale=every,
-                 title=f"GB/s, {at_once}", caption="file size (log scale); GB/s, log scale"),
-            dict(series=series, xs=sizes, key="cpu_vs_nginx", xlabel=size_name, scale=every,
-                 title="Server CPU per download ÷ nginx's",
-                 caption="file size (log scale); lower is better, nginx = 1"),
+            dict(series=series, xs=data["points"], key="gb_s", log_y=True, xname=size_name,
+                 xlabel=xlabel, ylabel="GB/s (log scale)",
+                 title=f"GB/s, {at_once} (higher is better)"),
+            dict(series=series, xs=data["points"], key="cpu_vs_nginx", xname=size_name,
+                 xlabel=xlabel, ylabel="server CPU per download ÷ nginx's",
+                 title=f"CPU ÷ nginx's, {at_once} (lower is better)"),
         ])
-    return grid, servers
+    return "files: one connection per download, evloop's file_server beside nginx", grid
 
 
-def main():
-    summary, _, details = __doc__.partition("\n\n")
-    parser = argparse.ArgumentParser(description=summary.replace("\n", " "), epilog=details,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--mode", choices=["echo", "chat", "files"], default="echo")
-    parser.add_argument("--duration", type=float, default=3, help="seconds per run (default 3)")
-    parser.add_argument("--svg", help="where to write the chart")
-    parser.add_argument("--data", default=os.environ.get("BENCH_DATA", os.path.join(bench.WORK, "data")),
-                        help="files: the directory of the test files")
-    parser.add_argument("--points", help="comma-separated connections, receivers or file sizes")
-    parser.add_argument("--downloads", default=",".join(map(str, DOWNLOADS)),
-                        help="files: comma-separated concurrent downloads (default 1,8)")
-    args = parser.parse_args()
+MODES = {"echo": (run_echo, table_echo, chart_echo), "chat": (run_chat, table_chat, chart_chat),
+         "files": (run_files, table_files, chart_files)}
+
+
+# --- the numbers, kept and read back -----------------------------------------
+
+def save(data, path):
+    """Writes a run's numbers as JSON, for --replot."""
+    with open(path, "w", encoding="utf-8") as out:
+        json.dump(data, out, indent=2, ensure_ascii=False)
+        out.write("\n")
+
+
+def load(path):
+    """Reads the numbers that save() wrote; exits on a file that holds none."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except (OSError, ValueError) as e:
+        sys.exit(f"curves.py: {path}: {e}")
+    if not isinstance(data, dict) or data.get("mode") not in MODES:
+        sys.exit(f"curves.py: {path}: not the numbers of a curves.py run (no known \"mode\")")
+    return data
+
+
+# --- the chart ---------------------------------------------------------------
+# Drawn by matplotlib, imported only here, so that a run without --svg does
+# not need it.
+
+def find_matplotlib():
+    """matplotlib's module, or None when this Python has none."""
+    importlib.invalidate_caches()
+    try:
+        return importlib.import_module("matplotlib")
+    except ImportError:
+        return None
+
+
+def install_matplotlib():
+    """Installs matplotlib for this Python: with pip, into the user's site
+    packages unless this Python has none (in a venv), and if that fails with
+    apt-get, through sudo unless root. What each step prints goes to
+    stderr."""
+    user = ["--user"] if site.ENABLE_USER_SITE else []
+    if run_step([sys.executable, "-m", "pip", "install", *user, "matplotlib"]):
+        if user:
+            site.addsitedir(site.getusersitepackages())
+        return
+    apt = ["apt-get"] if os.geteuid() == 0 else ["sudo", "apt-get"]
+    run_step(apt + ["update"])
+    run_step(apt + ["install", "-y", "python3-matplotlib"])
+
+
+def run_step(command):
+    """Runs one installing command, saying so on stderr, its output sent
+    there too; True when it succeeded."""
+    print(f"curves.py: matplotlib is missing; running {' '.join(command)}", file=sys.stderr)
+    try:
+        return subprocess.run(command, stdout=sys.stderr,
+                              env=dict(os.environ, DEBIAN_FRONTEND="noninteractive")).returncode == 0
+    except OSError as e:
+        print(f"curves.py: {e}", file=sys.stderr)
+        return False
+
+
+def pyplot():
+    """matplotlib's pyplot on the Agg backend (nothing is shown), installing
+    matplotlib first when it is missing."""
+    matplotlib = find_matplotlib()
+    if matplotlib is None:
+        install_matplotlib()
+        matplotlib = find_matplotlib()
+    if matplotlib is None:
+        sys.exit("curves.py: the chart needs matplotlib, which could not be installed: run "
+                 "`python3 -m pip install --user matplotlib` or `apt-get install python3-matplotlib`")
+    matplotlib.use("Agg")
+    return importlib.import_module("matplotlib.pyplot")
+
+
+def plain(value, _=None):
+    """A tick label: thousands with separators, smaller values as short as
+    they go (0.01, 2.5)."""
+    return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:g}"
+
+
+def panel(ax, series, xs, key, title, xlabel, ylabel, log_y=False, xname="{:,}".format):
+    """Draws one line chart on `ax`, x on a log scale with a tick at each of
+    `xs` (labelled by `xname`): `series` maps a server's name to its rows
+    (dicts, or None where a run failed), one per x, and each server's line
+    joins the values of `key` it has. Returns the values drawn."""
+    from matplotlib import ticker
+    drawn = []
+    for name, rows in series.items():
+        points = [(x, r[key]) for x, r in zip(xs, rows)
+                  if r is not None and r.get(key) is not None and (r[key] > 0 or not log_y)]
+        if points:
+            ax.plot(*zip(*points), color=COLORS[name], linewidth=2, marker="o", markersize=4,
+                    clip_on=False)
+            drawn += [y for _, y in points]
+    pad = max((xs[-1] / xs[0]) ** 0.08, 1.2)
+    ax.set_xscale("log")
+    ax.set_xlim(xs[0] / pad, xs[-1] * pad)
+    ax.set_xticks(xs)
+    ax.set_xticklabels([xname(x) for x in xs])
+    ax.xaxis.set_minor_locator(ticker.NullLocator())
+    if log_y:
+        ax.set_yscale("log")
+        ax.yaxis.set_minor_formatter(ticker.NullFormatter())
+    ax.yaxis.set_major_formatter(ticker.FuncFormatter(plain))
+    ax.grid(True, color="#ddd", linewidth=0.8)
+    ax.set_axisbelow(True)
+    ax.set_title(title, fontsize=11, fontweight="bold")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    return drawn
+
+
+def draw(path, title, grid, names):
+    """Writes the chart to `path` as SVG: under `title`, one row of panels
+    per list in `grid` (each panel the keyword arguments of panel() but
+    `ax`), the panels of a column sharing their y axis (a linear one from
+    0, a log one over the whole decades its values span), and a legend of
+    the servers `names` below. The same numbers drawn again by the same
+    matplotlib give the same file."""
+    plt = pyplot()
+    from matplotlib.lines import Line2D
+    # Text stays text (searchable, small), in the reader's sans-serif font.
+    with plt.rc_context({"svg.hashsalt": "evloop-curves", "svg.fonttype": "none",
+                         "font.family": "sans-serif"}):
+        cols = max(len(specs) for specs in grid)
+        fig, axes = plt.subplots(len(grid), cols, figsize=(5 * cols, 0.6 + 3.6 * len(grid)),
+                                 sharey="col", squeeze=False, layout="constrained")
+        drawn = [[] for _ in range(cols)]
+        for row, specs in zip(axes, grid):
+            for col, (ax, spec) in enumerate(zip(row, specs)):
+                drawn[col] += panel(ax, **spec)
+        for ax, values in zip(axes[0], drawn):
+            if ax.get_yscale() == "linear":
+                ax.set_ylim(bottom=0)
+            elif values:
+                low = math.floor(math.log10(min(values)))
+                high = max(math.ceil(math.log10(max(values))), low + 1)
+                ax.set_ylim(10.0 ** low, 10.0 ** high)
+        fig.suptitle(title, fontsize=13)
+        fig.legend(handles=[Line2D([], [], color=COLORS[name], linewidth=2, marker="o",
+                                   markersize=4, label=name) for name in names],
+                   loc="upper center", bbox_to_anchor=(0.5, 0), ncol=len(names), frameon=False)
+        fig.savefig(path, format="svg", bbox_inches="tight", metadata={"Date": None})
+        plt.close(fig)
+
+
+def measure(parser, args):
+    """Checks the run's arguments and runs the mode's points; returns their
+    numbers."""
     if args.duration == int(args.duration):
         args.duration = int(args.duration)
     try:
@@ -458,13 +588,38 @@ def main():
                  "(tools/bench/run.py does, or see tools/bench/README.md)")
     work = tempfile.mkdtemp(prefix="evloop-curves.")
     try:
-        mode = {"echo": echo_mode, "chat": chat_mode, "files": files_mode}[args.mode]
-        grid, names = mode(args, work)
+        return MODES[args.mode][0](args, work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def main():
+    summary, _, details = __doc__.partition("\n\n")
+    parser = argparse.ArgumentParser(description=summary.replace("\n", " "), epilog=details,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--mode", choices=list(MODES), default="echo")
+    parser.add_argument("--duration", type=float, default=3, help="seconds per run (default 3)")
+    parser.add_argument("--svg", help="where to write the chart (and, unless --replot, its numbers "
+                                      "beside it: X.svg, X.json)")
+    parser.add_argument("--replot", metavar="JSON",
+                        help="run nothing: print the table and draw the chart from the numbers "
+                             "in this file (its mode and points, not --mode and --points)")
+    parser.add_argument("--data", default=os.environ.get("BENCH_DATA", os.path.join(bench.WORK, "data")),
+                        help="files: the directory of the test files")
+    parser.add_argument("--points", help="comma-separated connections, receivers or file sizes")
+    parser.add_argument("--downloads", default=",".join(map(str, DOWNLOADS)),
+                        help="files: comma-separated concurrent downloads (default 1,8)")
+    args = parser.parse_args()
+    if args.replot:
+        data = load(args.replot)
+    else:
+        data = measure(parser, args)
+    _, table, chart = MODES[data["mode"]]
+    table(data)
     if args.svg:
-        with open(args.svg, "w", encoding="utf-8") as out:
-            out.write(svg(grid, names))
+        if not args.replot:
+            save(data, os.path.splitext(args.svg)[0] + ".json")
+        draw(args.svg, *chart(data), list(data["servers"]))
 
 
 if __name__ == "__main__":

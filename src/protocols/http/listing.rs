@@ -29,6 +29,8 @@
 use std::fmt::Write as _;
 use std::time::SystemTime;
 
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+
 use super::date::format_http_date;
 
 /// One entry of a directory, as the handler read it.
@@ -93,8 +95,8 @@ pub fn push_row(html: &mut String, entry: &Entry) {
     let _ = writeln!(
         html,
         "<tr><td><a href=\"{}{slash}\">{}{slash}</a></td><td class=\"size\">{size}</td><td>{modified}</td></tr>",
-        percent_encode_segment(&entry.name),
-        escape_html(&entry.name),
+        utf8_percent_encode(&entry.name, SEGMENT),
+        html_escape::encode_quoted_attribute(&entry.name),
     );
 }
 
@@ -103,39 +105,25 @@ pub fn page_end(html: &mut String) {
     html.push_str("</tbody>\n</table>\n</body>\n</html>\n");
 }
 
+/// The bytes [`percent_encode_segment`] escapes: all but the unreserved
+/// set `A-Z a-z 0-9 - . _ ~` (RFC 3986 §2.3).
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
 /// `name` with every byte outside the unreserved set `A-Z a-z 0-9 - . _ ~`
 /// (RFC 3986 §2.3) written as `%XX` (uppercase hex, RFC 3986 §2.1): safe as
 /// one path segment of a URL, and in an HTML attribute.
 pub fn percent_encode_segment(name: &str) -> String {
-    const HEX: &[u8; 16] = b"0123456789ABCDEF";
-    let mut out = String::with_capacity(name.len());
-    for b in name.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(char::from(b));
-        } else {
-            out.push('%');
-            out.push(char::from(HEX[usize::from(b >> 4)]));
-            out.push(char::from(HEX[usize::from(b & 0xf)]));
-        }
-    }
-    out
+    utf8_percent_encode(name, SEGMENT).to_string()
 }
 
 /// `s` safe as HTML text or a quoted attribute value: `&`, `<`, `>`, `"` and
 /// `'` become character references.
 pub fn escape_html(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            _ => out.push(c),
-        }
-    }
-    out
+    html_escape::encode_quoted_attribute(s).into_owned()
 }
 
 /// Whether `name` can be a directory entry of its own.
@@ -204,7 +192,7 @@ mod tests {
         s.replace("&lt;", "<")
             .replace("&gt;", ">")
             .replace("&quot;", "\"")
-            .replace("&#39;", "'")
+            .replace("&#x27;", "'")
             .replace("&amp;", "&")
     }
 
@@ -399,7 +387,7 @@ mod tests {
     fn html_escaping_covers_the_five_special_characters() {
         assert_eq!(
             escape_html("<a href=\"x\">'&'</a>"),
-            "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;"
+            "&lt;a href=&quot;x&quot;&gt;&#x27;&amp;&#x27;&lt;/a&gt;"
         );
         assert_eq!(escape_html("plain na\u{ef}ve"), "plain na\u{ef}ve");
         assert_eq!(escape_html("&amp;"), "&amp;amp;");

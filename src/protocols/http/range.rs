@@ -29,6 +29,13 @@
 //! - whitespace (OWS, RFC 9110 §5.6.3) is allowed around the field value and
 //!   around each list element, and empty list elements are skipped (RFC 9110
 //!   §5.6.1.2); none is allowed inside a range-spec (`bytes=0 - 5` is `Full`).
+//!
+//! This grammar is small and its choices are the server's, so it is written
+//! here rather than taken from a crate: `http-range-header`, the one in use
+//! elsewhere, returns one error type for both a field to ignore (200) and a
+//! range to refuse (416), compares the unit case-sensitively, refuses the
+//! whitespace and leading zeros RFC 9110 allows, and refuses a suffix longer
+//! than the file where the RFC serves the whole file.
 
 /// What to send for a `Range` field, given the file's length.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -38,7 +38,10 @@
 //! path: `..`, NUL and the like come out decoded, for the project's path
 //! confinement to refuse.
 
+use std::borrow::Cow;
 use std::fmt;
+
+use percent_encoding::percent_decode_str;
 
 /// Longest request head accepted, in bytes, counting the request line, the
 /// header fields and the empty line that ends them. A peer that has sent more
@@ -312,18 +315,23 @@ pub fn decode_path(target: &str) -> Result<String, PathError> {
     } else {
         return Err(PathError::NotOriginForm);
     };
-    let mut out = Vec::with_capacity(path.len());
-    let mut bytes = path.bytes();
-    while let Some(b) = bytes.next() {
-        if b != b'%' {
-            out.push(b);
-            continue;
-        }
-        let hi = bytes.next().and_then(hex_value).ok_or(PathError::BadEscape)?;
-        let lo = bytes.next().and_then(hex_value).ok_or(PathError::BadEscape)?;
-        out.push((hi << 4) | lo);
+    if !escapes_are_well_formed(path.as_bytes()) {
+        return Err(PathError::BadEscape);
     }
-    String::from_utf8(out).map_err(|_| PathError::NotUtf8)
+    percent_decode_str(path)
+        .decode_utf8()
+        .map(Cow::into_owned)
+        .map_err(|_| PathError::NotUtf8)
+}
+
+/// Whether every `%` in `path` is followed by two hex digits. The decoder
+/// passes a malformed escape through as it is; a request naming one is
+/// refused instead, since no client that encodes a path makes one.
+fn escapes_are_well_formed(path: &[u8]) -> bool {
+    path.iter().enumerate().filter(|(_, &b)| b == b'%').all(|(i, _)| {
+        path.get(i + 1..i + 3)
+            .is_some_and(|hex| hex.iter().all(u8::is_ascii_hexdigit))
+    })
 }
 
 /// What follows `http://` or `https://` (scheme in any case), if `s` starts so.
@@ -334,10 +342,6 @@ fn strip_http_scheme(s: &str) -> Option<&str> {
             .then(|| s.get(scheme.len()..))
             .flatten()
     })
-}
-
-fn hex_value(b: u8) -> Option<u8> {
-    char::from(b).to_digit(16).and_then(|d| u8::try_from(d).ok())
 }
 
 #[cfg(test)]
