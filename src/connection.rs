@@ -132,9 +132,20 @@ impl Default for ConnectionOptions {
 pub enum OverflowPolicy {
     /// Abort the connection ([`CloseReason::Overflow`](crate::CloseReason::Overflow)): a consumer that
     /// does not read loses its connection, not everyone else their memory.
+    /// Checked once the socket took what it would: after a send written at
+    /// once, and for sends queued for the end of the turn, after that
+    /// turn's flush.
     Close,
-    /// Drop the send that does not fit (the send returns `false`) and keep
-    /// the connection; whole messages are lost, never parts of one.
+    /// Drop the newest sends until the queue fits, and keep the
+    /// connection; whole messages are lost, never parts of one, and never
+    /// the oldest, which the socket may have started to take. Checked at
+    /// the same point as [`OverflowPolicy::Close`]: after the socket took
+    /// what it would, so only what it did not take counts. A send written
+    /// at once ([`crate::Context::send`]) that is dropped returns `false`;
+    /// a send queued for the end of the turn
+    /// ([`crate::SourceRef::send_shared`] to another connection, a
+    /// broadcast) returned `true` and is dropped, if it must be, after that
+    /// turn's flush.
     Drop,
 }
 
@@ -157,6 +168,12 @@ pub(crate) struct Connection {
     pub(crate) timers: Vec<TimerId>,
     pub(crate) read_paused: bool,
     pub(crate) above_high_water: bool,
+    /// The deadline of an outbound connect ([`crate::ConnectOptions::timeout`]),
+    /// also in `timers`; cancelled once connected.
+    pub(crate) connect_timer: Option<TimerId>,
+    /// Handlers of other connections told of this one's watermarks
+    /// ([`crate::SourceRef::watch_output`]).
+    pub(crate) watchers: Vec<Key>,
     /// On the core's list of connections to flush at the end of the turn.
     pub(crate) flush_pending: bool,
     /// Why the connection is on the ready list ([`Revisit`] bits); zero
@@ -199,6 +216,8 @@ impl Connection {
             timers: Vec::new(),
             read_paused: false,
             above_high_water: false,
+            connect_timer: None,
+            watchers: Vec::new(),
             flush_pending: false,
             revisit: 0,
             opening: false,
@@ -230,6 +249,9 @@ pub(crate) enum Level {
     OverCap,
     /// Nothing is queued: a pending half-close or close may go on.
     Emptied,
+    /// Output waits, within the cap, after the newest sends were dropped
+    /// to bring it there ([`OverflowPolicy::Drop`]).
+    Dropped,
 }
 
 /// What became of a send.
@@ -298,25 +320,12 @@ impl Connection {
             trace!("{key}: send refused in state {}", self.state.public());
             return Sent::Refused;
         }
-        let adds: usize = chunks
-            .iter()
-            .map(|chunk| match chunk {
-                Chunk::Owned(v) => v.len(),
-                Chunk::Shared(v) => v.len(),
-                Chunk::File { .. } => 0,
-            })
-            .sum();
-        let over_cap = self.queue.buffered() + adds > self.options.max_queued;
-        if over_cap && !self.queue.is_empty() && self.options.overflow == OverflowPolicy::Drop {
-            debug!("{key} {}: output over the cap, send dropped", self.peer);
-            return Sent::Refused;
-        }
         if let State::Connecting { .. } = self.state {
-            chunks.into_iter().for_each(|chunk| self.queue.push(chunk));
+            self.queue.push_unit(chunks);
             return Sent::Taken;
         }
         if defer {
-            chunks.into_iter().for_each(|chunk| self.queue.push(chunk));
+            self.queue.push_unit(chunks);
             if !self.flush_pending {
                 self.flush_pending = true;
                 services.pending_flush.push_back(key);
@@ -336,16 +345,26 @@ impl Connection {
         }
     }
 
-    /// After the queue changed: the hard cap, then the watermarks (their
-    /// notices go to deferred work), then whether the queue is empty.
+    /// After the queue changed, once the socket took what it would: the
+    /// hard cap (a cut, or the newest sends dropped), then the watermarks
+    /// (their notices go to deferred work), then whether the queue is
+    /// empty.
     pub(crate) fn output_changed(&mut self, key: Key, services: &mut Services) -> Level {
-        if self.queue.buffered() > self.options.max_queued && self.options.overflow == OverflowPolicy::Close {
+        let mut dropped = 0;
+        if self.queue.buffered() > self.options.max_queued {
+            if self.options.overflow == OverflowPolicy::Close {
+                debug!(
+                    "{key} {}: {} bytes queued, over the cap",
+                    self.peer,
+                    self.queue.buffered()
+                );
+                return Level::OverCap;
+            }
+            dropped = self.queue.drop_newest_over(self.options.max_queued);
             debug!(
-                "{key} {}: {} bytes queued, over the cap",
-                self.peer,
-                self.queue.buffered()
+                "{key} {}: output over the cap, {dropped} sends dropped",
+                self.peer
             );
-            return Level::OverCap;
         }
         let level = self.queue.level();
         if !self.above_high_water && level > self.options.high_water as u64 {
@@ -353,12 +372,22 @@ impl Connection {
             services
                 .deferred
                 .push_back(Deferred::Notify(key, Notice::HighWater));
+            for &watcher in &self.watchers {
+                let notice = Notice::OtherHighWater(key);
+                services.deferred.push_back(Deferred::Notify(watcher, notice));
+            }
         } else if self.above_high_water && level <= self.options.low_water as u64 {
             self.above_high_water = false;
             services.deferred.push_back(Deferred::Notify(key, Notice::Drain));
+            for &watcher in &self.watchers {
+                let notice = Notice::OtherDrain(key);
+                services.deferred.push_back(Deferred::Notify(watcher, notice));
+            }
         }
         if self.queue.is_empty() && !self.stream.has_pending_output() {
             Level::Emptied
+        } else if dropped > 0 {
+            Level::Dropped
         } else {
             Level::Queued
         }

@@ -21,6 +21,7 @@
 use std::fs::File;
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::path::Path;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -28,7 +29,7 @@ use std::time::{Duration, Instant};
 use crate::conn_state::ConnState;
 use crate::core::Core;
 use crate::write_queue::Chunk;
-use crate::{Addr, Key, StreamHandler, TimerId};
+use crate::{Addr, ConnectOptions, Key, StreamHandler, TimerId};
 
 /// The handle a callback gets on its source and on the reactor.
 ///
@@ -262,6 +263,154 @@ impl<'a> Context<'a> {
         }
     }
 
+    /// Sends one shared payload to every connection of `listener` (any
+    /// listener of this reactor, not only this connection's), except
+    /// `skip`, as [`Context::broadcast`] does. Works from every kind of
+    /// source: a timer, stdin or a pipe can feed a listener's connections.
+    /// Returns how many took it; 0 if `listener` is not a listener.
+    ///
+    /// An announcer: what is said on the `control` listener goes to every
+    /// connection of the `public` one.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::io::{Read, Write};
+    /// use std::net::TcpStream;
+    /// use std::rc::Rc;
+    /// use evloop::{Addr, Context, Key, Reactor, StreamHandler};
+    ///
+    /// struct Listen;
+    /// impl StreamHandler for Listen {
+    ///     fn on_data(&mut self, _: &mut Context<'_>, data: &[u8]) -> usize {
+    ///         data.len()
+    ///     }
+    /// }
+    ///
+    /// struct Announce(Key);
+    /// impl StreamHandler for Announce {
+    ///     fn on_data(&mut self, cx: &mut Context<'_>, data: &[u8]) -> usize {
+    ///         let reached = cx.broadcast_to(self.0, &Rc::from(data), None);
+    ///         cx.send(format!("{reached}\n").as_bytes());
+    ///         cx.stop();
+    ///         data.len()
+    ///     }
+    /// }
+    ///
+    /// let mut reactor = Reactor::new()?;
+    /// let public = reactor.listen_tcp("127.0.0.1:0".parse()?, |_: &Addr| Listen)?;
+    /// let control = reactor.listen_tcp("127.0.0.1:0".parse()?, move |_: &Addr| Announce(public))?;
+    /// let inet = |key| reactor.local_addr(key).and_then(|a| a.as_inet()).expect("TCP");
+    /// let (public_addr, control_addr) = (inet(public), inet(control));
+    ///
+    /// let mut member = TcpStream::connect(public_addr)?;
+    /// reactor.run_once(None)?; // accepts the member
+    /// let mut operator = TcpStream::connect(control_addr)?;
+    /// operator.write_all(b"closing at six\n")?;
+    /// reactor.run()?;
+    /// let mut heard = [0; 15];
+    /// member.read_exact(&mut heard)?;
+    /// assert_eq!(&heard, b"closing at six\n");
+    /// let mut reached = [0; 2];
+    /// operator.read_exact(&mut reached)?;
+    /// assert_eq!(&reached, b"1\n");
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn broadcast_to(&mut self, listener: Key, data: &Rc<[u8]>, skip: Option<Key>) -> usize {
+        self.core.broadcast(listener, data, skip)
+    }
+
+    /// The connections of `listener`, in the order they were accepted.
+    pub fn members_of(&self, listener: Key) -> &[Key] {
+        self.core.members(listener)
+    }
+
+    /// This connection's socket, for options evloop does not name
+    /// (`socket2::SockRef::from(&fd)` sets them safely); `None` for other
+    /// kinds of source. The descriptor stays the reactor's: do not read,
+    /// write or close it.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::net::TcpStream;
+    /// use std::time::Duration;
+    /// use evloop::{Addr, Context, Reactor, StreamHandler};
+    ///
+    /// /// Asks the kernel to probe an idle peer, so that a vanished one is
+    /// /// noticed.
+    /// struct KeptAlive;
+    ///
+    /// impl StreamHandler for KeptAlive {
+    ///     fn on_open(&mut self, cx: &mut Context<'_>) {
+    ///         if let Some(fd) = cx.fd() {
+    ///             let socket = socket2::SockRef::from(&fd);
+    ///             let probes = socket2::TcpKeepalive::new().with_time(Duration::from_secs(60));
+    ///             let set = socket.set_tcp_keepalive(&probes);
+    ///             assert!(set.is_ok() && socket.keepalive().unwrap_or(false));
+    ///         }
+    ///         cx.stop();
+    ///     }
+    ///
+    ///     fn on_data(&mut self, _: &mut Context<'_>, data: &[u8]) -> usize {
+    ///         data.len()
+    ///     }
+    /// }
+    ///
+    /// let mut reactor = Reactor::new()?;
+    /// let key = reactor.listen_tcp("127.0.0.1:0".parse()?, |_: &Addr| KeptAlive)?;
+    /// let _client = TcpStream::connect(reactor.local_addr(key).and_then(|a| a.as_inet()).expect("TCP"))?;
+    /// reactor.run()?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn fd(&self) -> Option<BorrowedFd<'_>> {
+        self.core.stream_ref(self.key).map(|c| c.stream.as_fd())
+    }
+
+    /// A handle on this reactor, for a thread that will come back with
+    /// [`crate::Handle::run`] (a blocking lookup, a computation), or for
+    /// [`crate::Handle::resolve`]. The thread names the connection by its
+    /// key: if it closed meanwhile, sends to it do nothing.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::io::{Read, Write};
+    /// use std::net::TcpStream;
+    /// use evloop::{Addr, Context, Reactor, StreamHandler};
+    ///
+    /// /// Sums the numbers of a line on another thread.
+    /// struct Summer;
+    ///
+    /// impl StreamHandler for Summer {
+    ///     fn on_data(&mut self, cx: &mut Context<'_>, data: &[u8]) -> usize {
+    ///         let line = String::from_utf8_lossy(data).into_owned();
+    ///         let (key, handle) = (cx.key(), cx.handle());
+    ///         std::thread::spawn(move || {
+    ///             let sum: u64 = line.split_whitespace().filter_map(|n| n.parse::<u64>().ok()).sum();
+    ///             handle.run(move |reactor| {
+    ///                 reactor.send_to(key, format!("{sum}\n").as_bytes());
+    ///                 reactor.stop();
+    ///             });
+    ///         });
+    ///         data.len()
+    ///     }
+    /// }
+    ///
+    /// let mut reactor = Reactor::new()?;
+    /// let key = reactor.listen_tcp("127.0.0.1:0".parse()?, |_: &Addr| Summer)?;
+    /// let mut client = TcpStream::connect(reactor.local_addr(key).and_then(|a| a.as_inet()).expect("TCP"))?;
+    /// client.write_all(b"1 2 39\n")?;
+    /// reactor.run()?;
+    /// let mut answer = [0; 3];
+    /// client.read_exact(&mut answer)?;
+    /// assert_eq!(&answer, b"42\n");
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn handle(&self) -> crate::Handle {
+        self.core.handle.clone()
+    }
+
     /// Closes this source. A connection first flushes its queued output
     /// (for at most [`crate::ConnectionOptions::drain_timeout`] without
     /// progress), then sends FIN; input arriving meanwhile is discarded.
@@ -328,7 +477,24 @@ impl<'a> Context<'a> {
     ///
     /// The socket could not be created or registered (out of descriptors).
     pub fn connect(&mut self, addr: SocketAddr, handler: impl StreamHandler + 'static) -> io::Result<Key> {
-        self.core.connect_tcp(addr, Box::new(handler))
+        self.core
+            .connect_tcp(addr, &ConnectOptions::default(), Box::new(handler))
+    }
+
+    /// Opens an outbound TCP connection as [`Context::connect`] does, with
+    /// `options`: a connect timeout, the connection's own options, a local
+    /// address, socket options set before the SYN (see [`ConnectOptions`]).
+    ///
+    /// # Errors
+    ///
+    /// The socket could not be created, configured or registered.
+    pub fn connect_with(
+        &mut self,
+        addr: SocketAddr,
+        options: &ConnectOptions,
+        handler: impl StreamHandler + 'static,
+    ) -> io::Result<Key> {
+        self.core.connect_tcp(addr, options, Box::new(handler))
     }
 
     /// Opens an outbound TCP connection that speaks TLS, as
@@ -366,6 +532,75 @@ impl<'a> Context<'a> {
     pub fn send_datagram(&mut self, to: &Addr, data: &[u8]) -> bool {
         let key = self.key;
         self.source(key).send_datagram(to, data)
+    }
+
+    /// Asks for one more call, next turn: a custom source's handler gets
+    /// [`crate::SourceHandler::on_revisit`] after the sources with events
+    /// were served. A handler that has read its share of a busy source
+    /// returns early and reads on there, so one source cannot hold the
+    /// loop. Asked twice in a turn, it still comes once. Returns `false`
+    /// for other kinds of source (connections are revisited by the
+    /// reactor itself, within their read budget).
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::io::{ErrorKind, Read, Write};
+    /// use evloop::mio::unix::pipe;
+    /// use evloop::{Context, Event, Interest, Reactor, SourceHandler};
+    ///
+    /// /// Reads at most 4 bytes per call, then comes back for the rest.
+    /// struct Sip {
+    ///     rx: pipe::Receiver,
+    ///     got: Vec<u8>,
+    ///     calls: usize,
+    /// }
+    ///
+    /// impl Sip {
+    ///     fn read_some(&mut self, cx: &mut Context<'_>) {
+    ///         self.calls += 1;
+    ///         let mut buf = [0; 4];
+    ///         match self.rx.read(&mut buf) {
+    ///             Ok(0) => {
+    ///                 cx.close();
+    ///                 cx.stop();
+    ///             }
+    ///             Ok(n) => {
+    ///                 self.got.extend_from_slice(&buf[..n]);
+    ///                 cx.revisit(); // more may be waiting; no edge will say so
+    ///             }
+    ///             Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+    ///             Err(_) => cx.close(),
+    ///         }
+    ///     }
+    /// }
+    ///
+    /// impl SourceHandler for Sip {
+    ///     fn source(&mut self) -> &mut dyn evloop::mio::event::Source {
+    ///         &mut self.rx
+    ///     }
+    ///     fn on_ready(&mut self, cx: &mut Context<'_>, _: &Event) {
+    ///         self.read_some(cx);
+    ///     }
+    ///     fn on_revisit(&mut self, cx: &mut Context<'_>) {
+    ///         self.read_some(cx);
+    ///     }
+    ///     fn on_close(&mut self, _: &mut Context<'_>, _: &evloop::CloseReason) {
+    ///         assert_eq!(self.got, b"twelve bytes");
+    ///         assert!(self.calls >= 4);
+    ///     }
+    /// }
+    ///
+    /// let (mut tx, rx) = pipe::new()?;
+    /// tx.write_all(b"twelve bytes")?;
+    /// drop(tx); // end of input after the bytes
+    /// let mut reactor = Reactor::new()?;
+    /// reactor.register(Sip { rx, got: Vec::new(), calls: 0 }, Interest::READABLE)?;
+    /// reactor.run()?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn revisit(&mut self) -> bool {
+        self.core.revisit_source(self.key)
     }
 
     /// Stops the reactor: `run` returns after this turn, leaving every
@@ -495,6 +730,151 @@ impl SourceRef<'_> {
     /// flushed, as [`Context::shutdown_write`] does.
     pub fn shutdown_write(&mut self) {
         self.core.shutdown_stream_write(self.key);
+    }
+
+    /// Bytes of output held in memory for the connection (0 if gone).
+    pub fn queued_bytes(&self) -> usize {
+        self.core.stream_ref(self.key).map_or(0, |c| c.queue.buffered())
+    }
+
+    /// Whether the connection's queued output is above its high watermark
+    /// (and has not yet drained to the low one).
+    pub fn is_above_high_water(&self) -> bool {
+        self.core.stream_ref(self.key).is_some_and(|c| c.above_high_water)
+    }
+
+    /// Stops delivering input to the connection's handler, as
+    /// [`Context::pause_reading`] does for the caller's: its peer's sends
+    /// back up into TCP flow control.
+    pub fn pause_reading(&mut self) -> bool {
+        let open = self.core.stream_ref(self.key).is_some();
+        self.core.set_read_paused(self.key, true);
+        open
+    }
+
+    /// Resumes delivering input to the connection's handler.
+    pub fn resume_reading(&mut self) -> bool {
+        let open = self.core.stream_ref(self.key).is_some();
+        self.core.set_read_paused(self.key, false);
+        open
+    }
+
+    /// Asks for the connection's watermark notices: the caller's handler
+    /// gets [`StreamHandler::on_other_high_water`] when this connection's
+    /// queued output passes its high watermark, and
+    /// [`StreamHandler::on_other_drain`] when it falls back to the low one,
+    /// with this key, until [`SourceRef::unwatch_output`] or either
+    /// connection goes. The notices come after the callback that crossed
+    /// the mark, like the connection's own. Only stream handlers receive
+    /// them. Returns `false` if the key is not a connection.
+    ///
+    /// The way to feed one connection from another without letting a slow
+    /// reader grow the queue: pause the feeding side's reading at the high
+    /// watermark and resume it at the drain, which is what
+    /// [`crate::relay::Relay`] does both ways.
+    ///
+    /// Here a connection feeds an outbound one that is still connecting,
+    /// so that what it sends stays queued: past the high watermark first,
+    /// then drained once the connect is done.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::cell::RefCell;
+    /// use std::net::{TcpListener, TcpStream};
+    /// use std::rc::Rc;
+    /// use evloop::{Addr, ConnectOptions, ConnectionOptions, Context, Key, Reactor, StreamHandler};
+    ///
+    /// struct Quiet;
+    /// impl StreamHandler for Quiet {
+    ///     fn on_data(&mut self, _: &mut Context<'_>, data: &[u8]) -> usize {
+    ///         data.len()
+    ///     }
+    /// }
+    ///
+    /// struct Feeder {
+    ///     upstream: std::net::SocketAddr,
+    ///     seen: Rc<RefCell<Vec<String>>>,
+    /// }
+    ///
+    /// impl StreamHandler for Feeder {
+    ///     fn on_open(&mut self, cx: &mut Context<'_>) {
+    ///         let small = ConnectionOptions { high_water: 512, low_water: 0, ..ConnectionOptions::default() };
+    ///         let options = ConnectOptions::new().connection(small);
+    ///         let Ok(out) = cx.connect_with(self.upstream, &options, Quiet) else { return };
+    ///         let mut out = cx.source(out);
+    ///         out.watch_output();
+    ///         out.send(&[7; 1024]); // queued: the connect is in progress
+    ///         let line = format!("queued {}, above: {}", out.queued_bytes(), out.is_above_high_water());
+    ///         self.seen.borrow_mut().push(line);
+    ///     }
+    ///
+    ///     fn on_data(&mut self, _: &mut Context<'_>, data: &[u8]) -> usize {
+    ///         data.len()
+    ///     }
+    ///
+    ///     fn on_other_high_water(&mut self, _: &mut Context<'_>, _: Key) {
+    ///         self.seen.borrow_mut().push("high".into());
+    ///     }
+    ///
+    ///     fn on_other_drain(&mut self, cx: &mut Context<'_>, _: Key) {
+    ///         self.seen.borrow_mut().push("drained".into());
+    ///         cx.stop();
+    ///     }
+    /// }
+    ///
+    /// let upstream = TcpListener::bind("127.0.0.1:0")?;
+    /// let upstream_addr = upstream.local_addr()?;
+    /// let seen = Rc::new(RefCell::new(Vec::new()));
+    /// let mut reactor = Reactor::new()?;
+    /// let log = Rc::clone(&seen);
+    /// let key = reactor.listen_tcp("127.0.0.1:0".parse()?, move |_: &Addr| Feeder {
+    ///     upstream: upstream_addr,
+    ///     seen: Rc::clone(&log),
+    /// })?;
+    /// let _client = TcpStream::connect(reactor.local_addr(key).and_then(|a| a.as_inet()).expect("TCP"))?;
+    /// reactor.run()?; // until the drain
+    /// assert_eq!(*seen.borrow(), ["queued 1024, above: true", "high", "drained"]);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn watch_output(&mut self) -> bool {
+        let caller = self.caller;
+        if self.core.stream_ref(self.key).is_none() {
+            return false;
+        }
+        let live: Vec<Key> = match self.core.stream_ref(self.key) {
+            Some(conn) => conn
+                .watchers
+                .iter()
+                .copied()
+                .filter(|&w| self.core.is_open(w))
+                .collect(),
+            None => return false,
+        };
+        if let Some(conn) = self.core.stream_mut(self.key) {
+            conn.watchers = live;
+            if !conn.watchers.contains(&caller) {
+                conn.watchers.push(caller);
+            }
+        }
+        true
+    }
+
+    /// Stops the notices [`SourceRef::watch_output`] asked for. Returns
+    /// `false` if the caller was not watching.
+    pub fn unwatch_output(&mut self) -> bool {
+        let caller = self.caller;
+        let Some(conn) = self.core.stream_mut(self.key) else {
+            return false;
+        };
+        let before = conn.watchers.len();
+        conn.watchers.retain(|&w| w != caller);
+        conn.watchers.len() != before
+    }
+
+    /// The connection's socket, as [`Context::fd`].
+    pub fn fd(&self) -> Option<BorrowedFd<'_>> {
+        self.core.stream_ref(self.key).map(|c| c.stream.as_fd())
     }
 
     /// Sends one datagram from the datagram socket. Returns `false` if it

@@ -330,6 +330,20 @@ pub trait StreamHandler {
         let _ = cx;
     }
 
+    /// Another connection this handler watches
+    /// ([`crate::SourceRef::watch_output`]) passed its high watermark: the
+    /// moment to stop feeding it, for instance by pausing this connection's
+    /// reading until [`StreamHandler::on_other_drain`].
+    fn on_other_high_water(&mut self, cx: &mut Context<'_>, other: Key) {
+        let _ = (cx, other);
+    }
+
+    /// Another connection this handler watches fell to its low watermark
+    /// after having passed the high one.
+    fn on_other_drain(&mut self, cx: &mut Context<'_>, other: Key) {
+        let _ = (cx, other);
+    }
+
     /// A timer set through the context fired.
     fn on_timer(&mut self, cx: &mut Context<'_>, timer: TimerId) {
         let _ = (cx, timer);
@@ -447,6 +461,12 @@ impl<H: StreamHandler + ?Sized> StreamHandler for Box<H> {
     }
     fn on_drain(&mut self, cx: &mut Context<'_>) {
         (**self).on_drain(cx);
+    }
+    fn on_other_high_water(&mut self, cx: &mut Context<'_>, other: Key) {
+        (**self).on_other_high_water(cx, other);
+    }
+    fn on_other_drain(&mut self, cx: &mut Context<'_>, other: Key) {
+        (**self).on_other_drain(cx, other);
     }
     fn on_timer(&mut self, cx: &mut Context<'_>, timer: TimerId) {
         (**self).on_timer(cx, timer);
@@ -589,6 +609,15 @@ pub trait SourceHandler {
 
     /// The source is ready.
     fn on_ready(&mut self, cx: &mut Context<'_>, event: &Event);
+
+    /// Called once on the next turn after [`Context::revisit`]: a handler
+    /// that stopped reading in the middle of its input, to let the other
+    /// sources have their turn, reads on here. Edge-triggered readiness
+    /// will not announce input that was already there, so this call is
+    /// the only one that comes for it.
+    fn on_revisit(&mut self, cx: &mut Context<'_>) {
+        let _ = cx;
+    }
 
     /// A timer set through the context fired.
     fn on_timer(&mut self, cx: &mut Context<'_>, timer: TimerId) {

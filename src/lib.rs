@@ -50,9 +50,11 @@
 //! | `timer` | [`TimerId`], the deadline heap |
 //! | `handle` | [`Handle`]: wake, stop, shut down, run closures from other threads |
 //! | `handler` | the traits protocols implement; the guard that contains a handler's panic |
-//! | `context` | [`Context`]: what a handler may do |
+//! | `context` | [`Context`]: what a handler may do, to its source and to others by key |
+//! | `connect` | [`ConnectOptions`]: connect timeout, options and socket hook of outbound connections |
 //! | [`codec`] | line and length-prefixed framers |
 //! | [`protocols`] | the shipped handlers |
+//! | [`relay`] | two connections tied together both ways, with backpressure, half-close and reset passed on |
 //! | [`activation`] | sockets handed over by a service manager (systemd's `LISTEN_FDS`) |
 //! | [`shard`] | a reactor per core: shards on threads, messages between them batched per turn |
 //! | [`signals`] | SIGINT and SIGTERM as loop events, for graceful shutdown |
@@ -75,6 +77,7 @@ mod addr;
 mod balance;
 pub mod codec;
 mod conn_state;
+mod connect;
 mod connection;
 mod context;
 mod core;
@@ -86,6 +89,8 @@ mod listener;
 pub mod protocols;
 mod reactor;
 mod registry;
+pub mod relay;
+mod resolve;
 mod services;
 pub mod shard;
 pub mod signals;
@@ -100,6 +105,7 @@ mod write_queue;
 
 pub use addr::Addr;
 pub use conn_state::ConnState;
+pub use connect::ConnectOptions;
 pub use connection::{ConnectionOptions, OverflowPolicy};
 pub use context::{Context, SourceRef};
 pub use datagram::DatagramOptions;
@@ -114,6 +120,11 @@ pub use token::Key;
 
 pub use mio::event::Event;
 pub use mio::Interest;
+
+/// The mio evloop is built on, for custom sources
+/// ([`SourceHandler::source`] returns a `mio::event::Source`): using this
+/// one, a program needs no mio of its own to keep in step.
+pub use mio;
 
 /// The README's code, compiled as a doc test so it cannot go stale.
 #[cfg(doctest)]

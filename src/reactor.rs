@@ -50,6 +50,7 @@ use mio::net::{TcpListener, UdpSocket, UnixDatagram, UnixListener};
 use mio::{Events, Interest, Poll, Waker};
 
 use crate::conn_state::ConnState;
+use crate::connect::ConnectOptions;
 use crate::connection::ConnectionOptions;
 use crate::core::{Core, Shutdown};
 use crate::datagram::{Datagram, DatagramOptions};
@@ -137,6 +138,7 @@ impl Reactor {
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER_TOKEN)?);
         let (tx, rx) = mpsc::channel();
+        let handle = Handle::new(waker, tx);
         Ok(Reactor {
             core: Core {
                 poll,
@@ -147,11 +149,12 @@ impl Reactor {
                 shutdown: Shutdown::No,
                 stale_events: 0,
                 spare_fd: None,
+                handle: handle.clone(),
             },
             events: Events::with_capacity(EVENTS_CAPACITY),
             scratch: vec![0; SCRATCH_LEN].into_boxed_slice(),
             commands: rx,
-            handle: Handle::new(waker, tx),
+            handle,
             due: Vec::new(),
             turn_end: Vec::new(),
         })
@@ -553,6 +556,7 @@ impl Reactor {
         let custom = Custom {
             handler: Some(handler),
             timers: Vec::new(),
+            revisit: false,
         };
         self.core
             .sources
@@ -571,7 +575,26 @@ impl Reactor {
         addr: SocketAddr,
         handler: impl StreamHandler + 'static,
     ) -> Result<Key, Error> {
-        Ok(self.core.connect_tcp(addr, Box::new(handler))?)
+        Ok(self
+            .core
+            .connect_tcp(addr, &ConnectOptions::default(), Box::new(handler))?)
+    }
+
+    /// Opens an outbound TCP connection with `options` (a connect timeout,
+    /// the connection's own options, socket options): see
+    /// [`ConnectOptions`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] if the socket cannot be created, configured or
+    /// registered.
+    pub fn connect_tcp_with(
+        &mut self,
+        addr: SocketAddr,
+        options: &ConnectOptions,
+        handler: impl StreamHandler + 'static,
+    ) -> Result<Key, Error> {
+        Ok(self.core.connect_tcp(addr, options, Box::new(handler))?)
     }
 
     /// Opens an outbound TCP connection that speaks TLS, served by
@@ -866,7 +889,8 @@ impl Reactor {
                 Some(Source::Stream(_)) => self.core.revisit_stream(key, &mut self.scratch),
                 Some(Source::Listener(_)) => self.core.accept_ready(key),
                 Some(Source::Datagram(_)) => self.core.receive_datagrams(key, &mut self.scratch),
-                Some(Source::Custom(_)) | None => {}
+                Some(Source::Custom(_)) => self.core.revisit_custom(key),
+                None => {}
             }
             self.core.run_deferred();
         }

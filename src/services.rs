@@ -23,6 +23,8 @@ pub(crate) enum TimerTask {
     AcceptBackoff(Key),
     /// A TLS connection's handshake must be done by now.
     Handshake(Key),
+    /// An outbound connection must be connected by now.
+    Connect(Key),
 }
 
 /// Work that runs once the current callback has returned.
@@ -31,11 +33,14 @@ pub(crate) enum Deferred {
     Remove(Key, CloseReason),
 }
 
-/// A watermark notice for a stream handler.
+/// A watermark notice for a stream handler: of its own connection, or of
+/// another one it watches (named).
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Notice {
     HighWater,
     Drain,
+    OtherHighWater(Key),
+    OtherDrain(Key),
 }
 
 /// The loop's services: everything but the sources, the poll and the

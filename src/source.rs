@@ -56,6 +56,8 @@ pub(crate) struct Custom {
     /// Taken out while one of its callbacks runs.
     pub(crate) handler: Option<Box<dyn SourceHandler>>,
     pub(crate) timers: Vec<TimerId>,
+    /// On the ready list for `on_revisit` ([`crate::Context::revisit`]).
+    pub(crate) revisit: bool,
 }
 
 /// A raw file descriptor as a [`mio::event::Source`], for descriptors mio

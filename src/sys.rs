@@ -17,7 +17,7 @@ use std::ffi::CString;
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr};
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
@@ -191,6 +191,16 @@ impl AsRawFd for Stream {
             Stream::Tcp(s) => s.as_raw_fd(),
             Stream::Unix(s) => s.as_raw_fd(),
             Stream::Tls(s) => s.tcp.as_raw_fd(),
+        }
+    }
+}
+
+impl AsFd for Stream {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        match self {
+            Stream::Tcp(s) => s.as_fd(),
+            Stream::Unix(s) => s.as_fd(),
+            Stream::Tls(s) => s.tcp.as_fd(),
         }
     }
 }
@@ -458,6 +468,39 @@ pub(crate) fn tcp_listener_reuse_port(addr: SocketAddr, backlog: libc::c_int) ->
     socket.listen(backlog)?;
     socket.set_nonblocking(true)?;
     Ok(TcpListener::from_std(socket.into()))
+}
+
+/// A hook given a new socket before it connects ([`crate::ConnectOptions::configure`]).
+pub(crate) type ConfigureFn = dyn Fn(BorrowedFd<'_>) -> io::Result<()>;
+
+/// A non-blocking TCP connect to `addr`, started: the socket is made,
+/// given `TCP_NODELAY` if asked, bound to `bind` if given, handed to
+/// `configure` (any option the caller wants before the SYN leaves), and
+/// connected without waiting (`EINPROGRESS` is the normal answer).
+pub(crate) fn tcp_connect(
+    addr: SocketAddr,
+    nodelay: bool,
+    bind: Option<SocketAddr>,
+    configure: Option<&ConfigureFn>,
+) -> io::Result<TcpStream> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_nonblocking(true)?;
+    if nodelay {
+        socket.set_tcp_nodelay(true)?;
+    }
+    if let Some(local) = bind {
+        socket.bind(&local.into())?;
+    }
+    if let Some(configure) = configure {
+        configure(socket.as_fd())?;
+    }
+    match socket.connect(&addr.into()) {
+        Ok(()) => {}
+        Err(err) if err.raw_os_error() == Some(libc::EINPROGRESS) => {}
+        Err(err) => return Err(err),
+    }
+    Ok(TcpStream::from_std(socket.into()))
 }
 
 /// A UDP socket bound to `addr` with `SO_REUSEPORT`, non-blocking.

@@ -88,6 +88,9 @@ struct Queued {
     chunk: Chunk,
     /// Bytes of a memory chunk already written.
     written: usize,
+    /// The first chunk of one send (a unit: a head and its file region
+    /// are one); [`WriteQueue::drop_newest_over`] drops whole units.
+    unit_start: bool,
 }
 
 impl Queued {
@@ -145,23 +148,61 @@ impl WriteQueue {
         self.file_bytes = 0;
     }
 
-    /// Appends a chunk without writing.
+    /// Appends a chunk, a send of its own, without writing.
     pub(crate) fn push(&mut self, chunk: Chunk) {
-        match &chunk {
-            Chunk::File { len, .. } => {
-                if *len == 0 {
-                    return;
+        self.push_unit([chunk]);
+    }
+
+    /// Appends the chunks of one send, in order, without writing. Empty
+    /// chunks are left out.
+    pub(crate) fn push_unit(&mut self, chunks: impl IntoIterator<Item = Chunk>) {
+        let mut unit_start = true;
+        for chunk in chunks {
+            match &chunk {
+                Chunk::File { len, .. } => {
+                    if *len == 0 {
+                        continue;
+                    }
+                    self.file_bytes += len;
                 }
-                self.file_bytes += len;
-            }
-            Chunk::Owned(_) | Chunk::Shared(_) => {
-                if chunk.bytes().is_empty() {
-                    return;
+                Chunk::Owned(_) | Chunk::Shared(_) => {
+                    if chunk.bytes().is_empty() {
+                        continue;
+                    }
+                    self.buffered += chunk.bytes().len();
                 }
-                self.buffered += chunk.bytes().len();
             }
+            self.chunks.push_back(Queued {
+                chunk,
+                written: 0,
+                unit_start,
+            });
+            unit_start = false;
         }
-        self.chunks.push_back(Queued { chunk, written: 0 });
+    }
+
+    /// Drops the newest sends, whole, until at most `max` bytes are held in
+    /// memory. The oldest send is kept, since the socket may have taken
+    /// part of it: the queue can stay over `max` by that one send. Returns
+    /// how many sends were dropped.
+    pub(crate) fn drop_newest_over(&mut self, max: usize) -> usize {
+        let mut dropped = 0;
+        while self.buffered > max {
+            let Some(start) = self.chunks.iter().rposition(|q| q.unit_start) else {
+                break;
+            };
+            if start == 0 {
+                break;
+            }
+            for queued in self.chunks.drain(start..) {
+                match queued.chunk {
+                    Chunk::File { len, .. } => self.file_bytes -= len,
+                    Chunk::Owned(_) | Chunk::Shared(_) => self.buffered -= queued.chunk.bytes().len(),
+                }
+            }
+            dropped += 1;
+        }
+        dropped
     }
 
     /// Writes `data` straight to the sink if nothing is queued, and queues
@@ -196,9 +237,7 @@ impl WriteQueue {
         turn: u64,
     ) -> io::Result<Flush> {
         let was_empty = self.is_empty();
-        for chunk in chunks {
-            self.push(chunk);
-        }
+        self.push_unit(chunks);
         if was_empty {
             return self.flush(sink, turn);
         }
@@ -455,6 +494,39 @@ mod tests {
             self.more.extend_from_slice(&self.out[before..]);
             Ok(written)
         }
+    }
+
+    #[test]
+    fn dropping_over_the_cap_takes_the_newest_sends_whole_and_never_the_started_one() {
+        let mut queue = WriteQueue::default();
+        let mut sink = Throttled::new(2);
+        queue.write_slice(&mut sink, b"first").unwrap(); // "fi" written
+        queue.push(Chunk::Owned(b"second".to_vec()));
+        // Never read: the region is dropped before it is sent.
+        let file = Rc::new(File::open("/dev/null").unwrap());
+        queue.push_unit([
+            Chunk::Owned(b"head".to_vec()),
+            Chunk::File {
+                file,
+                offset: 0,
+                len: 4,
+            },
+        ]);
+        queue.push(Chunk::Owned(b"last".to_vec()));
+        assert_eq!(
+            (queue.buffered(), queue.level()),
+            (3 + 6 + 4 + 4, 3 + 6 + 4 + 4 + 4)
+        );
+        // The head and its file region go together, after "last".
+        assert_eq!(queue.drop_newest_over(10), 2);
+        assert_eq!((queue.buffered(), queue.level()), (9, 9));
+        // The started send stays even when it alone is over the cap.
+        assert_eq!(queue.drop_newest_over(0), 1);
+        assert_eq!(queue.buffered(), 3);
+        assert_eq!(queue.drop_newest_over(0), 0);
+        sink.room = 100;
+        queue.flush(&mut sink, 1).unwrap();
+        assert_eq!(sink.out, b"first");
     }
 
     #[test]

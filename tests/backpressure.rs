@@ -1,7 +1,8 @@
 //! Backpressure: the high watermark tells a producer to stop, the drain
 //! callback asks it for more, and the hard cap on queued output disconnects
 //! (`OverflowPolicy::Close`) or refuses sends to (`OverflowPolicy::Drop`) a
-//! consumer that does not read.
+//! consumer that does not read, counting for both only what the socket did
+//! not take.
 mod common;
 
 use std::io::Read;
@@ -251,5 +252,85 @@ fn drop_policy_refuses_sends_over_the_cap_and_keeps_the_connection() {
         assert!(last < Some(block[0]), "blocks out of order");
         last = Some(block[0]);
     }
+    assert_eq!(server.shutdown(STEP), 0);
+}
+
+/// On `go` from its peer, sends `BURST` shared blocks to every other
+/// connection of its listener in one callback, queued for the end of the
+/// turn, and reports how many each took. Every connection asks for a
+/// large send buffer (the kernel grants up to twice `net.core.wmem_max`,
+/// 416 KiB by default), so one write at the end of the turn can take them.
+struct Burster {
+    report: mpsc::Sender<usize>,
+}
+
+const BURST: usize = 12;
+const BURST_BLOCK: usize = 16 * 1024;
+const BURST_CAP: usize = 64 * 1024;
+
+impl StreamHandler for Burster {
+    fn on_open(&mut self, cx: &mut Context<'_>) {
+        let fd = cx.fd().expect("a connection has a socket");
+        socket2::SockRef::from(&fd)
+            .set_send_buffer_size(4 << 20)
+            .expect("SO_SNDBUF");
+        let _ = self.report.send(0);
+    }
+
+    fn on_data(&mut self, cx: &mut Context<'_>, data: &[u8]) -> usize {
+        if data == b"go" {
+            let others: Vec<Key> = cx.members().iter().copied().filter(|&k| k != cx.key()).collect();
+            let mut taken = 0;
+            for i in 0..BURST {
+                let block: std::rc::Rc<[u8]> = vec![i as u8; BURST_BLOCK].into();
+                for &other in &others {
+                    taken += usize::from(cx.source(other).send_shared(&block));
+                }
+            }
+            let _ = self.report.send(taken);
+        }
+        data.len()
+    }
+}
+
+#[test]
+fn drop_policy_counts_only_what_the_socket_did_not_take_at_the_end_of_the_turn() {
+    let (tx, rx) = mpsc::channel();
+    let server = start(move |reactor| {
+        let options = ListenerOptions {
+            connection: ConnectionOptions {
+                max_queued: BURST_CAP,
+                overflow: OverflowPolicy::Drop,
+                ..ConnectionOptions::default()
+            },
+            ..ListenerOptions::default()
+        };
+        let factory = move |_: &Addr| Burster { report: tx.clone() };
+        let key = reactor
+            .listen_tcp_with(any_port(), options, factory)
+            .expect("listen");
+        reactor.local_addr(key).and_then(|a| a.as_inet()).expect("addr")
+    });
+    let mut sender = connect(server.info);
+    // The reader's receive buffer is set before it connects, so that its
+    // window can take the whole burst.
+    let reader = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    reader.set_recv_buffer_size(4 << 20).expect("SO_RCVBUF");
+    reader.connect(&server.info.into()).expect("connect");
+    let mut reader: std::net::TcpStream = reader.into();
+    reader.set_read_timeout(Some(STEP)).expect("timeout");
+    for _ in 0..2 {
+        assert_eq!(rx.recv_timeout(STEP).expect("opened"), 0);
+    }
+    write_all(&mut sender, b"go");
+    // 192 KiB in one turn, three times the cap: each send was queued, and
+    // the socket took them all at the end of the turn.
+    assert_eq!(rx.recv_timeout(STEP).expect("the burst"), BURST);
+    let got = read_exact(&mut reader, BURST * BURST_BLOCK);
+    for (i, block) in got.chunks(BURST_BLOCK).enumerate() {
+        assert!(block.iter().all(|&b| b == i as u8), "block {i} is wrong");
+    }
+    drop(sender);
+    drop(reader);
     assert_eq!(server.shutdown(STEP), 0);
 }

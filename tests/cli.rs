@@ -7,7 +7,7 @@ use std::process::Command;
 
 use common::*;
 
-const PROGRAMS: [&str; 10] = [
+const PROGRAMS: [&str; 11] = [
     "echo",
     "chat",
     "file_server",
@@ -18,6 +18,7 @@ const PROGRAMS: [&str; 10] = [
     "loadgen",
     "embedded",
     "kv",
+    "proxy",
 ];
 
 /// An example's path, or the load generator's (a workspace tool).

@@ -1,14 +1,17 @@
 //! Outbound connections: made by the reactor's owner (`Reactor::connect_tcp`)
 //! or by a handler (`Context::connect`), to std listeners; bytes both ways;
-//! a refused connect reported to the handler; and output queued while the
-//! connect is still in progress.
+//! a refused connect reported to the handler; output queued while the
+//! connect is still in progress; and `ConnectOptions`: a connect timeout,
+//! the connection's own options, a socket hook run before the SYN, and
+//! the socket's descriptor.
 mod common;
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::mpsc;
+use std::time::Duration;
 
 use common::*;
-use evloop::{Addr, CloseReason, ConnState, Context, StreamHandler};
+use evloop::{Addr, CloseReason, ConnState, ConnectOptions, ConnectionOptions, Context, StreamHandler};
 
 /// Greets once connected, reports each event, closes after one reply.
 struct Outbound(mpsc::Sender<String>);
@@ -204,5 +207,153 @@ fn shutdown_write_while_connecting_sends_eof_once_connected() {
     write_all(&mut stream, b"reply");
     assert_eq!(next(&rx), "reply");
     drop((client, stream));
+    assert_eq!(server.shutdown(STEP), 0);
+}
+
+/// A listener whose accept queue is full: the kernel drops new SYNs, so a
+/// connect to it neither succeeds nor fails until its client gives up.
+fn silent_listener() -> (socket2::Socket, Vec<socket2::Socket>, SocketAddr) {
+    use socket2::{Domain, Socket, Type};
+    let silent = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
+    silent.bind(&any_port().into()).expect("bind");
+    silent.listen(0).expect("listen");
+    let addr = silent.local_addr().expect("address").as_socket().expect("inet");
+    let fillers = (0..4)
+        .map(|_| {
+            let filler = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
+            filler.set_nonblocking(true).expect("nonblocking");
+            let _ = filler.connect(&addr.into());
+            filler
+        })
+        .collect();
+    (silent, fillers, addr)
+}
+
+#[test]
+fn a_connect_that_is_not_done_in_time_fails_with_timed_out() {
+    let (_silent, _fillers, addr) = silent_listener();
+    let (tx, rx) = mpsc::channel();
+    let started = std::time::Instant::now();
+    let server = start(move |reactor| {
+        let options = ConnectOptions::new().timeout(Duration::from_millis(300));
+        reactor
+            .connect_tcp_with(addr, &options, Outbound(tx))
+            .expect("connect started");
+    });
+    let closed = next(&rx);
+    let waited = started.elapsed();
+    assert!(
+        closed.starts_with("close ConnectFailed") && closed.contains("TimedOut"),
+        "{closed}"
+    );
+    assert!(waited >= Duration::from_millis(250), "gave up after {waited:?}");
+    assert_eq!(server.shutdown(STEP), 0);
+}
+
+#[test]
+fn a_connection_that_connects_in_time_keeps_no_timer() {
+    let peer = TcpListener::bind(any_port()).expect("bind");
+    let peer_addr = peer.local_addr().expect("addr");
+    let (tx, rx) = mpsc::channel();
+    let server = start(move |reactor| {
+        let options = ConnectOptions::new().timeout(Duration::from_secs(60));
+        reactor
+            .connect_tcp_with(peer_addr, &options, Outbound(tx))
+            .expect("connect started");
+    });
+    assert_eq!(next(&rx), "open Some(Open)");
+    let (_conn, _) = peer.accept().expect("accept");
+    assert_eq!(
+        server.query(|r| r.timer_count()),
+        0,
+        "the connect timer went with the connect"
+    );
+    drop(server);
+}
+
+#[test]
+fn the_socket_hook_runs_before_the_connect_and_its_error_fails_it() {
+    let peer = TcpListener::bind(any_port()).expect("bind");
+    let peer_addr = peer.local_addr().expect("addr");
+    let server = start(move |reactor| {
+        let seen = std::rc::Rc::new(std::cell::Cell::new(false));
+        let saw = std::rc::Rc::clone(&seen);
+        let hooked = ConnectOptions::new().configure(move |fd| {
+            // Not connected yet: the hook comes before the SYN.
+            let sock = socket2::SockRef::from(&fd);
+            saw.set(sock.peer_addr().is_err());
+            sock.set_keepalive(true)
+        });
+        let (tx, _rx) = mpsc::channel();
+        let key = reactor
+            .connect_tcp_with(peer_addr, &hooked, Outbound(tx))
+            .expect("connect");
+        let failing = ConnectOptions::new().configure(|_| Err(std::io::Error::other("refused by the hook")));
+        let (tx, _rx) = mpsc::channel();
+        let failed = reactor
+            .connect_tcp_with(peer_addr, &failing, Outbound(tx))
+            .map_err(|e| e.to_string());
+        (seen.get(), failed.err(), key)
+    });
+    let (before_connect, failed, _) = &server.info;
+    assert!(*before_connect, "the hook saw a connected socket");
+    assert!(
+        failed.as_ref().is_some_and(|e| e.contains("refused by the hook")),
+        "{failed:?}"
+    );
+    drop(server);
+}
+
+#[test]
+fn an_outbound_connection_takes_its_own_options() {
+    let peer = TcpListener::bind(any_port()).expect("bind");
+    let peer_addr = peer.local_addr().expect("addr");
+    let (tx, rx) = mpsc::channel();
+    let server = start(move |reactor| {
+        let small = ConnectionOptions {
+            max_queued: 1024,
+            ..ConnectionOptions::default()
+        };
+        let options = ConnectOptions::new().connection(small);
+        let key = reactor
+            .connect_tcp_with(peer_addr, &options, Outbound(tx))
+            .expect("connect");
+        // Still connecting: 4 KiB queued is over this connection's cap.
+        reactor.send_to(key, &[0; 4096])
+    });
+    assert!(!server.info, "the send over the cap was taken");
+    assert_eq!(next(&rx), "close Overflow");
+    assert_eq!(server.shutdown(STEP), 0);
+}
+
+/// Reports the local address its descriptor has, then closes.
+struct Described(mpsc::Sender<(Option<SocketAddr>, Option<SocketAddr>)>);
+
+impl StreamHandler for Described {
+    fn on_open(&mut self, cx: &mut Context<'_>) {
+        let through_fd = cx
+            .fd()
+            .and_then(|fd| socket2::SockRef::from(&fd).local_addr().ok())
+            .and_then(|a| a.as_socket());
+        let known = cx.local_addr().and_then(|a| a.as_inet());
+        let _ = self.0.send((through_fd, known));
+        cx.close();
+    }
+    fn on_data(&mut self, _: &mut Context<'_>, data: &[u8]) -> usize {
+        data.len()
+    }
+}
+
+#[test]
+fn a_connection_s_descriptor_is_its_socket() {
+    let peer = TcpListener::bind(any_port()).expect("bind");
+    let peer_addr = peer.local_addr().expect("addr");
+    let (tx, rx) = mpsc::channel();
+    let server = start(move |reactor| {
+        reactor.connect_tcp(peer_addr, Described(tx)).expect("connect");
+    });
+    let (through_fd, known) = rx.recv_timeout(STEP).expect("opened");
+    assert!(through_fd.is_some());
+    assert_eq!(through_fd, known);
     assert_eq!(server.shutdown(STEP), 0);
 }

@@ -26,6 +26,7 @@ use mio::net::{TcpStream, UnixStream};
 use mio::Poll;
 
 use crate::conn_state::{Input, State, Then};
+use crate::connect::ConnectOptions;
 use crate::connection::{Connection, ConnectionOptions};
 use crate::handler::guarded;
 use crate::registry::Registry;
@@ -54,6 +55,8 @@ pub(crate) struct Core {
     /// and turn away a connection that would otherwise wait in the backlog
     /// (see `listener.rs`).
     pub(crate) spare_fd: Option<std::fs::File>,
+    /// The reactor's handle, for [`Context::handle`].
+    pub(crate) handle: crate::Handle,
 }
 
 /// Where a graceful shutdown stands.
@@ -111,6 +114,36 @@ impl Core {
                 });
             }
         }
+    }
+
+    /// Lists a custom source for `on_revisit` next turn, once.
+    pub(crate) fn revisit_source(&mut self, key: Key) -> bool {
+        match self.sources.get_mut(key) {
+            Some(Source::Custom(custom)) => {
+                if !custom.revisit {
+                    custom.revisit = true;
+                    self.services.ready.push_back(key);
+                }
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// A custom source on the ready list: its handler's `on_revisit`.
+    pub(crate) fn revisit_custom(&mut self, key: Key) {
+        let Some(Source::Custom(custom)) = self.sources.get_mut(key) else {
+            return;
+        };
+        custom.revisit = false;
+        let Some(handler) = custom.handler.take() else {
+            return;
+        };
+        self.call_handler(key, AnyHandler::Custom(handler), "on_revisit", |handler, cx| {
+            if let AnyHandler::Custom(h) = handler {
+                h.on_revisit(cx);
+            }
+        });
     }
 
     /// Calls a handler taken out of its slot, under [`guarded`], then puts
@@ -182,6 +215,14 @@ impl Core {
                 }
                 Deferred::Notify(key, Notice::Drain) => {
                     self.with_stream_handler(key, "on_drain", |h, cx| h.on_drain(cx));
+                }
+                Deferred::Notify(key, Notice::OtherHighWater(other)) => {
+                    self.with_stream_handler(key, "on_other_high_water", |h, cx| {
+                        h.on_other_high_water(cx, other);
+                    });
+                }
+                Deferred::Notify(key, Notice::OtherDrain(other)) => {
+                    self.with_stream_handler(key, "on_other_drain", |h, cx| h.on_other_drain(cx, other));
                 }
                 Deferred::Remove(key, reason) => self.remove_source(key, reason),
             }
@@ -372,6 +413,7 @@ impl Core {
             TimerTask::Linger(key) => self.deadline_passed(key, id, Input::LingerTimeout),
             TimerTask::AcceptBackoff(key) => self.end_backoff(key),
             TimerTask::Handshake(key) => self.handshake_deadline(key, id),
+            TimerTask::Connect(key) => self.connect_deadline(key, id),
         }
     }
 
@@ -414,11 +456,29 @@ impl Core {
     pub(crate) fn connect_tcp(
         &mut self,
         addr: SocketAddr,
+        options: &ConnectOptions,
         handler: Box<dyn StreamHandler>,
     ) -> io::Result<Key> {
-        let stream = TcpStream::connect(addr)?;
-        let _ = stream.set_nodelay(true);
-        self.add_outbound(Stream::Tcp(stream), Addr::Inet(addr), handler)
+        let stream =
+            crate::sys::tcp_connect(addr, options.nodelay, options.bind, options.configure.as_deref())?;
+        let connection = options.connection.clone();
+        let key = self.add_outbound(Stream::Tcp(stream), Addr::Inet(addr), connection, handler)?;
+        if let Some(after) = options.timeout {
+            self.arm_connect_timeout(key, after);
+        }
+        Ok(key)
+    }
+
+    /// Cuts `key` if it is still connecting `after` from now.
+    fn arm_connect_timeout(&mut self, key: Key, after: Duration) {
+        let deadline = self.services.now + after;
+        let timer = self.services.timers.set(deadline, None, TimerTask::Connect(key));
+        if let (Some(timer), Some(conn)) = (timer, self.stream_mut(key)) {
+            // Cancelled once connected, or with the connection's other
+            // timers if it goes.
+            conn.timers.push(timer);
+            conn.connect_timer = Some(timer);
+        }
     }
 
     pub(crate) fn connect_tls(
@@ -431,7 +491,7 @@ impl Core {
         let stream = TcpStream::connect(addr)?;
         let _ = stream.set_nodelay(true);
         let stream = tls.connect(stream, server_name)?;
-        let key = self.add_outbound(Stream::Tls(Box::new(stream)), Addr::Inet(addr), handler)?;
+        let key = self.add_outbound(Stream::Tls(Box::new(stream)), Addr::Inet(addr), None, handler)?;
         self.arm_handshake(key, tls.handshake_timeout);
         Ok(key)
     }
@@ -454,6 +514,7 @@ impl Core {
         self.add_outbound(
             Stream::Unix(stream),
             Addr::Unix(Some(path.to_path_buf())),
+            None,
             handler,
         )
     }
@@ -462,6 +523,7 @@ impl Core {
         &mut self,
         stream: Stream,
         peer: Addr,
+        options: Option<Rc<ConnectionOptions>>,
         handler: Box<dyn StreamHandler>,
     ) -> io::Result<Key> {
         let conn = Connection::new(
@@ -472,7 +534,7 @@ impl Core {
                 then: Then::Open,
                 drain: None,
             },
-            Rc::clone(&self.defaults),
+            options.unwrap_or_else(|| Rc::clone(&self.defaults)),
         );
         self.register_stream(conn)
             .ok_or_else(|| io::Error::other("the connection could not be registered"))

@@ -136,6 +136,10 @@ impl Core {
         match outcome {
             Ok(peer) => {
                 conn.peer = peer;
+                if let Some(timer) = conn.connect_timer.take() {
+                    conn.timers.retain(|&t| t != timer);
+                    self.services.timers.cancel(timer);
+                }
                 // A close or shutdown asked for while connecting is done
                 // now; `on_open` comes unless the handler closed.
                 self.apply(key, Input::Connected, None);
@@ -261,7 +265,9 @@ impl Core {
             return;
         }
         match conn.flush(key, &mut self.services) {
-            Ok(()) => self.after_output(key),
+            Ok(()) => {
+                self.after_output(key);
+            }
             Err(err) => self.abort_stream_with(key, CloseReason::Error(err)),
         }
     }
@@ -275,6 +281,19 @@ impl Core {
             debug!("{key} {}: TLS handshake not done in time", conn.peer);
             let err = io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out");
             self.abort_stream_with(key, CloseReason::Error(err));
+        }
+    }
+
+    /// An outbound connect's deadline passed: a connection still
+    /// connecting fails with `TimedOut`.
+    pub(crate) fn connect_deadline(&mut self, key: Key, timer: TimerId) {
+        let Some(conn) = self.stream_mut(key) else { return };
+        conn.timers.retain(|&t| t != timer);
+        conn.connect_timer = None;
+        if matches!(conn.state, State::Connecting { .. }) {
+            debug!("{key} {}: connect not done in time", conn.peer);
+            let err = io::Error::new(io::ErrorKind::TimedOut, "connect timed out");
+            self.finish_stream(key, CloseReason::ConnectFailed(err));
         }
     }
 
@@ -338,8 +357,8 @@ impl Core {
                 false
             }
             Sent::Taken => {
-                self.after_output(key);
-                self.stream_ref(key).is_some_and(|c| c.state != State::Closed)
+                let kept = self.after_output(key);
+                kept && self.stream_ref(key).is_some_and(|c| c.state != State::Closed)
             }
         }
     }
@@ -357,23 +376,31 @@ impl Core {
             self.abort_stream_with(key, CloseReason::Error(err));
             return false;
         }
-        self.after_output(key);
-        self.stream_ref(key).is_some_and(|c| c.state != State::Closed)
+        let kept = self.after_output(key);
+        kept && self.stream_ref(key).is_some_and(|c| c.state != State::Closed)
     }
 
     /// After the queue changed: the hard cap, the watermarks, and the
-    /// closing states that wait for an empty queue.
-    pub(crate) fn after_output(&mut self, key: Key) {
+    /// closing states that wait for an empty queue. Returns `false` if the
+    /// newest send was dropped to stay within the cap.
+    pub(crate) fn after_output(&mut self, key: Key) -> bool {
         let Some(conn) = stream_in(&mut self.sources, key) else {
-            return;
+            return true;
         };
         if conn.state == State::Closed {
-            return;
+            return true;
         }
         match conn.output_changed(key, &mut self.services) {
-            Level::Queued => {}
-            Level::OverCap => self.abort_stream_with(key, CloseReason::Overflow),
-            Level::Emptied => self.queue_emptied(key),
+            Level::Queued => true,
+            Level::Dropped => false,
+            Level::OverCap => {
+                self.abort_stream_with(key, CloseReason::Overflow);
+                true
+            }
+            Level::Emptied => {
+                self.queue_emptied(key);
+                true
+            }
         }
     }
 
