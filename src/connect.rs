@@ -20,6 +20,7 @@ use std::os::fd::BorrowedFd;
 use std::rc::Rc;
 use std::time::Duration;
 
+use crate::tls::ClientTls;
 use crate::ConnectionOptions;
 
 /// A hook given the new socket before it connects.
@@ -70,6 +71,7 @@ pub struct ConnectOptions {
     pub(crate) bind: Option<SocketAddr>,
     pub(crate) connection: Option<Rc<ConnectionOptions>>,
     pub(crate) configure: Option<Configure>,
+    pub(crate) tls: Option<(ClientTls, String)>,
 }
 
 impl Default for ConnectOptions {
@@ -80,6 +82,7 @@ impl Default for ConnectOptions {
             bind: None,
             connection: None,
             configure: None,
+            tls: None,
         }
     }
 }
@@ -92,6 +95,7 @@ impl fmt::Debug for ConnectOptions {
             .field("bind", &self.bind)
             .field("connection", &self.connection)
             .field("configure", &self.configure.as_ref().map(|_| "Fn"))
+            .field("tls", &self.tls.as_ref().map(|(_, name)| name))
             .finish()
     }
 }
@@ -129,6 +133,16 @@ impl ConnectOptions {
     /// reactor's defaults ([`crate::Reactor::set_connection_defaults`]).
     pub fn connection(mut self, options: ConnectionOptions) -> Self {
         self.connection = Some(Rc::new(options));
+        self
+    }
+
+    /// Speaks TLS over the connection, as [`crate::Context::connect_tls`]
+    /// does: the server's certificate must chain to `tls`'s roots and be
+    /// valid for `server_name` (a DNS name or an IP address). The connect
+    /// timeout covers the TCP connect; `tls`'s handshake timeout the
+    /// handshake after it.
+    pub fn tls(mut self, tls: &ClientTls, server_name: &str) -> Self {
+        self.tls = Some((tls.clone(), server_name.to_owned()));
         self
     }
 

@@ -515,7 +515,8 @@ impl<'a> Context<'a> {
         server_name: &str,
         handler: impl StreamHandler + 'static,
     ) -> io::Result<Key> {
-        self.core.connect_tls(addr, tls, server_name, Box::new(handler))
+        let options = ConnectOptions::new().tls(tls, server_name);
+        self.core.connect_tcp(addr, &options, Box::new(handler))
     }
 
     /// Opens an outbound Unix stream connection, as [`Context::connect`].

@@ -611,7 +611,8 @@ impl Reactor {
         server_name: &str,
         handler: impl StreamHandler + 'static,
     ) -> Result<Key, Error> {
-        Ok(self.core.connect_tls(addr, tls, server_name, Box::new(handler))?)
+        let options = ConnectOptions::new().tls(tls, server_name);
+        Ok(self.core.connect_tcp(addr, &options, Box::new(handler))?)
     }
 
     /// Opens an outbound Unix stream connection served by `handler`.

@@ -22,7 +22,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use log::{debug, info};
-use mio::net::{TcpStream, UnixStream};
+use mio::net::UnixStream;
 use mio::Poll;
 
 use crate::conn_state::{Input, State, Then};
@@ -33,7 +33,6 @@ use crate::registry::Registry;
 use crate::services::{Deferred, Notice, Services, TimerTask};
 use crate::source::Source;
 use crate::sys::Stream;
-use crate::tls::ClientTls;
 use crate::write_queue::Chunk;
 use crate::{Addr, CloseReason, Context, DatagramHandler, Key, SourceHandler, StreamHandler, TimerId};
 
@@ -459,12 +458,21 @@ impl Core {
         options: &ConnectOptions,
         handler: Box<dyn StreamHandler>,
     ) -> io::Result<Key> {
-        let stream =
-            crate::sys::tcp_connect(addr, options.nodelay, options.bind, options.configure.as_deref())?;
+        let tcp = crate::sys::tcp_connect(addr, options.nodelay, options.bind, options.configure.as_deref())?;
+        let (stream, handshake) = match &options.tls {
+            Some((tls, server_name)) => {
+                let stream = tls.connect(tcp, server_name)?;
+                (Stream::Tls(Box::new(stream)), Some(tls.handshake_timeout))
+            }
+            None => (Stream::Tcp(tcp), None),
+        };
         let connection = options.connection.clone();
-        let key = self.add_outbound(Stream::Tcp(stream), Addr::Inet(addr), connection, handler)?;
+        let key = self.add_outbound(stream, Addr::Inet(addr), connection, handler)?;
         if let Some(after) = options.timeout {
             self.arm_connect_timeout(key, after);
+        }
+        if let Some(after) = handshake {
+            self.arm_handshake(key, after);
         }
         Ok(key)
     }
@@ -479,21 +487,6 @@ impl Core {
             conn.timers.push(timer);
             conn.connect_timer = Some(timer);
         }
-    }
-
-    pub(crate) fn connect_tls(
-        &mut self,
-        addr: SocketAddr,
-        tls: &ClientTls,
-        server_name: &str,
-        handler: Box<dyn StreamHandler>,
-    ) -> io::Result<Key> {
-        let stream = TcpStream::connect(addr)?;
-        let _ = stream.set_nodelay(true);
-        let stream = tls.connect(stream, server_name)?;
-        let key = self.add_outbound(Stream::Tls(Box::new(stream)), Addr::Inet(addr), None, handler)?;
-        self.arm_handshake(key, tls.handshake_timeout);
-        Ok(key)
     }
 
     /// Cuts `key` if its TLS handshake is not done `timeout` from now.
