@@ -39,7 +39,7 @@
 //!
 //! | module | owns |
 //! |---|---|
-//! | `reactor` | [`Reactor`]: the loop, dispatch, timers, deferred work, shutdown |
+//! | `reactor` | [`Reactor`]: the loop, dispatch, timers, deferred work, shutdown; its own timers ([`ReactorTimer`]) and its descriptor for a host loop |
 //! | `token` | [`Key`]: slot index + generation, packed into a mio token |
 //! | `registry` | the slab of sources, generation bumped on every removal |
 //! | `source` | what a slot holds; [`FdSource`] for raw descriptors |
@@ -107,7 +107,7 @@ pub use error::Error;
 pub use handle::Handle;
 pub use handler::{CloseReason, DatagramHandler, SourceHandler, StreamFactory, StreamHandler};
 pub use listener::{ConnectionLimit, ListenerOptions};
-pub use reactor::Reactor;
+pub use reactor::{Reactor, ReactorTimer};
 pub use source::FdSource;
 pub use timer::TimerId;
 pub use token::Key;

@@ -23,6 +23,9 @@ pub(crate) enum TimerTask {
     AcceptBackoff(Key),
     /// A TLS connection's handshake must be done by now.
     Handshake(Key),
+    /// A timer of the reactor itself ([`crate::Reactor::set_timer`]): its
+    /// closure is kept by the reactor under the timer's id, and run there.
+    Reactor,
 }
 
 /// Work that runs once the current callback has returned.

@@ -372,6 +372,8 @@ impl Core {
             TimerTask::Linger(key) => self.deadline_passed(key, id, Input::LingerTimeout),
             TimerTask::AcceptBackoff(key) => self.end_backoff(key),
             TimerTask::Handshake(key) => self.handshake_deadline(key, id),
+            // Fired by the reactor, which holds its closure.
+            TimerTask::Reactor => {}
         }
     }
 
