@@ -55,10 +55,11 @@ impl Reactor {
 }
 
 /// The reactor's epoll descriptor, for a host loop to wait on: readable
-/// when a source has an event for the reactor. Only to wait on: a host
-/// that reads it, registers it elsewhere in this reactor, or closes it
-/// breaks the reactor. With [`Reactor::next_timeout`], a host loop on its
-/// own mio `Poll`, which never calls `run`:
+/// when a source has an event for the reactor. It is the same descriptor
+/// for the reactor's whole life, open until the reactor is dropped. Only
+/// to wait on: a host that reads it, registers it in this same reactor,
+/// or closes it breaks the reactor. With [`Reactor::next_timeout`], a host
+/// loop on its own mio `Poll`, which never calls `run`:
 ///
 /// ```
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
