@@ -63,7 +63,11 @@
 //! - a handler whose `Drop` panics while the handler is dropped by an
 //!   unwind aborts the process, as Rust does for any panic during a panic;
 //! - the closures given to [`crate::Handle::run`] are not handlers: they
-//!   get the whole reactor, and a panic in one ends `run`;
+//!   get the whole reactor, and a panic in one ends `run` (so do the hooks
+//!   of `Reactor::on_start` and `on_turn_end`). A reactor timer's closure
+//!   ([`crate::Reactor::set_timer`]) is caught like a handler, though: it
+//!   is taken out of the reactor's map before the call and dropped by the
+//!   unwind, and a repeating timer is cancelled;
 //! - the panic hook still runs first: by default it prints the panic and
 //!   where it happened to stderr.
 //!

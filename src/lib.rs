@@ -31,9 +31,11 @@
 //! A panic in a handler's callback (or a factory's) is caught: it is logged
 //! at error level with the source's key, and that source alone is reset or
 //! removed; its handler is dropped without `on_close`. The reactor goes on
-//! serving everything else. This does not hold with `panic = "abort"`, and
-//! a handler whose `Drop` panics during that unwind aborts the process.
-//! The details are in `src/handler.rs` and `docs/architecture.md`.
+//! serving everything else. The closure of a timer of the reactor itself
+//! ([`Reactor::set_timer`]) is caught the same way, and a repeating one
+//! is cancelled. This does not hold with `panic = "abort"`, and a handler
+//! whose `Drop` panics during that unwind aborts the process. The details
+//! are in `src/handler.rs` and `docs/architecture.md`.
 //!
 //! ## Module map
 //!
