@@ -15,19 +15,26 @@
 //!
 //! A request body is one command byte, a 2-byte big-endian key length `K`,
 //! the `K` bytes of the key, and for SET the value: every byte left in the
-//! body. Keys and values are any bytes; the empty key is a key.
+//! body. SETX is SET with a time to live: 4 big-endian bytes of
+//! milliseconds between the key and the value. Keys and values are any
+//! bytes; the empty key is a key.
 //!
 //! | request | body |
 //! |---|---|
 //! | GET | `G`, `K`, key |
 //! | SET | `S`, `K`, key, value |
+//! | SETX | `X`, `K`, key, milliseconds (`u32`), value |
 //! | DEL | `D`, `K`, key |
+//!
+//! A key set by SETX is gone once its time is up: no request sees it
+//! after that. A SET or SETX of the key replaces its expiry; a DEL
+//! removes it.
 //!
 //! A reply body is one status byte, then what that status carries:
 //!
 //! | reply | body | answers |
 //! |---|---|---|
-//! | OK | `O` | a SET; a DEL of a key that was there |
+//! | OK | `O` | a SET or SETX; a DEL of a key that was there |
 //! | VALUE | `V`, the value | a GET of a key that is there |
 //! | NOT_FOUND | `N` | a GET or a DEL of a key that is not there |
 //! | ERR | `E`, a message (UTF-8) | a request that breaks the rules below |
@@ -54,12 +61,12 @@
 mod common;
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use clap::Parser;
 use evloop::codec::{frames, HEADER_LEN};
@@ -76,6 +83,12 @@ enum Request<'a> {
     Get { key: &'a [u8] },
     /// `S`: store `value` under `key`, replacing what was there.
     Set { key: &'a [u8], value: &'a [u8] },
+    /// `X`: store `value` under `key` for `ttl`, then forget it.
+    SetFor {
+        key: &'a [u8],
+        ttl: Duration,
+        value: &'a [u8],
+    },
     /// `D`: remove `key`.
     Del { key: &'a [u8] },
 }
@@ -85,7 +98,7 @@ impl<'a> Request<'a> {
     /// of the `ERR` reply.
     fn from_body(body: &'a [u8]) -> Result<Request<'a>, &'static str> {
         let (&command, rest) = body.split_first().ok_or("empty request")?;
-        if !matches!(command, b'G' | b'S' | b'D') {
+        if !matches!(command, b'G' | b'S' | b'X' | b'D') {
             return Err("unknown command");
         }
         // `get` rather than indexing: a short body is an error, not a panic.
@@ -102,6 +115,17 @@ impl<'a> Request<'a> {
             (b'G', true) => Ok(Request::Get { key }),
             (b'D', true) => Ok(Request::Del { key }),
             (b'S', _) => Ok(Request::Set { key, value: tail }),
+            (b'X', _) => {
+                let Some(&[a, b, c, d]) = tail.get(..4) else {
+                    return Err("no time to live");
+                };
+                let ttl = Duration::from_millis(u64::from(u32::from_be_bytes([a, b, c, d])));
+                Ok(Request::SetFor {
+                    key,
+                    ttl,
+                    value: &tail[4..],
+                })
+            }
             _ => Err("bytes after the key"),
         }
     }
@@ -147,28 +171,95 @@ impl Reply<'_> {
 /// The map every connection shares. The reactor runs every handler on one
 /// thread, one callback at a time, so `Rc<RefCell<..>>` is enough: no lock,
 /// and a borrow never meets another (none is held across a callback).
-type Store = Rc<RefCell<HashMap<Vec<u8>, Vec<u8>>>>;
+type Store = Rc<RefCell<Map>>;
 
-/// Runs one request against the map and says what to answer.
-fn execute<'s>(map: &'s mut HashMap<Vec<u8>, Vec<u8>>, request: Request<'_>) -> Reply<'s> {
-    match request {
-        Request::Get { key } => map.get(key).map_or(Reply::NotFound, |value| Reply::Value(value)),
-        Request::Set { key, value } => {
-            // Overwriting reuses the key and the value's buffer.
-            match map.get_mut(key) {
-                Some(old) => {
-                    old.clear();
-                    old.extend_from_slice(value);
+/// The keys and their values, and when the keys set by SETX expire.
+#[derive(Default)]
+struct Map {
+    values: HashMap<Vec<u8>, Value>,
+    /// The keys that expire, soonest first, under `(deadline, n)`: `n`
+    /// tells apart keys that expire at the same instant.
+    expiries: BTreeMap<(Instant, u64), Vec<u8>>,
+    /// The last `n` given out.
+    last: u64,
+}
+
+/// A value, and its place in [`Map::expiries`] if it expires.
+struct Value {
+    bytes: Vec<u8>,
+    expiry: Option<(Instant, u64)>,
+}
+
+impl Map {
+    /// Stores `value` under `key` until `expires` (`None`: for ever),
+    /// replacing what was there and its expiry.
+    fn set(&mut self, key: &[u8], value: &[u8], expires: Option<Instant>) {
+        let expiry = expires.map(|deadline| {
+            self.last += 1;
+            (deadline, self.last)
+        });
+        if let Some(place) = expiry {
+            self.expiries.insert(place, key.to_vec());
+        }
+        // Overwriting reuses the key and the value's buffer.
+        match self.values.get_mut(key) {
+            Some(old) => {
+                if let Some(place) = std::mem::replace(&mut old.expiry, expiry) {
+                    self.expiries.remove(&place);
                 }
-                None => {
-                    map.insert(key.to_vec(), value.to_vec());
-                }
+                old.bytes.clear();
+                old.bytes.extend_from_slice(value);
             }
+            None => {
+                let bytes = value.to_vec();
+                self.values.insert(key.to_vec(), Value { bytes, expiry });
+            }
+        }
+    }
+
+    /// Removes `key`. Returns whether it was there.
+    fn remove(&mut self, key: &[u8]) -> bool {
+        let Some(value) = self.values.remove(key) else {
+            return false;
+        };
+        if let Some(place) = value.expiry {
+            self.expiries.remove(&place);
+        }
+        true
+    }
+
+    /// Removes every key whose time is up at `now`, soonest first: the
+    /// cost is the keys removed, not the size of the map.
+    fn expire(&mut self, now: Instant) {
+        while let Some(soonest) = self.expiries.first_entry() {
+            if soonest.key().0 > now {
+                break;
+            }
+            self.values.remove(&soonest.remove());
+        }
+    }
+}
+
+/// Runs one request against the map at `now` and says what to answer.
+fn execute<'s>(map: &'s mut Map, request: Request<'_>, now: Instant) -> Reply<'s> {
+    // Whatever expired since the last sweep goes before any request sees it.
+    map.expire(now);
+    match request {
+        Request::Get { key } => map
+            .values
+            .get(key)
+            .map_or(Reply::NotFound, |value| Reply::Value(&value.bytes)),
+        Request::Set { key, value } => {
+            map.set(key, value, None);
+            Reply::Ok
+        }
+        Request::SetFor { key, ttl, value } => {
+            map.set(key, value, Some(now + ttl));
             Reply::Ok
         }
         Request::Del { key } => match map.remove(key) {
-            Some(_) => Reply::Ok,
-            None => Reply::NotFound,
+            true => Reply::Ok,
+            false => Reply::NotFound,
         },
     }
 }
@@ -286,7 +377,7 @@ impl StreamHandler for KvConnection {
             };
             self.push_back_idle(cx);
             match Request::from_body(body) {
-                Ok(request) => execute(&mut self.store.borrow_mut(), request).encode(&mut replies),
+                Ok(request) => execute(&mut self.store.borrow_mut(), request, cx.now()).encode(&mut replies),
                 Err(message) => Reply::Err(message).encode(&mut replies),
             }
             if replies.len() >= SEND_AT && !Self::send_replies(cx, &mut replies) {
@@ -350,7 +441,10 @@ const MAX_FRAME_LIMIT: u64 = 64 * 1024 * 1024;
 /// Bytes evloop reads from a socket at a time (64 KiB).
 const READ_SIZE: usize = 64 * 1024;
 
-/// Key-value server: GET, SET and DEL over length-prefixed frames.
+/// How often expired keys are swept out of the map when no request comes.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+
+/// Key-value server: GET, SET, SETX and DEL over length-prefixed frames.
 #[derive(Parser)]
 #[command(name = "kv")]
 struct Flags {
@@ -380,7 +474,7 @@ fn main() -> ExitCode {
     }
     let max_frame = usize::try_from(flags.max_frame).expect("at most 64 MiB");
     let kv = Kv {
-        store: Rc::new(RefCell::new(HashMap::new())),
+        store: Rc::new(RefCell::new(Map::default())),
         limits: Limits {
             max_frame,
             idle_timeout: Some(flags.idle_timeout).filter(|t| !t.is_zero()),
@@ -395,6 +489,13 @@ fn main() -> ExitCode {
         .max(HEADER_LEN + max_frame + READ_SIZE);
 
     let mut reactor = common::server_reactor(flags.shutdown_timeout);
+    // Requests expire keys as they come; this sweep frees the memory of
+    // expired keys when none do. One timer for the whole map, owned by the
+    // reactor: the map belongs to no connection.
+    let store = Rc::clone(&kv.store);
+    reactor
+        .set_repeating(SWEEP_EVERY, move |_| store.borrow_mut().expire(Instant::now()))
+        .expect("a new reactor has room for a timer");
     for addr in flags.tcp {
         let bound = reactor.listen_tcp_with(addr, options.clone(), kv.clone());
         common::bind_or_exit(&mut reactor, "tcp", bound);
@@ -422,13 +523,44 @@ mod tests {
         );
         assert_eq!(Request::from_body(b"D\0\0"), Ok(Request::Del { key: b"" }));
         assert_eq!(Request::from_body(b""), Err("empty request"));
-        assert_eq!(Request::from_body(b"X\0\x01a"), Err("unknown command"));
+        assert_eq!(Request::from_body(b"Q\0\x01a"), Err("unknown command"));
         assert_eq!(Request::from_body(b"G\0"), Err("no key length"));
         assert_eq!(
             Request::from_body(b"G\0\x05ab"),
             Err("key runs past the end of the request")
         );
         assert_eq!(Request::from_body(b"D\0\x01ab"), Err("bytes after the key"));
+        assert_eq!(
+            Request::from_body(b"X\0\x01a\0\0\x01\0b"),
+            Ok(Request::SetFor {
+                key: b"a",
+                ttl: Duration::from_millis(256),
+                value: b"b"
+            })
+        );
+        assert_eq!(Request::from_body(b"X\0\x01a\0\0"), Err("no time to live"));
+    }
+
+    #[test]
+    fn keys_expire_in_deadline_order_and_a_set_replaces_the_expiry() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let mut map = Map::default();
+        map.set(b"late", b"1", Some(t0 + ms(20)));
+        map.set(b"early", b"2", Some(t0 + ms(10)));
+        map.set(b"kept", b"3", Some(t0 + ms(10)));
+        map.set(b"kept", b"4", None); // a plain SET: no expiry any more
+        map.set(b"moved", b"5", Some(t0 + ms(10)));
+        map.set(b"moved", b"6", Some(t0 + ms(30)));
+        map.expire(t0 + ms(10));
+        let mut left: Vec<&[u8]> = map.values.keys().map(Vec::as_slice).collect();
+        left.sort();
+        assert_eq!(left, [&b"kept"[..], b"late", b"moved"]);
+        map.expire(t0 + ms(30));
+        assert_eq!(map.values.len(), 1);
+        assert_eq!(map.values[&b"kept"[..]].bytes, b"4");
+        assert!(map.expiries.is_empty(), "no expiry is left behind");
+        assert!(map.remove(b"kept") && !map.remove(b"kept"));
     }
 
     #[test]

@@ -127,6 +127,12 @@ impl Handle {
         self.wake_pending.swap(false, Ordering::AcqRel);
     }
 
+    /// Whether a wakeup is on its way: commands wait that the reactor has
+    /// not yet taken.
+    pub(crate) fn is_wake_pending(&self) -> bool {
+        self.wake_pending.load(Ordering::Acquire)
+    }
+
     /// Makes `run` return at the end of the current turn, leaving every
     /// source open. Returns `false` if the reactor is gone.
     pub fn stop(&self) -> bool {

@@ -63,7 +63,11 @@
 //! - a handler whose `Drop` panics while the handler is dropped by an
 //!   unwind aborts the process, as Rust does for any panic during a panic;
 //! - the closures given to [`crate::Handle::run`] are not handlers: they
-//!   get the whole reactor, and a panic in one ends `run`;
+//!   get the whole reactor, and a panic in one ends `run` (so do the hooks
+//!   of `Reactor::on_start` and `on_turn_end`). A reactor timer's closure
+//!   ([`crate::Reactor::set_timer`]) is caught like a handler, though: it
+//!   is taken out of the reactor's map before the call and dropped by the
+//!   unwind, and a repeating timer is cancelled;
 //! - the panic hook still runs first: by default it prints the panic and
 //!   where it happened to stderr.
 //!
@@ -123,7 +127,9 @@ use crate::{Addr, Context, Key, TimerId};
 
 /// Runs one call into handler code, catching a panic: `Some` with what the
 /// call returned, or `None` once the panic has been logged (with `key`, the
-/// name of the `callback`, and what the reactor does about it, `then`).
+/// source's key or what else names the call's owner, such as a reactor
+/// timer; the name of the `callback`; and what the reactor does about it,
+/// `then`).
 ///
 /// `AssertUnwindSafe` is sound here because the caller upholds what the
 /// module docs say: anything the call may have left half-updated (the
@@ -133,7 +139,7 @@ use crate::{Addr, Context, Key, TimerId};
 /// factory, which is kept, is the documented exception).
 #[inline]
 pub(crate) fn guarded<R>(
-    key: Key,
+    key: impl fmt::Display,
     callback: &'static str,
     then: &'static str,
     call: impl FnOnce() -> R,
@@ -141,7 +147,7 @@ pub(crate) fn guarded<R>(
     match panic::catch_unwind(AssertUnwindSafe(call)) {
         Ok(value) => Some(value),
         Err(payload) => {
-            report_panic(key, callback, then, payload);
+            report_panic(&key, callback, then, payload);
             None
         }
     }
@@ -150,7 +156,12 @@ pub(crate) fn guarded<R>(
 /// Logs a caught panic and drops its payload.
 #[cold]
 #[inline(never)]
-fn report_panic(key: Key, callback: &'static str, then: &'static str, payload: Box<dyn Any + Send>) {
+fn report_panic(
+    key: &dyn fmt::Display,
+    callback: &'static str,
+    then: &'static str,
+    payload: Box<dyn Any + Send>,
+) {
     let message = match payload.downcast_ref::<&'static str>() {
         Some(text) => text,
         None => match payload.downcast_ref::<String>() {

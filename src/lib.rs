@@ -31,15 +31,17 @@
 //! A panic in a handler's callback (or a factory's) is caught: it is logged
 //! at error level with the source's key, and that source alone is reset or
 //! removed; its handler is dropped without `on_close`. The reactor goes on
-//! serving everything else. This does not hold with `panic = "abort"`, and
-//! a handler whose `Drop` panics during that unwind aborts the process.
-//! The details are in `src/handler.rs` and `docs/architecture.md`.
+//! serving everything else. The closure of a timer of the reactor itself
+//! ([`Reactor::set_timer`]) is caught the same way, and a repeating one
+//! is cancelled. This does not hold with `panic = "abort"`, and a handler
+//! whose `Drop` panics during that unwind aborts the process. The details
+//! are in `src/handler.rs` and `docs/architecture.md`.
 //!
 //! ## Module map
 //!
 //! | module | owns |
 //! |---|---|
-//! | `reactor` | [`Reactor`]: the loop, dispatch, timers, deferred work, shutdown |
+//! | `reactor` | [`Reactor`]: the loop, dispatch, timers, deferred work, shutdown; its own timers ([`ReactorTimer`]) and its descriptor for a host loop |
 //! | `token` | [`Key`]: slot index + generation, packed into a mio token |
 //! | `registry` | the slab of sources, generation bumped on every removal |
 //! | `source` | what a slot holds; [`FdSource`] for raw descriptors |
@@ -113,7 +115,7 @@ pub use error::Error;
 pub use handle::Handle;
 pub use handler::{CloseReason, DatagramHandler, SourceHandler, StreamFactory, StreamHandler};
 pub use listener::{ConnectionLimit, ListenerOptions};
-pub use reactor::Reactor;
+pub use reactor::{Reactor, ReactorTimer};
 pub use source::FdSource;
 pub use timer::TimerId;
 pub use token::Key;

@@ -1,5 +1,6 @@
 //! [`Reactor`]: the loop. One turn, in this order (the same list is in
-//! `docs/architecture.md`):
+//! `docs/architecture.md`); before the first turn's poll, the hooks of
+//! [`Reactor::on_start`] run:
 //!
 //! 1. **Timeout.** Zero if the ready list or the deferred queue has work;
 //!    otherwise until the earliest timer or shutdown deadline; otherwise
@@ -15,8 +16,9 @@
 //! 5. **Ready list.** Sources that stopped early (read, file or accept
 //!    budget, resumed reading, a lingering close) are served again, once
 //!    each.
-//! 6. **Timers.** Every timer due at `now` fires, in deadline order; timers
-//!    set meanwhile wait for a later turn.
+//! 6. **Timers.** Every timer due at `now` fires, in deadline order: the
+//!    handlers' (`on_timer`) and the reactor's own ([`Reactor::set_timer`],
+//!    a closure); timers set meanwhile wait for a later turn.
 //! 7. **Commands** from [`crate::Handle`]s, if the waker fired: stop,
 //!    shutdown, closures; a batch of messages from another shard
 //!    ([`crate::shard`]) is one closure, run here in the order sent.
@@ -36,7 +38,12 @@
 //!
 //! Every call into a handler goes through [`guarded`]: a panic resets or
 //! removes that handler's source ([`Core::handler_panicked`]) and the loop
-//! goes on (the guarantee and its limits are in `handler.rs`).
+//! goes on (the guarantee and its limits are in `handler.rs`). So does
+//! every reactor timer's closure (`reactor/timers.rs`).
+//!
+//! A program with a loop of its own drives the reactor without `run`:
+//! it waits on the reactor's descriptor and [`Reactor::next_timeout`]
+//! (`reactor/host.rs`), then calls `run_once(Some(Duration::ZERO))`.
 
 use std::io;
 use std::net::SocketAddr;
@@ -57,13 +64,18 @@ use crate::datagram::{Datagram, DatagramOptions};
 use crate::handle::{Command, Handle};
 use crate::listener::{Listener, ListenerOptions};
 use crate::registry::Registry;
-use crate::services::{Deferred, Services};
+use crate::services::{Deferred, Services, TimerTask};
 use crate::source::{Custom, Source};
 use crate::sys::{self, DgramSocket, ListenSocket};
 use crate::token::WAKER_TOKEN;
 use crate::{
     Addr, CloseReason, DatagramHandler, Error, Key, SourceHandler, StreamFactory, StreamHandler, TimerId,
 };
+
+mod host;
+mod timers;
+
+pub use timers::ReactorTimer;
 
 /// Size of the one read buffer every socket is read into: enough for the
 /// largest UDP datagram.
@@ -121,9 +133,19 @@ pub struct Reactor {
     commands: mpsc::Receiver<Command>,
     handle: Handle,
     due: Vec<(TimerId, u64)>,
+    /// The closures of the reactor's own timers ([`Reactor::set_timer`]).
+    callbacks: timers::Callbacks,
+    /// Hooks of [`Reactor::on_start`] not yet run.
+    start: Vec<StartHook>,
     /// Step 10's hooks ([`Reactor::on_turn_end`]); empty costs nothing.
     turn_end: Vec<TurnHook>,
+    /// The last poll filled the event list: more events may be waiting
+    /// (for [`Reactor::next_timeout`]).
+    more_events: bool,
 }
+
+/// A hook of [`Reactor::on_start`].
+type StartHook = Box<dyn FnOnce(&mut Reactor)>;
 
 /// A hook of [`Reactor::on_turn_end`].
 type TurnHook = Box<dyn FnMut(&mut Reactor)>;
@@ -156,7 +178,10 @@ impl Reactor {
             commands: rx,
             handle,
             due: Vec::new(),
+            callbacks: timers::Callbacks::new(),
+            start: Vec::new(),
             turn_end: Vec::new(),
+            more_events: false,
         })
     }
 
@@ -771,6 +796,45 @@ impl Reactor {
         self.turn_end.push(Box::new(hook));
     }
 
+    /// Adds a hook that runs once, with the reactor, at the start of the
+    /// first turn of the first [`run`](Reactor::run) or
+    /// [`run_once`](Reactor::run_once), before the poll; hooks run in the
+    /// order they were added, each followed by the deferred work it
+    /// caused. A hook added once the loop has started runs at the start of
+    /// the next turn. This is where a program sets up what needs the loop
+    /// running: its first timers, its first outbound connections, an
+    /// announcement that it is serving.
+    ///
+    /// Like an [`on_turn_end`](Reactor::on_turn_end) hook and a
+    /// [`Handle::run`] closure, a hook that panics is not contained: the
+    /// panic leaves `run`.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::{cell::RefCell, rc::Rc, time::Duration};
+    /// use evloop::Reactor;
+    ///
+    /// let mut reactor = Reactor::new()?;
+    /// let log = Rc::new(RefCell::new(Vec::new()));
+    /// for name in ["first", "second"] {
+    ///     let log = Rc::clone(&log);
+    ///     reactor.on_start(move |reactor| {
+    ///         log.borrow_mut().push(name);
+    ///         if name == "second" {
+    ///             reactor.stop(); // `run` returns at the end of the first turn
+    ///         }
+    ///     });
+    /// }
+    /// reactor.run()?;
+    /// reactor.run_once(Some(Duration::ZERO))?; // hooks run once, not per run
+    /// assert_eq!(*log.borrow(), ["first", "second"]);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn on_start(&mut self, hook: impl FnOnce(&mut Reactor) + 'static) {
+        self.start.push(Box::new(hook));
+    }
+
     /// Runs turns until [`Reactor::stop`] or a finished shutdown.
     ///
     /// # Errors
@@ -825,12 +889,14 @@ impl Reactor {
     ///
     /// [`Error::Io`] if the poll fails.
     pub fn run_once(&mut self, timeout: Option<Duration>) -> Result<(), Error> {
+        self.run_start_hooks();
         let timeout = self.poll_timeout(timeout);
         match self.core.poll.poll(&mut self.events, timeout) {
             Ok(()) => {}
             Err(err) if err.kind() == io::ErrorKind::Interrupted => self.events.clear(),
             Err(err) => return Err(Error::Io(err)),
         }
+        self.more_events = self.events.iter().count() >= self.events.capacity();
         self.core.services.now = Instant::now();
         self.core.services.turn += 1;
         let mut woken = false;
@@ -857,9 +923,22 @@ impl Reactor {
         Ok(())
     }
 
+    /// Before step 1: the hooks of `on_start` not yet run, in the order
+    /// they were added.
+    fn run_start_hooks(&mut self) {
+        if self.start.is_empty() {
+            return;
+        }
+        for hook in std::mem::take(&mut self.start) {
+            hook(self);
+            self.core.run_deferred();
+        }
+    }
+
     /// Step 1: how long the poll may wait.
     fn poll_timeout(&mut self, cap: Option<Duration>) -> Option<Duration> {
-        if !self.core.services.ready.is_empty()
+        if !self.start.is_empty()
+            || !self.core.services.ready.is_empty()
             || !self.core.services.deferred.is_empty()
             || !self.core.services.pending_flush.is_empty()
             || self.core.stop_requested
@@ -905,10 +984,11 @@ impl Reactor {
             .timers
             .collect_due(self.core.services.now, &mut due);
         for &(id, seq) in &due {
-            let Some(task) = self.core.services.timers.take_due(id, seq) else {
-                continue;
-            };
-            self.core.fire_timer(id, task);
+            match self.core.services.timers.take_due(id, seq) {
+                None => continue, // cancelled or reset earlier in the pass
+                Some(TimerTask::Reactor) => self.fire_reactor_timer(id),
+                Some(task) => self.core.fire_timer(id, task),
+            }
             self.core.run_deferred();
         }
         due.clear();
@@ -975,6 +1055,8 @@ impl Reactor {
                     }
                 }
                 self.core.run_deferred();
+                // Timers hold no shutdown open, and outlive none.
+                self.cancel_reactor_timers();
                 info!("shutdown complete");
                 self.core.shutdown = Shutdown::No;
                 self.core.stop_requested = true;

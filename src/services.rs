@@ -25,6 +25,9 @@ pub(crate) enum TimerTask {
     Handshake(Key),
     /// An outbound connection must be connected by now.
     Connect(Key),
+    /// A timer of the reactor itself ([`crate::Reactor::set_timer`]): its
+    /// closure is kept by the reactor under the timer's id, and run there.
+    Reactor,
 }
 
 /// Work that runs once the current callback has returned.

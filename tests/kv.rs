@@ -48,6 +48,13 @@ fn del(key: &[u8]) -> Vec<u8> {
     request(b'D', key, b"")
 }
 
+/// SETX: a SET whose key expires `ttl` after it (milliseconds, 4 bytes
+/// big-endian, between the key and the value).
+fn set_for(key: &[u8], ttl: Duration, value: &[u8]) -> Vec<u8> {
+    let ms = u32::try_from(ttl.as_millis()).expect("a TTL that fits");
+    request(b'X', key, &[&ms.to_be_bytes()[..], value].concat())
+}
+
 /// Reads one reply frame and returns its body.
 #[track_caller]
 fn read_reply(stream: &mut impl Read) -> Vec<u8> {
@@ -209,13 +216,56 @@ fn an_oversize_length_gets_err_and_the_connection_is_closed() {
 }
 
 #[test]
+fn keys_set_with_a_time_to_live_expire_and_others_stay() {
+    let mut server = kv_server(&[]);
+    let mut client = connect(server.socket_addr("tcp"));
+    let ttl = Duration::from_millis(300);
+    let set_at = Instant::now();
+    let replies = exchange(
+        &mut client,
+        &[
+            set_for(b"brief", ttl, b"soon gone"),
+            set_for(b"kept", ttl, b"made permanent"),
+            set(b"kept", b"for good"), // a plain SET drops the expiry
+            set_for(b"deleted", ttl, b"x"),
+            del(b"deleted"),
+            get(b"brief"),
+            set_for(b"at once", Duration::ZERO, b"x"),
+            get(b"at once"),
+        ],
+    );
+    let want: [&[u8]; 8] = [b"O", b"O", b"O", b"O", b"O", b"Vsoon gone", b"O", b"N"];
+    assert_eq!(replies, want);
+    // The server set the key between `set_at` and now. Asked again until
+    // it is gone, within a bounded wait: never gone before its time, never
+    // served after it.
+    let set_by = Instant::now();
+    let deadline = set_by + Duration::from_secs(10);
+    loop {
+        let asked = Instant::now();
+        let reply = exchange(&mut client, &[get(b"brief")]).remove(0);
+        if reply == b"N" {
+            assert!(set_at.elapsed() >= ttl, "gone before its time");
+            break;
+        }
+        assert!(asked < set_by + ttl, "served {reply:?} after its time");
+        assert!(Instant::now() < deadline, "the key never expired");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let replies = exchange(&mut client, &[get(b"kept"), del(b"deleted"), get(b"deleted")]);
+    assert_eq!(replies, [&b"Vfor good"[..], b"N", b"N"]);
+    drop(client);
+    assert!(server.terminate().success());
+}
+
+#[test]
 fn malformed_requests_get_err_and_the_connection_goes_on() {
     let mut server = kv_server(&[]);
     let mut client = connect(server.socket_addr("tcp"));
     let replies = exchange(
         &mut client,
         &[
-            request(b'X', b"key", b""),  // an unknown command
+            request(b'Q', b"key", b""),  // an unknown command
             frame(b""),                  // an empty body
             frame(b"G\0"),               // half a key length
             frame(b"G\0\x09short"),      // a key running past the body

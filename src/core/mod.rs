@@ -413,6 +413,8 @@ impl Core {
             TimerTask::AcceptBackoff(key) => self.end_backoff(key),
             TimerTask::Handshake(key) => self.handshake_deadline(key, id),
             TimerTask::Connect(key) => self.connect_deadline(key, id),
+            // Fired by the reactor, which holds its closure.
+            TimerTask::Reactor => {}
         }
     }
 
