@@ -56,6 +56,7 @@
 //! | [`activation`] | sockets handed over by a service manager (systemd's `LISTEN_FDS`) |
 //! | [`shard`] | a reactor per core: shards on threads, messages between them batched per turn |
 //! | [`signals`] | SIGINT and SIGTERM as loop events, for graceful shutdown |
+//! | [`stdin`] | standard input's lines as loop events: terminals, pipes, sockets and regular files |
 //! | [`text`] | peer text made safe to show: control characters and line separators replaced |
 //! | [`tls`] | TLS (rustls) as a layer under any stream handler: [`tls::ServerTls`] on a listener |
 //!
@@ -90,6 +91,7 @@ mod services;
 pub mod shard;
 pub mod signals;
 mod source;
+pub mod stdin;
 #[allow(unsafe_code)]
 mod sys;
 pub mod text;
