@@ -117,6 +117,40 @@ pub use token::Key;
 pub use mio::event::Event;
 pub use mio::Interest;
 
+/// The mio evloop is built on, this exact version: a custom source
+/// implements [`mio::event::Source`] (or is one of mio's types, such as
+/// `mio::unix::pipe`) for [`Reactor::register`]. Naming it as `evloop::mio`
+/// keeps a program on the same mio as evloop, with no second copy to pin.
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use evloop::mio::unix::pipe;
+/// use evloop::{Context, Event, Interest, Reactor, SourceHandler};
+///
+/// /// Closes its source at the first event.
+/// struct OneShot(pipe::Receiver);
+///
+/// impl SourceHandler for OneShot {
+///     fn source(&mut self) -> &mut dyn evloop::mio::event::Source {
+///         &mut self.0
+///     }
+///
+///     fn on_ready(&mut self, cx: &mut Context<'_>, _event: &Event) {
+///         cx.close();
+///     }
+/// }
+///
+/// let (sender, receiver) = pipe::new()?;
+/// let mut reactor = Reactor::new()?;
+/// let key = reactor.register(OneShot(receiver), Interest::READABLE)?;
+/// drop(sender); // the end of the pipe: an event
+/// reactor.run_once(Some(std::time::Duration::from_secs(5)))?;
+/// assert!(!reactor.contains(key));
+/// # Ok(())
+/// # }
+/// ```
+pub use mio;
+
 /// The README's code, compiled as a doc test so it cannot go stale.
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
