@@ -55,7 +55,7 @@
 //! | [`protocols`] | the shipped handlers |
 //! | [`activation`] | sockets handed over by a service manager (systemd's `LISTEN_FDS`) |
 //! | [`shard`] | a reactor per core: shards on threads, messages between them batched per turn |
-//! | [`signals`] | SIGINT and SIGTERM as loop events, for graceful shutdown |
+//! | [`signals`] | signals as loop events: SIGINT and SIGTERM for graceful shutdown, any other to a handler |
 //! | [`stdin`] | standard input's lines as loop events: terminals, pipes, sockets and regular files |
 //! | [`text`] | peer text made safe to show: control characters and line separators replaced |
 //! | [`tls`] | TLS (rustls) as a layer under any stream handler: [`tls::ServerTls`] on a listener |
