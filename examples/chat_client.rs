@@ -32,9 +32,9 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use clap::Parser;
-use common::stdin::{register_stdin, LineSink};
+use evloop::stdin::{self, StdinHandler};
 use evloop::text::{sanitize_lossy, split_unfinished_char};
-use evloop::{CloseReason, Context, Key, Reactor, StreamHandler};
+use evloop::{CloseReason, Context, Key, Reactor, StreamHandler, TimerId};
 
 /// Chat client: stdin to the server, the server to stdout.
 #[derive(Parser)]
@@ -94,24 +94,34 @@ fn printable(data: &[u8]) -> (String, usize) {
 /// How long to wait, after the end of stdin, for the server to close.
 const GRACE: Duration = Duration::from_secs(2);
 
+/// The longest line sent as one; a longer one is sent as several.
+const MAX_LINE: usize = 64 * 1024;
+
 /// Sends stdin's lines; at its end, shuts the write half after flushing.
 struct Typed {
     server: Key,
 }
 
-impl LineSink for Typed {
-    fn line(&mut self, cx: &mut Context<'_>, line: &[u8]) {
+impl StdinHandler for Typed {
+    fn on_line(&mut self, cx: &mut Context<'_>, line: &[u8]) {
         let mut framed = Vec::with_capacity(line.len() + 1);
         framed.extend_from_slice(line);
         framed.push(b'\n');
         cx.source(self.server).send(&framed);
     }
 
-    fn end(&mut self, cx: &mut Context<'_>) -> Option<Duration> {
+    fn on_end(&mut self, cx: &mut Context<'_>) {
         // FIN goes out after everything typed. The chat server answers it by
-        // closing, which ends the loop; a server that does not gets GRACE.
+        // closing, which ends the loop; a server that does not gets GRACE,
+        // timed by the stdin source, which stays registered until then.
         cx.source(self.server).shutdown_write();
-        Some(GRACE)
+        if cx.set_timer(GRACE).is_none() {
+            cx.stop();
+        }
+    }
+
+    fn on_timer(&mut self, cx: &mut Context<'_>, _timer: TimerId) {
+        cx.stop(); // the grace is over
     }
 }
 
@@ -128,7 +138,7 @@ fn main() -> ExitCode {
         None => reactor.connect_tcp(flags.addr, handler),
     };
     let server = connected.unwrap_or_else(|err| common::fail(&format!("{}: {err}", flags.addr)));
-    if let Err(err) = register_stdin(&mut reactor, Typed { server }) {
+    if let Err(err) = stdin::register_lines(&mut reactor, MAX_LINE, Typed { server }) {
         common::fail(&err);
     }
     if let Err(err) = evloop::signals::shutdown_on_signals(&mut reactor, Duration::from_secs(1)) {

@@ -28,7 +28,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use common::stdin::{register_stdin, LineSink};
+use evloop::stdin::{self, StdinHandler};
 use evloop::text::sanitize_lossy;
 use evloop::{Addr, Context, DatagramHandler, Key, Reactor};
 
@@ -68,20 +68,23 @@ struct Send {
     peer: Addr,
 }
 
-impl LineSink for Send {
-    fn line(&mut self, cx: &mut Context<'_>, line: &[u8]) {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
+/// The longest line sent as one datagram: the largest UDP payload over
+/// IPv4. A longer line goes as several.
+const MAX_LINE: usize = 65_507;
+
+impl StdinHandler for Send {
+    fn on_line(&mut self, cx: &mut Context<'_>, line: &[u8]) {
+        // The line comes without its `\n` (or `\r\n`).
         cx.source(self.socket).send_datagram(&self.peer, line);
         if line == b"bye" {
             cx.stop();
         }
     }
 
-    fn end(&mut self, cx: &mut Context<'_>) -> Option<Duration> {
+    fn on_end(&mut self, cx: &mut Context<'_>) {
         // Datagrams are sent as they are typed (or queued, and the loop
         // finishes this turn's writes): nothing to wait for.
         cx.stop();
-        None
     }
 }
 
@@ -96,7 +99,7 @@ fn main() -> ExitCode {
         socket,
         peer: Addr::Inet(flags.peer),
     };
-    if let Err(err) = register_stdin(&mut reactor, sink) {
+    if let Err(err) = stdin::register_lines(&mut reactor, MAX_LINE, sink) {
         common::fail(&err);
     }
     if let Err(err) = evloop::signals::shutdown_on_signals(&mut reactor, Duration::from_secs(1)) {

@@ -26,6 +26,10 @@ pub enum Error {
     Io(io::Error),
     /// Every slot a token can name is in use.
     Full,
+    /// A signal that must not be handled: SIGKILL and SIGSTOP cannot be
+    /// caught; SIGSEGV, SIGILL, SIGFPE and SIGBUS mean the program itself
+    /// went wrong, and must end it (signal-hook's `FORBIDDEN` list).
+    ForbiddenSignal(i32),
 }
 
 impl fmt::Display for Error {
@@ -34,6 +38,9 @@ impl fmt::Display for Error {
             Error::Bind { addr, source } => write!(f, "cannot listen on {addr}: {source}"),
             Error::Io(err) => write!(f, "event loop failed: {err}"),
             Error::Full => f.write_str("too many sources registered"),
+            Error::ForbiddenSignal(signal) => {
+                write!(f, "signal {signal} cannot be handled as an event of the loop")
+            }
         }
     }
 }
@@ -43,7 +50,7 @@ impl std::error::Error for Error {
         match self {
             Error::Bind { source, .. } => Some(source),
             Error::Io(err) => Some(err),
-            Error::Full => None,
+            Error::Full | Error::ForbiddenSignal(_) => None,
         }
     }
 }

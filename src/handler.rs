@@ -554,8 +554,10 @@ pub trait DatagramHandler {
     }
 }
 
-/// The handler of any other [`mio::event::Source`]: a pipe, stdin through
-/// [`crate::FdSource`], a signal pipe. The handler owns its source.
+/// The handler of any other [`mio::event::Source`]: a pipe, an `eventfd`
+/// through [`crate::FdSource`], a signal pipe. The handler owns its source.
+/// mio is the one evloop re-exports, [`crate::mio`]: a program names it as
+/// `evloop::mio` and needs no mio of its own.
 ///
 /// Readiness is edge-triggered: on each event, read (or write) until the
 /// source says `WouldBlock`, or no further event may come.
@@ -580,7 +582,7 @@ pub trait DatagramHandler {
 /// }
 ///
 /// impl SourceHandler for ReadAll {
-///     fn source(&mut self) -> &mut dyn mio::event::Source {
+///     fn source(&mut self) -> &mut dyn evloop::mio::event::Source {
 ///         &mut self.fd
 ///     }
 ///

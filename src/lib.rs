@@ -59,7 +59,8 @@
 //! | [`relay`] | two connections tied together both ways, with backpressure, half-close and reset passed on |
 //! | [`activation`] | sockets handed over by a service manager (systemd's `LISTEN_FDS`) |
 //! | [`shard`] | a reactor per core: shards on threads, messages between them batched per turn |
-//! | [`signals`] | SIGINT and SIGTERM as loop events, for graceful shutdown |
+//! | [`signals`] | signals as loop events: SIGINT and SIGTERM for graceful shutdown, any other to a handler |
+//! | [`stdin`] | standard input's lines as loop events: terminals, pipes, sockets and regular files |
 //! | [`text`] | peer text made safe to show: control characters and line separators replaced |
 //! | [`tls`] | TLS (rustls) as a layer under any stream handler: [`tls::ServerTls`] on a listener |
 //!
@@ -97,6 +98,7 @@ mod services;
 pub mod shard;
 pub mod signals;
 mod source;
+pub mod stdin;
 #[allow(unsafe_code)]
 mod sys;
 pub mod text;
@@ -123,9 +125,38 @@ pub use token::Key;
 pub use mio::event::Event;
 pub use mio::Interest;
 
-/// The mio evloop is built on, for custom sources
-/// ([`SourceHandler::source`] returns a `mio::event::Source`): using this
-/// one, a program needs no mio of its own to keep in step.
+/// The mio evloop is built on, this exact version: a custom source
+/// implements [`mio::event::Source`] (or is one of mio's types, such as
+/// `mio::unix::pipe`) for [`Reactor::register`]. Naming it as `evloop::mio`
+/// keeps a program on the same mio as evloop, with no second copy to pin.
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use evloop::mio::unix::pipe;
+/// use evloop::{Context, Event, Interest, Reactor, SourceHandler};
+///
+/// /// Closes its source at the first event.
+/// struct OneShot(pipe::Receiver);
+///
+/// impl SourceHandler for OneShot {
+///     fn source(&mut self) -> &mut dyn evloop::mio::event::Source {
+///         &mut self.0
+///     }
+///
+///     fn on_ready(&mut self, cx: &mut Context<'_>, _event: &Event) {
+///         cx.close();
+///     }
+/// }
+///
+/// let (sender, receiver) = pipe::new()?;
+/// let mut reactor = Reactor::new()?;
+/// let key = reactor.register(OneShot(receiver), Interest::READABLE)?;
+/// drop(sender); // the end of the pipe: an event
+/// reactor.run_once(Some(std::time::Duration::from_secs(5)))?;
+/// assert!(!reactor.contains(key));
+/// # Ok(())
+/// # }
+/// ```
 pub use mio;
 
 /// The README's code, compiled as a doc test so it cannot go stale.

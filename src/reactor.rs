@@ -589,6 +589,14 @@ impl Reactor {
             .map_err(|_| Error::Full)
     }
 
+    /// Sets a one-shot timer owned by `key`, as its handler would through
+    /// [`Context::set_timer`](crate::Context::set_timer): for a source whose
+    /// first callback must come without an event (`evloop::stdin` on a
+    /// regular file). `None` if `key` is gone or the timer table is full.
+    pub(crate) fn set_timer_for(&mut self, key: Key, after: Duration) -> Option<TimerId> {
+        self.core.set_user_timer(key, after, None)
+    }
+
     /// Opens an outbound TCP connection served by `handler` (see
     /// [`Context::connect`](crate::Context::connect)).
     ///

@@ -6,7 +6,8 @@
 //! directory), the sockets built with `socket2` to set
 //! `SO_REUSEPORT` before they are bound, and the descriptors a service
 //! manager hands over (`fcntl`, `getsockopt`, taking ownership of a
-//! descriptor number).
+//! descriptor number), and `O_NONBLOCK` read and set on stdin's open file
+//! description (`fcntl`) for [`crate::stdin`].
 //!
 //! Always true: this is the only file in `src/` with `unsafe`; every block
 //! has a `SAFETY` comment saying why the call cannot touch memory it should
@@ -539,6 +540,44 @@ pub(crate) fn claim_inherited_fd(fd: RawFd) -> io::Result<OwnedFd> {
     // protocol (see above), owned by no other value in this process; the
     // `OwnedFd` becomes its one owner and closes it once.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Whether the open file description behind `fd` is in non-blocking mode
+/// (`O_NONBLOCK`, from `fcntl(F_GETFL)`).
+pub(crate) fn is_nonblocking(fd: BorrowedFd<'_>) -> io::Result<bool> {
+    // SAFETY: fcntl(F_GETFL) on a borrowed, so open, descriptor reads its
+    // status flags and touches no memory of ours.
+    let flags = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) };
+    if flags < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(flags & libc::O_NONBLOCK != 0)
+}
+
+/// Sets or clears `O_NONBLOCK` on the open file description behind `fd`,
+/// leaving its other status flags as they are. The description may be
+/// shared with other descriptors and processes (stdin with the parent
+/// shell): they see the change too.
+pub(crate) fn set_nonblocking(fd: BorrowedFd<'_>, nonblocking: bool) -> io::Result<()> {
+    // SAFETY: as in `is_nonblocking`: F_GETFL on a borrowed descriptor.
+    let flags = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) };
+    if flags < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let wanted = if nonblocking {
+        flags | libc::O_NONBLOCK
+    } else {
+        flags & !libc::O_NONBLOCK
+    };
+    if wanted == flags {
+        return Ok(());
+    }
+    // SAFETY: fcntl(F_SETFL) with an integer argument on a borrowed
+    // descriptor; it touches no memory of ours.
+    if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, wanted) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// What a socket is, from `getsockopt`: its type (`SOCK_STREAM`,

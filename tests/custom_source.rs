@@ -1,7 +1,7 @@
-//! A custom mio source (a `mio::unix::pipe`) registered with
-//! `Reactor::register` and served by a `SourceHandler`: bytes written from
-//! the test thread reach the handler, the sender's close reaches it as EOF,
-//! and the handler's close removes the source.
+//! A custom mio source (an `evloop::mio::unix::pipe`, the mio evloop is
+//! built on) registered with `Reactor::register` and served by a
+//! `SourceHandler`: bytes written from the test thread reach the handler, the
+//! sender's close reaches it as EOF, and the handler's close removes the source.
 mod common;
 
 use std::io::{ErrorKind, Read, Write};
@@ -21,12 +21,12 @@ enum Seen {
 /// Reads until `WouldBlock` on every event (the registration is
 /// edge-triggered); closes itself at EOF.
 struct PipeReader {
-    pipe: mio::unix::pipe::Receiver,
+    pipe: evloop::mio::unix::pipe::Receiver,
     report: mpsc::Sender<Seen>,
 }
 
 impl SourceHandler for PipeReader {
-    fn source(&mut self) -> &mut dyn mio::event::Source {
+    fn source(&mut self) -> &mut dyn evloop::mio::event::Source {
         &mut self.pipe
     }
     fn on_ready(&mut self, cx: &mut Context<'_>, _event: &Event) {
@@ -53,7 +53,7 @@ impl SourceHandler for PipeReader {
 
 #[test]
 fn pipe_source_delivers_every_byte_then_eof_and_is_removed() {
-    let (sender, receiver) = mio::unix::pipe::new().expect("pipe");
+    let (sender, receiver) = evloop::mio::unix::pipe::new().expect("pipe");
     let (tx, rx) = mpsc::channel();
     let server = start(move |reactor| {
         let before = reactor.source_count();
@@ -102,7 +102,7 @@ fn pipe_source_delivers_every_byte_then_eof_and_is_removed() {
 
 #[test]
 fn pipe_source_left_open_is_removed_by_shutdown() {
-    let (sender, receiver) = mio::unix::pipe::new().expect("pipe");
+    let (sender, receiver) = evloop::mio::unix::pipe::new().expect("pipe");
     let (tx, rx) = mpsc::channel();
     let server = start(move |reactor| {
         let handler = PipeReader {

@@ -301,11 +301,11 @@ fn a_datagram_handler_that_panics_loses_its_socket_and_no_other() {
 
 /// A pipe's reader that panics on its first event.
 struct FragilePipe {
-    pipe: mio::unix::pipe::Receiver,
+    pipe: evloop::mio::unix::pipe::Receiver,
 }
 
 impl SourceHandler for FragilePipe {
-    fn source(&mut self) -> &mut dyn mio::event::Source {
+    fn source(&mut self) -> &mut dyn evloop::mio::event::Source {
         &mut self.pipe
     }
     fn on_ready(&mut self, _cx: &mut Context<'_>, _event: &Event) {
@@ -315,7 +315,7 @@ impl SourceHandler for FragilePipe {
 
 #[test]
 fn a_custom_source_that_panics_is_removed_and_the_rest_goes_on() {
-    let (mut sender, receiver) = mio::unix::pipe::new().expect("pipe");
+    let (mut sender, receiver) = evloop::mio::unix::pipe::new().expect("pipe");
     let server = start(move |reactor| {
         let pipe = reactor
             .register(FragilePipe { pipe: receiver }, Interest::READABLE)

@@ -13,7 +13,6 @@ use std::time::Duration;
 
 use clap::{Args, Parser};
 
-pub mod stdin;
 use evloop::shard::{self, Balance, ShardError, ShardOptions, Shards};
 use evloop::tls::{ClientTls, ServerTls};
 use evloop::{Addr, DatagramHandler, DatagramOptions, Error, Key, ListenerOptions, Reactor, StreamFactory};
