@@ -8,6 +8,7 @@ user would pick instead, measured in one run, on one machine, the same way.
     tools/bench/run.py chat   [--duration SECS]   # ~40 s
     tools/bench/run.py shards [--duration SECS]   # ~1.5 min: two cores for the server, nothing pinned
     tools/bench/run.py tls    [--duration SECS]   # ~1.5 min (+ a 1 GiB file once): files, echo, idle over TLS
+    tools/bench/run.py proxy  [--requests N]      # ~1 min: TCP proxy in front of redis-server, beside HAProxy
 
 Common flags: --rows a,b (only these rows), --examples DIR (the evloop
 build to measure, default target/release/examples), --server NAME=CMD
@@ -22,14 +23,15 @@ What one run does:
    (tools/bench/peers, a workspace of its own), the C epoll server (gcc
    -O2). It installs gcc, nginx and openssl with apt-get when they are
    missing (files and tls need nginx; tls needs the openssl CLI for its
-   self-signed certificate); `perf`, when present, adds the `sys/req`
-   column.
+   self-signed certificate; proxy needs redis-server, redis-tools and
+   haproxy); `perf`, when present, adds the `sys/req` column.
 2. For each row: waits (up to 60 s) until the machine is quiet, starts
    the server pinned to CPU 0 (`taskset -c 0`) on a 127.0.0.1:0 port,
    reads its port from its announce line (`listening tcp ADDR`; `tls` or
    `https` for the TLS listeners), runs tools/loadgen pinned to CPU 1,
    and stops the server by its PID (SIGTERM; SIGKILL after 5 s). Every
-   server starts afresh for every table.
+   server starts afresh for every table. (proxy: the proxy under test on
+   CPU 0, redis-server and redis-benchmark on CPU 1.)
 3. Prints one markdown table per scenario, with a ratio column over the
    reference row, and appends each loadgen JSON line (with the row's name,
    the command and the quiet wait added) to
@@ -40,10 +42,13 @@ rows are described in tools/bench/README.md.
 """
 
 import argparse
+import csv
 import datetime
 import json
+import math
 import os
 import pwd
+import resource
 import select
 import shutil
 import signal
@@ -108,6 +113,11 @@ def build(args, scenario):
         need.append("openssl")
     if scenario == "shards" and not have("wrk"):
         need.append("wrk")
+    if scenario == "proxy":
+        need += [pkg for cmd, pkg in (("redis-server", "redis-server"), ("redis-benchmark", "redis-tools"))
+                 if not have(cmd)]
+        if haproxy_path() is None:
+            need.append("haproxy")
     if need and not args.no_install:
         apt_install(need)
     if args.no_build:
@@ -128,6 +138,10 @@ def run_checked(argv, cwd):
 
 def nginx_path():
     return shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
+
+
+def haproxy_path():
+    return shutil.which("haproxy") or ("/usr/sbin/haproxy" if os.path.exists("/usr/sbin/haproxy") else None)
 
 
 def make_data(data, name, big_size):
@@ -351,6 +365,80 @@ class Pair(Server):
         if self.second is not None:
             self.second.stop()
         super().stop()
+
+
+def free_port():
+    """A port of 127.0.0.1 that was free a moment ago (bound to port 0 and
+    let go), for servers that cannot listen on port 0 and tell the port."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Polled(Server):
+    """A server that announces nothing, on a port the runner picked: ready
+    when probe() succeeds (polled every 50 ms). Its stdout and stderr go to
+    one file, whose last line a failure quotes. `cpu`: the CPU it is pinned
+    to (None: not pinned)."""
+
+    def __init__(self, name, argv, port, cpu=SERVER_CPU):
+        super().__init__(name, ["taskset", "-c", cpu, *argv] if cpu is not None else argv, ["tcp"], pin=False)
+        self.port = port
+
+    def probe(self):
+        socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+
+    def start(self, timeout=15.0):
+        self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=self.err, stderr=self.err,
+                                     start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self.proc.poll() is None:
+            try:
+                self.probe()
+                self.addrs["tcp"] = f"127.0.0.1:{self.port}"
+                return None
+            except OSError:
+                time.sleep(0.05)
+        status = self.proc.poll()
+        self.stop()
+        self.err.seek(0)
+        lines = self.err.read().decode(errors="replace").strip().splitlines()
+        return f"{self.name} did not answer on 127.0.0.1:{self.port} (exit {status}): {lines[-1] if lines else ''}"
+
+
+class Redis(Polled):
+    """redis-server on a free port of 127.0.0.1, no config file, nothing
+    saved to disk (`--save ''`, `--appendonly no`, its directory `work`),
+    in the foreground, pinned to `cpu`; ready when it answers PING."""
+
+    def __init__(self, work, cpu):
+        port = free_port()
+        super().__init__("redis-server", ["redis-server", "--port", str(port), "--bind", "127.0.0.1",
+                                          "--save", "", "--appendonly", "no", "--daemonize", "no",
+                                          "--dir", work], port, cpu=cpu)
+
+    def probe(self):
+        with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
+            s.sendall(b"PING\r\n")
+            if not s.recv(64).startswith(b"+PONG"):
+                raise OSError("no PONG")
+
+
+class HAProxy(Polled):
+    """HAProxy from tools/bench/peers/haproxy.cfg.in (`mode tcp`, `nbthread
+    1`, no logging), in the foreground (`-db`), relaying a free port of
+    127.0.0.1 to `upstream`; the configuration is written into `work`."""
+
+    def __init__(self, name, upstream, work):
+        port = free_port()
+        with open(os.path.join(PEERS, "haproxy.cfg.in"), encoding="utf-8") as f:
+            conf = f.read()
+        for key, value in {"@LISTEN@": f"127.0.0.1:{port}", "@UPSTREAM@": upstream}.items():
+            conf = conf.replace(key, value)
+        path = os.path.join(work, "haproxy.cfg")
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(conf)
+        super().__init__(name, [haproxy_path() or "haproxy", "-db", "-f", path], port)
 
 
 def children(pid):
@@ -982,8 +1070,174 @@ def scenario_tls(args, record):
                 rows, "tokio_rustls_echo", "bytes_per_conn", lower_is_better=True)
 
 
+PROXY_TESTS = ("PING_INLINE", "PING_MBULK", "SET", "GET")
+
+
+def measure_redis(args, table, name, proxy, redis, requests, record, run):
+    """Starts `proxy` (None: the direct row), runs redis-benchmark pinned
+    to the client CPU against it (or straight against `redis`), stops it.
+    Records the requests/s, p50 and p99 of each test, and the CPU time
+    (schedstat) the proxy and redis-server spent per request over
+    redis-benchmark's whole run; returns the record."""
+    quiet = wait_quiet(limit=args.quiet_limit)
+    if quiet is None:
+        log(f"run.py: the machine was not quiet for {args.quiet_limit:.0f} s; measuring {name} anyway")
+    result = {"row": name, "scenario": "proxy", "table": table, "run": run,
+              "server_cmd": proxy.argv if proxy else None, "redis_cmd": redis.argv, "requests": requests,
+              "quiet_wait_s": quiet}
+    if proxy is not None:
+        failure = proxy.start()
+        if failure:
+            result.update(ok=False, failure=failure)
+            record(result)
+            return result
+    host, port = (proxy or redis).addrs["tcp"].rsplit(":", 1)
+    argv = ["taskset", "-c", CLIENT_CPU, "redis-benchmark", "-h", host, "-p", port, "--csv",
+            "-n", str(requests), "-t", "ping,set,get"]
+    result["bench_cmd"] = argv
+    # redis-benchmark never gives up on a server it cannot reach: bounded
+    # by a deadline of its own, generous for 4 tests at 2,000 requests/s.
+    timeout = 30 + len(PROXY_TESTS) * requests / 2000
+    try:
+        proxy_pids = proxy.pids if proxy else []
+        proxy0, redis0 = sum(thread_cpu(proxy_pids).values()), sum(thread_cpu(redis.pids).values())
+        kids0, others0, t0 = resource.getrusage(resource.RUSAGE_CHILDREN), process_ticks(), time.monotonic()
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True)
+        late = False
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate()
+            late = True
+        t1, others1, kids1 = time.monotonic(), process_ticks(), resource.getrusage(resource.RUSAGE_CHILDREN)
+        proxy1, redis1 = sum(thread_cpu(proxy_pids).values()), sum(thread_cpu(redis.pids).values())
+    finally:
+        if proxy is not None:
+            proxy.stop()
+    # --csv: one quoted line per test, no progress lines (-q writes each
+    # result over carriage-return progress lines).
+    tests = {}
+    for row in csv.DictReader(line for line in out.splitlines() if line.startswith('"')):
+        try:
+            tests[row["test"]] = {"rps": float(row["rps"]), "p50_ms": float(row["p50_latency_ms"]),
+                                  "p99_ms": float(row["p99_latency_ms"])}
+        except (KeyError, TypeError, ValueError):
+            pass
+    wall = max(t1 - t0, 1e-3)
+    done = requests * len(tests)
+    skip = {*proxy_pids, *redis.pids, proc.pid, os.getpid()}
+    others = sum(n - others0.get(pid, 0) for pid, n in others1.items() if pid not in skip)
+    result.update(tests=tests, wall_s=round(wall, 3),
+                  cli_cpu=round((kids1.ru_utime + kids1.ru_stime - kids0.ru_utime - kids0.ru_stime) / wall, 3),
+                  redis_cpu=round((redis1 - redis0) / wall, 3),
+                  other_procs_cpu=round(others / os.sysconf("SC_CLK_TCK") / wall, 3))
+    for test in PROXY_TESTS:
+        if test in tests:
+            result["rps_" + test.lower()] = tests[test]["rps"]
+    rates = [tests[t]["rps"] for t in PROXY_TESTS if tests.get(t, {}).get("rps")]
+    if len(rates) == len(PROXY_TESTS):
+        result["rps_geomean"] = round(math.prod(rates) ** (1 / len(rates)), 2)
+    if done:
+        result["redis_us_per_req"] = (redis1 - redis0) / done * 1e6
+        if proxy is not None:
+            result["proxy_us_per_req"] = (proxy1 - proxy0) / done * 1e6
+            result["proxy_cpu"] = round((proxy1 - proxy0) / wall, 3)
+    result["ok"] = proc.returncode == 0 and "rps_geomean" in result
+    if not result["ok"]:
+        missing = ",".join(t for t in PROXY_TESTS if t not in tests) or "none"
+        last = (err or out).strip().splitlines()
+        status = f"ran past {timeout:.0f} s, killed" if late else f"exit {proc.returncode}"
+        result["failure"] = (f"redis-benchmark {status}, missing {missing}"
+                             + (f": {last[-1][-200:]}" if last else ""))
+    record(result)
+    return result
+
+
+def scenario_proxy(args, record):
+    """A TCP proxy in front of a real redis-server: evloop's `proxy` example
+    beside HAProxy (`mode tcp`, `nbthread 1`, peers/haproxy.cfg.in), both
+    relaying to the same redis-server, measured with `redis-benchmark -n N
+    -t ping,set,get` (N = --requests: 100,000, or 10,000 with --quick; 50
+    clients, 3-byte values, no pipelining: its defaults), and the direct
+    row: redis-benchmark straight to redis-server.
+
+    Pinning: the proxy under test (evloop's or HAProxy, one thread each)
+    runs alone on the server CPU, as every server of the other scenarios;
+    redis-server and redis-benchmark share the client CPU, as the load
+    generator does elsewhere. So every row loads the client CPU with the
+    same redis work and the proxied rows add the proxy on a core of its
+    own: the direct row is the same two processes on one core with no
+    proxy between them, not a ceiling the proxied rows cannot pass.
+
+    One redis-server serves the whole run. The rows run in rounds
+    (direct, haproxy, evloop, then again), each proxy started afresh for
+    each run, and the table gives, for each row, the better of its two
+    runs, whole: the one with the higher geometric mean of the four
+    requests/s (both runs are in the JSONL, and the `runs` column gives
+    both means), since single runs on a loopback are noisy. `proxy µs/req`
+    is the proxy's CPU time (all its threads, schedstat) over
+    redis-benchmark's whole run, per request; `redis µs/req` the same for
+    redis-server. The ratio column is each row's geometric mean over
+    haproxy's; the line under the table gives evloop ÷ haproxy test by
+    test."""
+    for cmd in ("redis-server", "redis-benchmark"):
+        if not have(cmd):
+            sys.exit(f"run.py: proxy needs {cmd} (apt-get install redis-server redis-tools haproxy)")
+    if haproxy_path() is None and selected(args, "haproxy"):
+        sys.exit("run.py: proxy needs haproxy (apt-get install haproxy)")
+    requests = args.requests or (10000 if args.quick else 100000)
+    title = f"redis-benchmark -n {requests} -t ping,set,get: through a TCP proxy to redis-server"
+    with tempfile.TemporaryDirectory(prefix="evloop-bench-proxy-") as work:
+        redis = Redis(work, CLIENT_CPU)
+        failure = redis.start()
+        if failure:
+            record({"row": "redis-server", "scenario": "proxy", "table": title, "server_cmd": redis.argv,
+                    "ok": False, "failure": failure})
+            return
+        try:
+            upstream = redis.addrs["tcp"]
+            rows = [("direct", lambda: None),
+                    ("haproxy", lambda: HAProxy("haproxy", upstream, work)),
+                    ("evloop", lambda: Server("evloop", [f"{args.examples}/proxy", "--upstream", upstream,
+                                                         "--tcp", "127.0.0.1:0"], ["tcp"]))]
+            for name, cmd in args.server:
+                argv = [*cmd.split(), "--upstream", upstream, "--tcp", "127.0.0.1:0"]
+                rows.append((name, lambda argv=argv, name=name: Server(name, argv, ["tcp"])))
+            rows = [(name, make) for name, make in rows if selected(args, name)]
+            runs = {name: [] for name, _ in rows}
+            for run in (1, 2):
+                for name, make in rows:
+                    runs[name].append(measure_redis(args, title, name, make(), redis, requests, record, run))
+        finally:
+            redis.stop()
+    best = []
+    for name, results in runs.items():
+        pick = max(results, key=lambda r: (r.get("ok", False), r.get("rps_geomean") or 0))
+        pick = dict(pick, runs=" / ".join(fmt(r.get("rps_geomean"), ",") for r in results))
+        best.append(pick)
+    print_table(title, [*((f"{t} req/s", "rps_" + t.lower(), ",") for t in PROXY_TESTS),
+                        ("geomean req/s", "rps_geomean", ","), ("runs (geomean)", "runs", ""),
+                        ("proxy µs/req", "proxy_us_per_req", ".2f"), ("proxy cpu", "proxy_cpu", ".2f"),
+                        ("redis µs/req", "redis_us_per_req", ".2f"), ("redis cpu", "redis_cpu", ".2f"),
+                        ("cli cpu", "cli_cpu", ".2f"),
+                        ("other procs", "other_procs_cpu", ".2f")],
+                best, "haproxy", "rps_geomean")
+    ref = next((r for r in best if r["row"] == "haproxy" and r.get("ok")), None)
+    for r in best:
+        if ref is None or r["row"] in ("direct", "haproxy") or not r.get("ok"):
+            continue
+        ratios = ", ".join(f"{t} {r['rps_' + t.lower()] / ref['rps_' + t.lower()]:.2f}" for t in PROXY_TESTS)
+        cpu = ""
+        if r.get("proxy_us_per_req") and ref.get("proxy_us_per_req"):
+            cpu = f"; proxy µs/req {r['proxy_us_per_req'] / ref['proxy_us_per_req']:.2f} (lower is better)"
+        print(f"\n{r['row']} ÷ haproxy, req/s: {ratios}{cpu}")
+    sys.stdout.flush()
+
+
 SCENARIOS = {"echo": scenario_echo, "idle": scenario_idle, "files": scenario_files, "chat": scenario_chat,
-             "shards": scenario_shards, "tls": scenario_tls}
+             "shards": scenario_shards, "tls": scenario_tls, "proxy": scenario_proxy}
 
 
 def main():
@@ -993,6 +1247,8 @@ def main():
     parser.add_argument("--duration", type=float, help="measured seconds per row (default 5; --quick 1)")
     parser.add_argument("--conns", type=int, help="idle, tls: idle connections (default 10000); "
                         "shards: of the closed-loop echo (default 1000)")
+    parser.add_argument("--requests", type=int, help="proxy: redis-benchmark -n, requests per test "
+                        "(default 100000; --quick 10000)")
     parser.add_argument("--rows", type=lambda s: s.split(","), help="only these rows, comma-separated")
     parser.add_argument("--examples", default=os.path.join(ROOT, "target", "release", "examples"),
                         help="the evloop build whose examples are measured")
