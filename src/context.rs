@@ -485,6 +485,64 @@ impl<'a> Context<'a> {
     /// `options`: a connect timeout, the connection's own options, a local
     /// address, socket options set before the SYN (see [`ConnectOptions`]).
     ///
+    /// A connection that asks a backend on the client's behalf, and gives
+    /// up on a backend that does not connect within two seconds:
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::io::Read;
+    /// use std::net::{SocketAddr, TcpListener, TcpStream};
+    /// use std::time::Duration;
+    /// use evloop::{Addr, CloseReason, ConnectOptions, Context, Key, Reactor, StreamHandler};
+    ///
+    /// /// Tells the client whether the backend answered.
+    /// struct Probe(Key);
+    ///
+    /// impl StreamHandler for Probe {
+    ///     fn on_open(&mut self, cx: &mut Context<'_>) {
+    ///         cx.source(self.0).send(b"backend up\n");
+    ///         cx.close();
+    ///     }
+    ///     fn on_data(&mut self, _: &mut Context<'_>, data: &[u8]) -> usize {
+    ///         data.len()
+    ///     }
+    ///     fn on_close(&mut self, cx: &mut Context<'_>, reason: &CloseReason) {
+    ///         if let CloseReason::ConnectFailed(err) = reason {
+    ///             cx.source(self.0).send(format!("backend down: {:?}\n", err.kind()).as_bytes());
+    ///         }
+    ///         cx.source(self.0).close();
+    ///         cx.stop();
+    ///     }
+    /// }
+    ///
+    /// struct Front(SocketAddr);
+    ///
+    /// impl StreamHandler for Front {
+    ///     fn on_open(&mut self, cx: &mut Context<'_>) {
+    ///         let options = ConnectOptions::new().timeout(Duration::from_secs(2));
+    ///         let probe = Probe(cx.key());
+    ///         if cx.connect_with(self.0, &options, probe).is_err() {
+    ///             cx.close();
+    ///         }
+    ///     }
+    ///     fn on_data(&mut self, _: &mut Context<'_>, data: &[u8]) -> usize {
+    ///         data.len()
+    ///     }
+    /// }
+    ///
+    /// let backend = TcpListener::bind("127.0.0.1:0")?;
+    /// let backend_addr = backend.local_addr()?;
+    /// let mut reactor = Reactor::new()?;
+    /// let key = reactor.listen_tcp("127.0.0.1:0".parse()?, move |_: &Addr| Front(backend_addr))?;
+    /// let mut client = TcpStream::connect(reactor.local_addr(key).and_then(|a| a.as_inet()).expect("TCP"))?;
+    /// reactor.run()?;
+    /// let mut answer = String::new();
+    /// client.read_to_string(&mut answer)?;
+    /// assert_eq!(answer, "backend up\n");
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
     /// # Errors
     ///
     /// The socket could not be created, configured or registered.
@@ -734,6 +792,8 @@ impl SourceRef<'_> {
     }
 
     /// Bytes of output held in memory for the connection (0 if gone).
+    /// Shown, with the four methods after it, in
+    /// [`SourceRef::watch_output`]'s example.
     pub fn queued_bytes(&self) -> usize {
         self.core.stream_ref(self.key).map_or(0, |c| c.queue.buffered())
     }
