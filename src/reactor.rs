@@ -589,12 +589,13 @@ impl Reactor {
             .map_err(|_| Error::Full)
     }
 
-    /// Sets a one-shot timer owned by `key`, as its handler would through
-    /// [`Context::set_timer`](crate::Context::set_timer): for a source whose
-    /// first callback must come without an event (`evloop::stdin` on a
-    /// regular file). `None` if `key` is gone or the timer table is full.
-    pub(crate) fn set_timer_for(&mut self, key: Key, after: Duration) -> Option<TimerId> {
-        self.core.set_user_timer(key, after, None)
+    /// Calls the custom source `key`'s `on_revisit` next turn, as its
+    /// handler would ask through [`Context::revisit`](crate::Context::revisit):
+    /// for a source whose first callback must come without an event
+    /// (`evloop::stdin` on a regular file). `false` if `key` is not a
+    /// custom source.
+    pub(crate) fn revisit(&mut self, key: Key) -> bool {
+        self.core.revisit_source(key)
     }
 
     /// Opens an outbound TCP connection served by `handler` (see

@@ -6,7 +6,7 @@
 //! |---|---|
 //! | a terminal or a pipe (Linux) | reopened through `/proc/self/fd/0`, non-blocking: a file description of its own, so the one shared with the parent (and with stdout, on a terminal) is never changed; registered with epoll |
 //! | a socket; a terminal or a pipe elsewhere | `O_NONBLOCK` set on the shared description and cleared again at the end of input, or when the source goes |
-//! | a regular file (`prog < file`), `/dev/null`, anything epoll refuses | not registered (epoll refuses files, which are always ready): read a chunk at a time, driven by a zero-delay timer |
+//! | a regular file (`prog < file`), `/dev/null`, anything epoll refuses | not registered (epoll refuses files, which are always ready): read a chunk at a time, each turn asking for the next ([`Context::revisit`]) |
 //! | not open | the end of input, at once |
 //!
 //! Always true:
@@ -26,16 +26,13 @@
 //!   `std::process::exit`, skips that, which is why Linux reopens instead).
 //!
 //! Stdin is registered once per process: two sources would split its lines
-//! between them. A terminal is not covered by the tests (they have no pty);
-//! it takes the pipe's path.
+//! between them. The tests cover a terminal through a pty made by `script`,
+//! where it is installed.
 
-use std::cell::Cell;
 use std::fs::File;
 use std::io::{self, IsTerminal, Read};
 use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::fs::FileTypeExt;
-use std::rc::Rc;
-use std::time::Duration;
 
 use log::{debug, warn};
 use mio::unix::SourceFd;
@@ -167,7 +164,7 @@ pub trait StdinHandler {
 ///
 /// [`Error::Io`] if stdin cannot be duplicated, inspected or made
 /// non-blocking, or epoll takes it and then fails; [`Error::Full`] if the
-/// registry or the timer table is full.
+/// registry is full.
 pub fn register_lines(
     reactor: &mut Reactor,
     max_line: usize,
@@ -175,25 +172,19 @@ pub fn register_lines(
 ) -> Result<Key, Error> {
     let input = Input::open()?;
     debug!("stdin: {}", input.describe());
-    let resume = Rc::new(Cell::new(None));
     let lines = StdinLines {
         input,
         pending: Vec::new(),
         max_line,
         handler,
         ended: false,
-        resume: Rc::clone(&resume),
+        revisit_due: true,
     };
     let key = reactor.register(lines, Interest::READABLE)?;
-    // The first read: the only way a source epoll refused is ever called,
-    // and harmless for one it took (that one reads until `WouldBlock`).
-    match reactor.set_timer_for(key, Duration::ZERO) {
-        Some(id) => resume.set(Some(id)),
-        None => {
-            reactor.close(key);
-            return Err(Error::Full);
-        }
-    }
+    // The first read, next turn: the only way a source epoll refused is
+    // ever called, and harmless for one it took (that one reads until
+    // `WouldBlock`).
+    reactor.revisit(key);
     Ok(key)
 }
 
@@ -206,8 +197,9 @@ struct StdinLines<H> {
     handler: H,
     /// Input has ended and the handler been told: nothing more is read.
     ended: bool,
-    /// The zero-delay timer that makes the next read, when one is set.
-    resume: Rc<Cell<Option<TimerId>>>,
+    /// A read is due next turn ([`Context::revisit`]): it will drain what
+    /// an event announces meanwhile.
+    revisit_due: bool,
 }
 
 impl<H: StdinHandler> StdinLines<H> {
@@ -220,11 +212,9 @@ impl<H: StdinHandler> StdinLines<H> {
         let mut reads = 0;
         loop {
             if reads == READS_PER_TURN {
-                if let Some(id) = cx.set_timer(Duration::ZERO) {
-                    self.resume.set(Some(id));
-                    return; // the other sources' turn; more on the next one
-                }
-                reads = 0; // no timer to come back with: read on rather than stall
+                // The other sources' turn; more on the next one.
+                self.revisit_due = cx.revisit();
+                return;
             }
             let start = self.pending.len();
             self.pending.resize(start + CHUNK, 0);
@@ -267,18 +257,18 @@ impl<H: StdinHandler> SourceHandler for StdinLines<H> {
 
     fn on_ready(&mut self, cx: &mut Context<'_>, _event: &Event) {
         // With a read already due, that read drains what this event announces.
-        if self.resume.get().is_none() {
+        if !self.revisit_due {
             self.pump(cx);
         }
     }
 
+    fn on_revisit(&mut self, cx: &mut Context<'_>) {
+        self.revisit_due = false;
+        self.pump(cx);
+    }
+
     fn on_timer(&mut self, cx: &mut Context<'_>, timer: TimerId) {
-        if self.resume.get() == Some(timer) {
-            self.resume.set(None);
-            self.pump(cx);
-        } else {
-            self.handler.on_timer(cx, timer);
-        }
+        self.handler.on_timer(cx, timer);
     }
 }
 
