@@ -210,28 +210,10 @@ fn shutdown_write_while_connecting_sends_eof_once_connected() {
     assert_eq!(server.shutdown(STEP), 0);
 }
 
-/// A listener whose accept queue is full: the kernel drops new SYNs, so a
-/// connect to it neither succeeds nor fails until its client gives up.
-fn silent_listener() -> (socket2::Socket, Vec<socket2::Socket>, SocketAddr) {
-    use socket2::{Domain, Socket, Type};
-    let silent = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
-    silent.bind(&any_port().into()).expect("bind");
-    silent.listen(0).expect("listen");
-    let addr = silent.local_addr().expect("address").as_socket().expect("inet");
-    let fillers = (0..4)
-        .map(|_| {
-            let filler = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
-            filler.set_nonblocking(true).expect("nonblocking");
-            let _ = filler.connect(&addr.into());
-            filler
-        })
-        .collect();
-    (silent, fillers, addr)
-}
-
 #[test]
 fn a_connect_that_is_not_done_in_time_fails_with_timed_out() {
-    let (_silent, _fillers, addr) = silent_listener();
+    let silent = SilentListener::new();
+    let addr = silent.addr;
     let (tx, rx) = mpsc::channel();
     let started = std::time::Instant::now();
     let server = start(move |reactor| {

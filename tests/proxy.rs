@@ -132,21 +132,8 @@ fn an_upstream_that_refuses_closes_the_client() {
 
 #[test]
 fn an_upstream_that_does_not_answer_closes_the_client_at_the_connect_timeout() {
-    // A listener whose accept queue is full drops new SYNs: connects to it
-    // neither succeed nor fail until the client gives up.
-    let silent = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
-    silent.bind(&any_port().into()).expect("bind");
-    silent.listen(0).expect("listen");
-    let silent_addr = silent.local_addr().expect("address").as_socket().expect("inet");
-    let mut fillers = Vec::new();
-    for _ in 0..4 {
-        let filler =
-            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
-        filler.set_nonblocking(true).expect("nonblocking");
-        let _ = filler.connect(&silent_addr.into());
-        fillers.push(filler);
-    }
-    let proxy = proxy(silent_addr, &["--connect-timeout", "1"]);
+    let silent = SilentListener::new();
+    let proxy = proxy(silent.addr, &["--connect-timeout", "1"]);
     let started = Instant::now();
     let mut client = connect(proxy.socket_addr("tcp"));
     let mut got = Vec::new();

@@ -464,3 +464,35 @@ pub fn assert_same_bytes(got: &[u8], want: &[u8], what: &str) {
 pub fn read_file(path: &std::path::Path) -> Vec<u8> {
     std::fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
 }
+
+/// A listener whose accept queue is full: the kernel drops new SYNs, so a
+/// connect to it neither succeeds nor fails until its client gives up. Kept
+/// open (with the connections that fill its queue) while it lives.
+pub struct SilentListener {
+    pub addr: SocketAddr,
+    _listener: socket2::Socket,
+    _fillers: Vec<socket2::Socket>,
+}
+
+impl SilentListener {
+    pub fn new() -> SilentListener {
+        use socket2::{Domain, Socket, Type};
+        let listener = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
+        listener.bind(&any_port().into()).expect("bind");
+        listener.listen(0).expect("listen");
+        let addr = listener.local_addr().expect("address").as_socket().expect("inet");
+        let fillers = (0..4)
+            .map(|_| {
+                let filler = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
+                filler.set_nonblocking(true).expect("nonblocking");
+                let _ = filler.connect(&addr.into());
+                filler
+            })
+            .collect();
+        SilentListener {
+            addr,
+            _listener: listener,
+            _fillers: fillers,
+        }
+    }
+}
