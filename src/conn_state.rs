@@ -27,7 +27,7 @@ use crate::TimerId;
 ///
 /// ```text
 /// Connecting  --writable, no socket error------> Open
-/// Connecting  --socket error-------------------> Closed (ConnectFailed)
+/// Connecting  --socket error-------------------> Closed (ConnectFailed; a reset: Error)
 /// Connecting  --handler close, nothing queued--> Closed
 /// Connecting  --handler close, output queued---> (connected) Draining, no on_open
 /// Connecting  --handler shutdown_write---------> (connected) WriteClosing, then on_open

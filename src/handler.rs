@@ -191,7 +191,10 @@ pub enum CloseReason {
     /// Reading or writing failed (a reset, a broken pipe, a file that ended
     /// early while being streamed).
     Error(io::Error),
-    /// An outbound connection could not be made.
+    /// An outbound connection could not be made (refused, unreachable,
+    /// timed out). A peer that accepted and reset at once gives
+    /// [`CloseReason::Error`], even if the reset came before the connect
+    /// was seen done.
     ConnectFailed(io::Error),
     /// Queued output passed the connection's hard cap
     /// ([`crate::ConnectionOptions::max_queued`]).

@@ -27,13 +27,11 @@
 //!   aborted aborts the other side, which drops what it queued and sends
 //!   RST;
 //! - a side whose other side could not connect (refused, timed out) is
-//!   closed, after writing what it queued; one whose other side was reset
-//!   before its connect was seen done is reset.
+//!   closed, after writing what it queued.
 //!
 //! During a graceful shutdown a pair goes on until it ends or the
 //! shutdown's deadline cuts it: a relayed transfer is in-flight work.
 
-use std::io;
 use std::net::SocketAddr;
 
 use log::debug;
@@ -186,9 +184,6 @@ impl StreamHandler for Relay {
             // Both directions ended here; the other side's reading ended
             // too, so its writing may end once its queue is written.
             CloseReason::Closed | CloseReason::PeerClosed => other.shutdown_write(),
-            // A reset that came before the connect was seen done is a
-            // reset all the same.
-            CloseReason::ConnectFailed(err) if err.kind() == io::ErrorKind::ConnectionReset => other.abort(),
             CloseReason::ConnectFailed(err) => {
                 debug!("{peer}: upstream connect failed: {err}");
                 other.close();

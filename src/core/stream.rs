@@ -146,6 +146,11 @@ impl Core {
             }
             // Not connected yet: a spurious wakeup.
             Err(err) if err.kind() == io::ErrorKind::NotConnected => {}
+            // The peer accepted and then reset before the connect was seen
+            // done: the connection was made, and ended in error.
+            Err(err) if err.kind() == io::ErrorKind::ConnectionReset => {
+                self.finish_stream(key, CloseReason::Error(err));
+            }
             Err(err) => self.finish_stream(key, CloseReason::ConnectFailed(err)),
         }
     }
