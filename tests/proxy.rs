@@ -2,7 +2,7 @@
 //! both ways, backpressure with bounded memory through an upstream that
 //! stalls, a FIN passed on as a FIN with the other direction going on, a
 //! reset passed on as a reset, an upstream that refuses or does not answer
-//! closing the client, and SIGTERM.
+//! closing the client, `--max-clients`, IPv6, and SIGTERM.
 mod common;
 
 use std::io::{ErrorKind, Read, Write};
@@ -250,6 +250,57 @@ fn sigterm_ends_the_proxy_with_status_0_while_a_pair_is_open() {
     write_all(&mut client, b"still here");
     let status = proxy.terminate();
     assert!(status.success(), "{status:?}");
+    drop(client);
+    server.join().expect("upstream");
+}
+
+/// An upstream that echoes one connection until its end.
+fn echo_upstream(bind: &str) -> (SocketAddr, thread::JoinHandle<()>) {
+    let listener = TcpListener::bind(bind).expect("bind upstream");
+    let addr = listener.local_addr().expect("address");
+    let thread = thread::spawn(move || {
+        let (mut conn, _) = listener.accept().expect("accept");
+        conn.set_read_timeout(Some(STEP)).expect("timeout");
+        let mut buf = [0; 4096];
+        while let Ok(n) = conn.read(&mut buf) {
+            if n == 0 || conn.write_all(&buf[..n]).is_err() {
+                break;
+            }
+        }
+    });
+    (addr, thread)
+}
+
+#[test]
+fn a_client_over_max_clients_is_closed_at_once_and_the_others_go_on() {
+    let (addr, server) = echo_upstream("127.0.0.1:0");
+    let proxy = proxy(addr, &["--max-clients", "1"]);
+    let mut first = connect(proxy.socket_addr("tcp"));
+    write_all(&mut first, b"ping");
+    assert_eq!(read_exact(&mut first, 4), b"ping", "the first client is relayed");
+    let mut second = connect(proxy.socket_addr("tcp"));
+    let mut got = Vec::new();
+    let end = second.read_to_end(&mut got).map_err(|e| e.kind());
+    assert!(
+        got.is_empty() && matches!(end, Ok(0) | Err(ErrorKind::ConnectionReset)),
+        "the second client saw {end:?}, {got:?}"
+    );
+    write_all(&mut first, b"pong");
+    assert_eq!(read_exact(&mut first, 4), b"pong", "the first client goes on");
+    drop(first);
+    server.join().expect("upstream");
+}
+
+#[test]
+fn the_proxy_listens_and_connects_over_ipv6() {
+    let (addr, server) = echo_upstream("[::1]:0");
+    let upstream = addr.to_string();
+    let proxy = ServerProcess::start("proxy", &["--tcp", "[::1]:0", "--upstream", &upstream], 1);
+    let listening = proxy.socket_addr("tcp");
+    assert!(listening.is_ipv6(), "{listening}");
+    let mut client = connect(listening);
+    write_all(&mut client, b"over v6");
+    assert_eq!(read_exact(&mut client, 7), b"over v6");
     drop(client);
     server.join().expect("upstream");
 }
