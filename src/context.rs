@@ -900,23 +900,17 @@ impl SourceRef<'_> {
     /// ```
     pub fn watch_output(&mut self) -> bool {
         let caller = self.caller;
-        if self.core.stream_ref(self.key).is_none() {
+        let Some(conn) = self.core.stream_mut(self.key) else {
             return false;
-        }
-        let live: Vec<Key> = match self.core.stream_ref(self.key) {
-            Some(conn) => conn
-                .watchers
-                .iter()
-                .copied()
-                .filter(|&w| self.core.is_open(w))
-                .collect(),
-            None => return false,
         };
+        let mut watchers = std::mem::take(&mut conn.watchers);
+        // Watchers that are gone are dropped here, not as they go.
+        watchers.retain(|&w| self.core.is_open(w));
+        if !watchers.contains(&caller) {
+            watchers.push(caller);
+        }
         if let Some(conn) = self.core.stream_mut(self.key) {
-            conn.watchers = live;
-            if !conn.watchers.contains(&caller) {
-                conn.watchers.push(caller);
-            }
+            conn.watchers = watchers;
         }
         true
     }
