@@ -57,8 +57,19 @@ impl Member {
             writer: stream,
             nick,
         };
+        // The nick is the ip:port, made unique by the room (`#N`) if a
+        // datagram member holds the same one (a UDP port equal to this TCP
+        // one).
         let welcome = format!("* welcome {}", member.nick);
-        member.expect(&welcome);
+        let line = member.line();
+        let suffix = line
+            .strip_prefix(&welcome)
+            .unwrap_or_else(|| panic!("{line:?} is not {welcome:?}"));
+        assert!(
+            suffix.is_empty() || suffix.strip_prefix('#').is_some_and(|n| n.parse::<u32>().is_ok()),
+            "{line:?} is not {welcome:?}"
+        );
+        member.nick.push_str(suffix);
         member
     }
 
