@@ -4,7 +4,7 @@
 //! chat [--tcp ADDR]... [--udp ADDR]... [--max-line BYTES] [--max-outbuf BYTES]
 //!      [--max-clients N] [--idle-timeout SECS] [--shutdown-timeout SECS]
 //!      [--threads N [--balance]] [--tls ADDR]... [--cert PEM --key PEM]
-//!      [--handshake-timeout SECS]
+//!      [--handshake-timeout SECS] [--admin ADDR]
 //! ```
 //! With no listener flag: `--tcp 127.0.0.1:7100`. `--tls ADDR` is one
 //! more way into the same room: TCP with TLS (`evloop::tls`), announced
@@ -41,6 +41,8 @@ struct Flags {
     tls: Vec<SocketAddr>,
     #[command(flatten)]
     tls_flags: common::TlsFlags,
+    #[command(flatten)]
+    admin: common::AdminFlags,
     /// Longest line in bytes
     #[arg(long, value_name = "BYTES", default_value_t = 4096)]
     max_line: usize,
@@ -98,6 +100,7 @@ fn main() -> ExitCode {
                     binder.tcp(reactor, "tls", addr, options, chat.clone());
                 }
             }
+            flags.admin.listen(reactor, Some(shards));
             Ok(())
         },
     )

@@ -4,6 +4,7 @@
 //! ```text
 //! demo [--root DIR] [--shutdown-timeout SECS]
 //!      [--echo ADDR] [--echo-udp ADDR] [--chat ADDR] [--files ADDR]
+//!      [--admin ADDR]
 //! ```
 //!
 //! | service | default address |
@@ -55,6 +56,8 @@ struct Flags {
     /// Files over HTTP/1.1
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
     http: SocketAddr,
+    #[command(flatten)]
+    admin: common::AdminFlags,
 }
 
 fn main() -> ExitCode {
@@ -76,6 +79,7 @@ fn main() -> ExitCode {
     common::bind_or_exit(&mut reactor, "tcp", bound);
     let bound = reactor.listen_tcp_with(flags.http, HttpServer::listener_options(), http);
     common::bind_or_exit(&mut reactor, "http", bound);
+    flags.admin.listen(&mut reactor, None);
 
     common::serve(reactor)
 }

@@ -3,7 +3,7 @@
 //! ```text
 //! echo [--tcp ADDR]... [--udp ADDR]... [--unix PATH]... [--threads N [--balance]]
 //!      [--tls ADDR]... [--cert PEM --key PEM] [--handshake-timeout SECS]
-//!      [--shutdown-timeout SECS]
+//!      [--shutdown-timeout SECS] [--admin ADDR]
 //! ```
 //! `--tls ADDR` is a TCP listener speaking TLS 1.2 and 1.3 (rustls),
 //! announced `listening tls ADDR`, with the chain in `--cert` and its key
@@ -46,6 +46,8 @@ struct Flags {
     tls: Vec<SocketAddr>,
     #[command(flatten)]
     tls_flags: common::TlsFlags,
+    #[command(flatten)]
+    admin: common::AdminFlags,
     /// Reactor threads, each serving every address (at least 1)
     #[arg(long, value_name = "N", default_value = "1", value_parser = common::threads)]
     threads: usize,
@@ -69,7 +71,7 @@ fn main() -> ExitCode {
     common::serve_sharded(
         flags.threads,
         flags.shutdown_timeout,
-        |reactor, _shards, binder| {
+        |reactor, shards, binder| {
             binder.balance(flags.balance);
             for &addr in &flags.tcp {
                 binder.tcp(reactor, "tcp", addr, Echo::listener_options(), |_: &Addr| Echo);
@@ -86,6 +88,7 @@ fn main() -> ExitCode {
                     binder.tcp(reactor, "tls", addr, options, |_: &Addr| Echo);
                 }
             }
+            flags.admin.listen(reactor, Some(shards));
             Ok(())
         },
     )

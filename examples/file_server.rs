@@ -5,7 +5,7 @@
 //! file_server [--tcp ADDR]... [--http ADDR]... [--tls ADDR]... [--https ADDR]...
 //!             [--cert PEM --key PEM] [--handshake-timeout SECS] [--root DIR]
 //!             [--max-clients N] [--idle-timeout SECS] [--threads N [--balance]]
-//!             [--shutdown-timeout SECS]
+//!             [--shutdown-timeout SECS] [--admin ADDR]
 //! ```
 //! With no listener flag: `--tcp 127.0.0.1:7200`; with any, exactly those
 //! named. `--tls` serves the plain protocol over TLS, `--https` HTTP/1.1
@@ -58,6 +58,8 @@ struct Flags {
     https: Vec<SocketAddr>,
     #[command(flatten)]
     tls_flags: common::TlsFlags,
+    #[command(flatten)]
+    admin: common::AdminFlags,
     /// Directory to serve
     #[arg(long, value_name = "DIR", default_value = ".")]
     root: PathBuf,
@@ -114,7 +116,7 @@ fn main() -> ExitCode {
     common::serve_sharded(
         flags.threads,
         flags.shutdown_timeout,
-        |reactor, _shards, binder| {
+        |reactor, shards, binder| {
             binder.balance(flags.balance);
             let files = FileServer::new(&flags.root)?.with_idle_timeout(flags.idle_timeout);
             let http = HttpServer::with_root(files.root().clone())
@@ -156,6 +158,7 @@ fn main() -> ExitCode {
                     binder.tcp(reactor, "https", addr, options, http.clone());
                 }
             }
+            flags.admin.listen(reactor, Some(shards));
             Ok(())
         },
     )

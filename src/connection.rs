@@ -182,6 +182,9 @@ pub(crate) struct Connection {
     /// Accepted with TLS, handshake not done: the handler has not been
     /// opened, and is not told of the connection unless it completes.
     pub(crate) opening: bool,
+    /// When it was registered, in whole seconds from the reactor's start
+    /// (for its age on the admin page).
+    pub(crate) born: u32,
 }
 
 /// Why a connection is on the core's ready list.
@@ -221,6 +224,7 @@ impl Connection {
             flush_pending: false,
             revisit: 0,
             opening: false,
+            born: 0,
         }
     }
 
@@ -287,7 +291,9 @@ impl Connection {
         // TLS records from the last write go first: the queue's bytes
         // follow them on the wire.
         self.stream.write_pending()?;
-        let flushed = self.queue.flush(&mut self.stream, services.turn)?;
+        let flushed = self.queue.flush(&mut self.stream, services.turn);
+        services.wrote(key, before.saturating_sub(self.queue.level()));
+        let flushed = flushed?;
         if flushed == Flush::Yielded {
             // Budget spent, socket not full: no event will come, so come
             // back next turn after the other sources.
@@ -326,6 +332,7 @@ impl Connection {
         }
         if defer {
             self.queue.push_unit(chunks);
+            services.counters.deferred_writes += 1;
             if !self.flush_pending {
                 self.flush_pending = true;
                 services.pending_flush.push_back(key);
@@ -335,7 +342,10 @@ impl Connection {
             // a send written at once.
             return Sent::Deferred;
         }
-        match self.queue.write_chunks(&mut self.stream, chunks, services.turn) {
+        let before = self.queue.level() + chunks.iter().map(Chunk::len).sum::<u64>();
+        let written = self.queue.write_chunks(&mut self.stream, chunks, services.turn);
+        services.wrote(key, before.saturating_sub(self.queue.level()));
+        match written {
             Ok(Flush::Yielded) => {
                 self.revisit_later(key, services, Revisit::WRITE);
                 Sent::Taken
@@ -434,6 +444,11 @@ impl Connection {
             // closes (it may not have been, if no half-close came first).
             self.stream.close_notify();
         }
+        services.counters.closed(&reason);
+        services.recorder.record(
+            key,
+            crate::metrics::What::Closed(crate::metrics::CloseKind::of(&reason)),
+        );
         self.queue.clear();
         self.pending = Vec::new();
         services.deferred.push_back(Deferred::Remove(key, reason));

@@ -108,6 +108,11 @@ impl<'a> Context<'a> {
         Context { core, key }
     }
 
+    /// The reactor's state, to read.
+    pub(crate) fn core(&self) -> &Core {
+        self.core
+    }
+
     /// The key of the source whose handler is running: a connection id
     /// that no later connection will ever have.
     pub fn key(&self) -> Key {
@@ -593,6 +598,26 @@ impl<'a> Context<'a> {
         self.source(key).send_datagram(to, data)
     }
 
+    /// A copy of the reactor's counters and gauges, as
+    /// [`Reactor::metrics`](crate::Reactor::metrics) gives.
+    pub fn metrics(&self) -> crate::metrics::Snapshot {
+        self.core.snapshot()
+    }
+
+    /// The flight recorder's events, oldest first, as
+    /// [`Reactor::trace`](crate::Reactor::trace) gives.
+    pub fn trace(&self) -> Vec<crate::metrics::TraceEvent> {
+        self.core.trace_events().copied().collect()
+    }
+
+    /// Every stream connection, as
+    /// [`Reactor::connections`](crate::Reactor::connections) gives.
+    pub fn connections(&self) -> Vec<crate::metrics::ConnectionInfo> {
+        let mut all = Vec::new();
+        self.core.for_each_connection(|info| all.push(info));
+        all
+    }
+
     /// Asks for one more call, next turn: a custom source's handler gets
     /// [`crate::SourceHandler::on_revisit`] after the sources with events
     /// were served. A handler that has read its share of a busy source
@@ -935,9 +960,6 @@ impl SourceRef<'_> {
     /// Sends one datagram from the datagram socket. Returns `false` if it
     /// was dropped (see `datagram.rs` for when).
     pub fn send_datagram(&mut self, to: &Addr, data: &[u8]) -> bool {
-        match self.core.datagram_mut(self.key) {
-            Some(dgram) => dgram.send(self.key, to, data),
-            None => false,
-        }
+        self.core.send_datagram(self.key, to, data)
     }
 }

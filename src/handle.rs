@@ -156,6 +156,42 @@ impl Handle {
     {
         self.send(Command::Run(Box::new(f)))
     }
+
+    /// The reactor's counters and gauges ([`crate::metrics::Snapshot`]),
+    /// copied at its next turn. Blocks the calling thread until then, at
+    /// most `timeout`; `None` if the reactor is gone or took longer. Not
+    /// for the reactor's own thread, which would wait for itself: there,
+    /// [`Reactor::metrics`] or [`crate::Context::metrics`].
+    pub fn metrics(&self, timeout: Duration) -> Option<crate::metrics::Snapshot> {
+        self.ask(timeout, |reactor| reactor.metrics())
+    }
+
+    /// The flight recorder's events ([`Reactor::trace`]), copied at the
+    /// reactor's next turn; blocks as [`Handle::metrics`] does.
+    pub fn trace(&self, timeout: Duration) -> Option<Vec<crate::metrics::TraceEvent>> {
+        self.ask(timeout, |reactor| reactor.trace())
+    }
+
+    /// Has the reactor write its flight recorder to the log at its next
+    /// turn ([`Reactor::dump_trace`]). Returns `false` if it is gone.
+    pub fn dump_trace(&self) -> bool {
+        self.run(|reactor| reactor.dump_trace())
+    }
+
+    /// Runs `read` on the reactor and waits for its answer.
+    fn ask<T: Send + 'static>(
+        &self,
+        timeout: Duration,
+        read: impl FnOnce(&mut Reactor) -> T + Send + 'static,
+    ) -> Option<T> {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        if !self.run(move |reactor| {
+            let _ = tx.send(read(reactor));
+        }) {
+            return None;
+        }
+        rx.recv_timeout(timeout).ok()
+    }
 }
 
 impl fmt::Debug for Handle {

@@ -77,6 +77,7 @@ compile_error!("evloop runs on Unix-like systems (it uses Unix sockets and sendf
 
 pub mod activation;
 mod addr;
+pub mod admin;
 mod balance;
 pub mod codec;
 mod conn_state;
@@ -89,6 +90,7 @@ mod error;
 mod handle;
 mod handler;
 mod listener;
+pub mod metrics;
 pub mod protocols;
 mod reactor;
 mod registry;

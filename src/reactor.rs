@@ -73,6 +73,7 @@ use crate::{
 };
 
 mod host;
+mod observe;
 mod timers;
 
 pub use timers::ReactorTimer;
@@ -127,7 +128,7 @@ const DEFAULT_READ_BUDGET: usize = 4;
 /// # }
 /// ```
 pub struct Reactor {
-    core: Core,
+    pub(crate) core: Core,
     events: Events,
     scratch: Box<[u8]>,
     commands: mpsc::Receiver<Command>,
@@ -142,6 +143,8 @@ pub struct Reactor {
     /// The last poll filled the event list: more events may be waiting
     /// (for [`Reactor::next_timeout`]).
     more_events: bool,
+    /// When the last turn ended: the poll's wait is counted from there.
+    turn_ended: Instant,
 }
 
 /// A hook of [`Reactor::on_start`].
@@ -182,6 +185,7 @@ impl Reactor {
             start: Vec::new(),
             turn_end: Vec::new(),
             more_events: false,
+            turn_ended: Instant::now(),
         })
     }
 
@@ -730,10 +734,7 @@ impl Reactor {
     /// [`SourceRef::send_datagram`](crate::SourceRef::send_datagram) does.
     /// Returns `false` if it was dropped.
     pub fn send_datagram_to(&mut self, socket: Key, to: &Addr, data: &[u8]) -> bool {
-        let sent = match self.core.datagram_mut(socket) {
-            Some(dgram) => dgram.send(socket, to, data),
-            None => false,
-        };
+        let sent = self.core.send_datagram(socket, to, data);
         self.core.run_deferred();
         sent
     }
@@ -905,9 +906,12 @@ impl Reactor {
             Err(err) if err.kind() == io::ErrorKind::Interrupted => self.events.clear(),
             Err(err) => return Err(Error::Io(err)),
         }
-        self.more_events = self.events.iter().count() >= self.events.capacity();
-        self.core.services.now = Instant::now();
+        let count = self.events.iter().count();
+        self.more_events = count >= self.events.capacity();
+        let now = Instant::now();
+        self.core.services.now = now;
         self.core.services.turn += 1;
+        self.core.begin_turn(now, self.turn_ended);
         let mut woken = false;
         for event in self.events.iter() {
             if event.token() == WAKER_TOKEN {
@@ -917,6 +921,7 @@ impl Reactor {
             self.core.dispatch(event, &mut self.scratch);
             self.core.run_deferred();
         }
+        self.core.services.counters.events += (count - usize::from(woken)) as u64;
         self.serve_ready_list();
         self.expire_timers();
         if woken {
@@ -929,6 +934,8 @@ impl Reactor {
         self.core.run_deferred();
         // Step 10: the end-of-turn hooks, such as a shard's outboxes.
         self.end_turn();
+        self.turn_ended = Instant::now();
+        self.core.end_turn(self.turn_ended);
         Ok(())
     }
 
@@ -1011,7 +1018,11 @@ impl Reactor {
             match command {
                 Command::Stop => self.core.stop_requested = true,
                 Command::Shutdown(timeout) => self.core.begin_shutdown(timeout),
-                Command::Run(f) => f(self),
+                Command::Run(f) => {
+                    let started = self.core.callback_start();
+                    f(self);
+                    self.core.callback_done(started, None, "Handle::run");
+                }
             }
             self.core.run_deferred();
         }
@@ -1024,7 +1035,9 @@ impl Reactor {
         }
         let mut hooks = std::mem::take(&mut self.turn_end);
         for hook in &mut hooks {
+            let started = self.core.callback_start();
             hook(self);
+            self.core.callback_done(started, None, "on_turn_end");
             self.core.run_deferred();
         }
         hooks.append(&mut self.turn_end); // added by a hook: from next turn

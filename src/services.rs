@@ -7,6 +7,7 @@
 use std::collections::VecDeque;
 use std::time::Instant;
 
+use crate::metrics::{Counters, Recorder, Watchdog, DEFAULT_TRACE_CAPACITY};
 use crate::timer::Timers;
 use crate::{CloseReason, Key};
 
@@ -61,9 +62,26 @@ pub(crate) struct Services {
     pub(crate) turn: u64,
     /// Reads per connection per wakeup.
     pub(crate) read_budget: usize,
+    /// What the loop has done so far ([`crate::metrics`]).
+    pub(crate) counters: Counters,
+    /// The flight recorder: the loop's last events.
+    pub(crate) recorder: Recorder,
+    /// The slow-callback watchdog.
+    pub(crate) watchdog: Watchdog,
+    /// When the flight recorder was last written to the log for a panic.
+    pub(crate) last_dump: Option<Instant>,
 }
 
 impl Services {
+    /// `n` bytes of `key`'s output were written.
+    #[inline]
+    pub(crate) fn wrote(&mut self, key: Key, n: u64) {
+        if n > 0 {
+            self.counters.bytes_written += n;
+            self.recorder.record(key, crate::metrics::What::Wrote(n));
+        }
+    }
+
     pub(crate) fn new(read_budget: usize) -> Services {
         Services {
             timers: Timers::new(),
@@ -73,6 +91,10 @@ impl Services {
             now: Instant::now(),
             turn: 1,
             read_budget,
+            counters: Counters::new(Instant::now()),
+            recorder: Recorder::new(DEFAULT_TRACE_CAPACITY),
+            watchdog: Watchdog::new(),
+            last_dump: None,
         }
     }
 }

@@ -61,6 +61,11 @@ pub struct Key {
 }
 
 impl Key {
+    /// The slot index and generation, as [`Key`]'s `Display` shows them.
+    pub(crate) fn parts(self) -> (u32, u32) {
+        (self.index, self.generation)
+    }
+
     /// Makes a key from a slot index and a generation. The generation is
     /// truncated to the bits a token can carry.
     pub(crate) fn new(index: usize, generation: u32) -> Key {

@@ -73,6 +73,14 @@ pub(crate) enum Chunk {
 }
 
 impl Chunk {
+    /// Its length in bytes, memory or file.
+    pub(crate) fn len(&self) -> u64 {
+        match self {
+            Chunk::File { len, .. } => *len,
+            other => other.bytes().len() as u64,
+        }
+    }
+
     fn bytes(&self) -> &[u8] {
         match self {
             Chunk::Owned(bytes) => bytes,
@@ -207,7 +215,7 @@ impl WriteQueue {
 
     /// Writes `data` straight to the sink if nothing is queued, and queues
     /// (a copy of) whatever the sink did not take.
-    pub(crate) fn write_slice(&mut self, sink: &mut impl Sink, data: &[u8]) -> io::Result<()> {
+    pub(crate) fn write_slice(&mut self, sink: &mut impl Sink, data: &[u8]) -> io::Result<usize> {
         let written = if self.is_empty() {
             write_some(sink, data)?
         } else {
@@ -216,7 +224,7 @@ impl WriteQueue {
         if written < data.len() {
             self.push(Chunk::Owned(data[written..].to_vec()));
         }
-        Ok(())
+        Ok(written)
     }
 
     /// Queues `chunk` and, if it is first in line, starts writing it.

@@ -127,6 +127,31 @@ impl TlsFlags {
     }
 }
 
+/// `--admin ADDR`: the loop's own view over HTTP ([`evloop::admin`]).
+#[derive(Args, Debug)]
+pub struct AdminFlags {
+    /// HTTP admin listener: /metrics, /stats, /trace and a live page at / (bind it to loopback)
+    #[arg(long, value_name = "ADDR")]
+    pub admin: Option<SocketAddr>,
+}
+
+impl AdminFlags {
+    /// Binds the admin listener, if asked for, on shard 0 alone (the
+    /// other shards answer it by message), and announces it as `admin`.
+    pub fn listen(&self, reactor: &mut Reactor, shards: Option<&Shards>) {
+        let Some(addr) = self.admin else { return };
+        if shards.is_some_and(|s| s.id() != 0) {
+            return;
+        }
+        let admin = match shards {
+            Some(shards) => evloop::admin::Admin::sharded(shards),
+            None => evloop::admin::Admin::new(),
+        };
+        let bound = reactor.listen_tcp_with(addr, evloop::admin::Admin::listener_options(), admin);
+        bind_or_exit(reactor, "admin", bound);
+    }
+}
+
 /// The flags of a client that may speak TLS: `--tls`, the roots to trust
 /// and the name the server's certificate must carry.
 #[derive(Args, Debug)]

@@ -261,6 +261,7 @@ impl Core {
     /// factory that panics gets the connection reset; the listener goes on
     /// (see `handler.rs`).
     fn admit(&mut self, listener_key: Key, mut stream: Stream, peer: Addr) -> Option<Key> {
+        let started = self.callback_start();
         let listener = self.listener_mut(listener_key)?;
         let factory = &mut listener.factory;
         // The shared limit's place is taken last, only when this
@@ -286,11 +287,15 @@ impl Core {
             }
             return None;
         }
-        let Some(handler) = guarded(listener_key, "StreamFactory::new_handler", RESET_ACCEPTED, || {
+        let made = guarded(listener_key, "StreamFactory::new_handler", RESET_ACCEPTED, || {
             factory.new_handler(&peer)
-        }) else {
+        });
+        self.callback_done(started, Some(listener_key), "StreamFactory::new_handler");
+        let listener = self.listener_mut(listener_key)?;
+        let Some(handler) = made else {
             stream.set_reset_on_close();
             listener.give_back_place();
+            self.note_panic(Some(listener_key), "StreamFactory::new_handler");
             return None;
         };
         let options = Rc::clone(&listener.connection);
@@ -321,6 +326,11 @@ impl Core {
             listener.members.push(key);
             listener.count_in_balance(true);
         }
+        self.services.counters.accepted += 1;
+        let accepted = crate::metrics::What::Accepted {
+            listener: listener_key,
+        };
+        self.services.recorder.record(key, accepted);
         match tls {
             Some(tls) => self.arm_handshake(key, tls.handshake_timeout),
             None => self.with_stream_handler(key, "on_open", |h, cx| h.on_open(cx)),
@@ -329,7 +339,8 @@ impl Core {
     }
 
     /// Inserts a connection and registers its socket for both directions.
-    pub(crate) fn register_stream(&mut self, conn: Connection) -> Option<Key> {
+    pub(crate) fn register_stream(&mut self, mut conn: Connection) -> Option<Key> {
+        conn.born = super::observe::seconds_since(self.services.counters.started, self.services.now);
         let key = match self.sources.insert(Source::Stream(conn)) {
             Ok(key) => key,
             Err(_) => {

@@ -6,6 +6,7 @@ use log::trace;
 
 use crate::datagram::Datagram;
 use crate::handler::guarded;
+use crate::metrics::What;
 use crate::source::Source;
 use crate::{Context, Key};
 
@@ -29,6 +30,23 @@ impl Core {
         if event.is_readable() || event.is_error() {
             self.receive_datagrams(key, scratch);
         }
+    }
+
+    /// Sends one datagram from socket `key` (or queues it while the socket
+    /// is full). Returns `false` if it was dropped.
+    pub(crate) fn send_datagram(&mut self, key: Key, to: &crate::Addr, data: &[u8]) -> bool {
+        let sent = match self.datagram_mut(key) {
+            Some(dgram) => dgram.send(key, to, data),
+            None => return false,
+        };
+        if sent {
+            let counters = &mut self.services.counters;
+            counters.datagrams_sent += 1;
+            counters.bytes_written += data.len() as u64;
+            let what = What::DatagramOut(data.len() as u64);
+            self.services.recorder.record(key, what);
+        }
+        sent
     }
 
     /// Receives datagrams until `WouldBlock` or the read budget.
@@ -61,14 +79,21 @@ impl Core {
             let Some(handler) = dgram.handler.take() else {
                 return;
             };
+            let counters = &mut self.services.counters;
+            counters.datagrams_received += 1;
+            counters.bytes_read += n as u64;
+            self.services.recorder.record(key, What::DatagramIn(n as u64));
             // The handler moves into the guarded call and back out: a panic
             // drops it as it unwinds, and the socket goes.
+            let started = self.callback_start();
             let back = guarded(key, "on_datagram", "removing the socket", || {
                 let mut handler = handler;
                 handler.on_datagram(&mut Context::new(self, key), &buf[..n], &from);
                 handler
             });
+            self.callback_done(started, Some(key), "on_datagram");
             let Some(handler) = back else {
+                self.note_panic(Some(key), "on_datagram");
                 return self.handler_panicked(key);
             };
             match self.datagram_mut(key) {

@@ -11,7 +11,10 @@
 
 mod accept;
 mod datagram;
+mod observe;
 mod stream;
+
+pub use observe::ConnectionInfo;
 
 pub(crate) use stream::stream_in;
 
@@ -156,14 +159,19 @@ impl Core {
         f: impl FnOnce(&mut AnyHandler, &mut Context<'_>),
     ) {
         let then = handler.after_panic();
+        let started = self.callback_start();
         let back = guarded(key, callback, then, || {
             let mut handler = handler;
             f(&mut handler, &mut Context::new(self, key));
             handler
         });
+        self.callback_done(started, Some(key), callback);
         match back {
             Some(handler) => self.put_handler(key, handler),
-            None => self.handler_panicked(key),
+            None => {
+                self.note_panic(Some(key), callback);
+                self.handler_panicked(key);
+            }
         }
     }
 
@@ -268,7 +276,8 @@ impl Core {
             // The source is out of the registry already: a panic here
             // leaves nothing to clean up. The handler is dropped inside the
             // guard, so a `Drop` that panics is caught too.
-            guarded(key, "on_close", "the source was already removed", || {
+            let started = self.callback_start();
+            let back = guarded(key, "on_close", "the source was already removed", || {
                 let mut handler = handler;
                 if let AnyHandler::Custom(h) = &mut handler {
                     let _ = self.poll.registry().deregister(h.source());
@@ -281,6 +290,10 @@ impl Core {
                 }
                 drop(handler);
             });
+            self.callback_done(started, Some(key), "on_close");
+            if back.is_none() {
+                self.note_panic(Some(key), "on_close");
+            }
         }
     }
 
@@ -399,6 +412,7 @@ impl Core {
                 if !self.services.timers.contains(id) {
                     self.forget_timer(owner, id);
                 }
+                self.services.recorder.record(owner, crate::metrics::What::Timer);
                 let Some(handler) = self.take_handler(owner) else {
                     return;
                 };
@@ -531,7 +545,13 @@ impl Core {
             },
             options.unwrap_or_else(|| Rc::clone(&self.defaults)),
         );
-        self.register_stream(conn)
-            .ok_or_else(|| io::Error::other("the connection could not be registered"))
+        let key = self
+            .register_stream(conn)
+            .ok_or_else(|| io::Error::other("the connection could not be registered"))?;
+        self.services.counters.connected += 1;
+        self.services
+            .recorder
+            .record(key, crate::metrics::What::Connecting);
+        Ok(key)
     }
 }

@@ -9,6 +9,7 @@ use log::{debug, trace};
 use crate::conn_state::{self, Action, End, Input, State};
 use crate::connection::{Connection, Level, Revisit, Sent};
 use crate::handler::guarded;
+use crate::metrics::What;
 use crate::registry::Registry;
 use crate::source::Source;
 use crate::write_queue::Chunk;
@@ -73,18 +74,23 @@ impl Core {
         };
         // The handler moves into the guarded call and comes back out of it,
         // so a panic drops it as it unwinds.
+        let started = self.callback_start();
         let back = guarded(key, callback, RESET_AFTER_PANIC, || {
             let mut handler = handler;
             f(handler.as_mut(), &mut Context::new(self, key));
             handler
         });
+        self.callback_done(started, Some(key), callback);
         match back {
             Some(handler) => {
                 if let Some(conn) = self.stream_mut(key) {
                     conn.handler = Some(handler);
                 }
             }
-            None => self.handler_panicked(key),
+            None => {
+                self.note_panic(Some(key), callback);
+                self.handler_panicked(key);
+            }
         }
     }
 
@@ -199,6 +205,8 @@ impl Core {
                 Ok(0) => return self.peer_finished(key),
                 Ok(n) => {
                     trace!("{key}: read {n} bytes");
+                    self.services.counters.bytes_read += n as u64;
+                    self.services.recorder.record(key, What::Read(n as u64));
                     if conn.state.may_receive() {
                         self.deliver(key, &scratch[..n]);
                         // A watermark notice that input caused runs before
@@ -228,6 +236,7 @@ impl Core {
         let pending = std::mem::take(&mut conn.pending);
         // The handler and the input it was given move into the guarded call
         // and come back out: a panic drops both as it unwinds.
+        let started = self.callback_start();
         let back = guarded(key, "on_data", RESET_AFTER_PANIC, || {
             let (mut handler, mut pending) = (handler, pending);
             let mut cx = Context::new(self, key);
@@ -241,7 +250,9 @@ impl Core {
             }
             (handler, pending)
         });
+        self.callback_done(started, Some(key), "on_data");
         let Some((handler, pending)) = back else {
+            self.note_panic(Some(key), "on_data");
             return self.handler_panicked(key);
         };
         let Some(conn) = self.stream_mut(key) else { return };
@@ -377,9 +388,12 @@ impl Core {
         if !conn.queue.is_empty() || !matches!(conn.state, State::Open | State::ReadClosed) {
             return self.send_chunk(key, Chunk::Owned(data.to_vec()));
         }
-        if let Err(err) = conn.queue.write_slice(&mut conn.stream, data) {
-            self.abort_stream_with(key, CloseReason::Error(err));
-            return false;
+        match conn.queue.write_slice(&mut conn.stream, data) {
+            Ok(n) => self.services.wrote(key, n as u64),
+            Err(err) => {
+                self.abort_stream_with(key, CloseReason::Error(err));
+                return false;
+            }
         }
         let kept = self.after_output(key);
         kept && self.stream_ref(key).is_some_and(|c| c.state != State::Closed)
@@ -467,6 +481,13 @@ impl Core {
         let emptied = conn.queue.is_empty() && !conn.stream.has_pending_output();
         let (new, actions) = conn_state::next(old, input, emptied);
         conn.set_state(key, new);
+        if old.public() != new.public() {
+            let what = What::State {
+                from: old.public(),
+                to: new.public(),
+            };
+            self.services.recorder.record(key, what);
+        }
         if let Some(timer) = old.timer().filter(|t| new.timer() != Some(*t)) {
             self.services.timers.cancel(timer);
         }

@@ -214,13 +214,23 @@ impl Reactor {
         };
         match callback {
             Callback::Once(f) => {
-                guarded(Named(id), "set_timer", "the timer is gone", || f(self));
+                let started = self.core.callback_start();
+                let back = guarded(Named(id), "set_timer", "the timer is gone", || f(self));
+                self.core.callback_done(started, None, "set_timer");
+                if back.is_none() {
+                    self.core.note_panic(None, "set_timer");
+                }
             }
             Callback::Every(mut f) => {
+                let started = self.core.callback_start();
                 let back = guarded(Named(id), "set_repeating", "cancelling the timer", || {
                     f(self);
                     f
                 });
+                self.core.callback_done(started, None, "set_repeating");
+                if back.is_none() {
+                    self.core.note_panic(None, "set_repeating");
+                }
                 match back {
                     Some(f) if self.core.services.timers.contains(id) => {
                         self.callbacks.insert(id, Callback::Every(f));
