@@ -639,6 +639,8 @@ pub enum What {
     Connecting,
     /// Bytes were read (after TLS).
     Read(u64),
+    /// A read returned 0: the peer sent its FIN, and will send nothing more.
+    PeerFin,
     /// Bytes were written (before TLS).
     Wrote(u64),
     /// A datagram of this many bytes arrived.
@@ -677,6 +679,7 @@ impl What {
             What::Accepted { .. } => "accepted",
             What::Connecting => "connecting",
             What::Read(_) => "read",
+            What::PeerFin => "peer_fin",
             What::Wrote(_) => "wrote",
             What::DatagramIn(_) => "datagram_in",
             What::DatagramOut(_) => "datagram_out",
@@ -695,6 +698,7 @@ impl fmt::Display for What {
             What::Accepted { listener } => write!(f, "accepted by {listener}"),
             What::Connecting => f.write_str("connecting"),
             What::Read(n) => write!(f, "read {n} bytes"),
+            What::PeerFin => f.write_str("the peer sent FIN"),
             What::Wrote(n) => write!(f, "wrote {n} bytes"),
             What::DatagramIn(n) => write!(f, "received a datagram of {n} bytes"),
             What::DatagramOut(n) => write!(f, "sent a datagram of {n} bytes"),
@@ -745,7 +749,7 @@ impl TraceEvent {
             What::Slow { callback, micros } => {
                 write!(out, ",\"callback\":\"{callback}\",\"micros\":{micros}")
             }
-            What::Connecting | What::Timer => Ok(()),
+            What::Connecting | What::PeerFin | What::Timer => Ok(()),
         };
         out.push('}');
     }

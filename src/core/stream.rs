@@ -266,6 +266,7 @@ impl Core {
 
     /// A read returned 0: the peer will send nothing more.
     fn peer_finished(&mut self, key: Key) {
+        self.services.recorder.record(key, What::PeerFin);
         self.apply(key, Input::PeerFin, None);
         self.after_output(key);
     }
@@ -481,7 +482,9 @@ impl Core {
         let emptied = conn.queue.is_empty() && !conn.stream.has_pending_output();
         let (new, actions) = conn_state::next(old, input, emptied);
         conn.set_state(key, new);
-        if old.public() != new.public() {
+        // Draining with and without the peer's FIN is one state by name:
+        // the FIN has an event of its own.
+        if std::mem::discriminant(&old.public()) != std::mem::discriminant(&new.public()) {
             let what = What::State {
                 from: old.public(),
                 to: new.public(),
