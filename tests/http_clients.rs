@@ -6,7 +6,11 @@
 //! downloads a file and continues a partial one with `-c`. A headless
 //! Chromium (ignored by default; `.ci/run` runs it) renders a directory
 //! listing of odd names with no markup injected by a name, and every link on
-//! the rendered page leads to the right file or directory.
+//! the rendered page leads to the right file or directory. The same browser
+//! (ignored too) runs the admin listener's live page against an echo server
+//! and the page shows what the loop holds: polls that succeeded, turns per
+//! second, the turn-time histogram, each open echo connection and the
+//! newest events.
 mod common;
 
 use std::ffi::OsString;
@@ -333,10 +337,11 @@ fn dechunk(mut raw: &[u8], target: &str) -> Vec<u8> {
     }
 }
 
-/// Runs Chromium headless on `url` and returns the DOM it dumps; fails if it
-/// does not finish within [`BROWSER_TIMEOUT`] (killing it) or fails.
+/// Runs Chromium headless on `url`, with `extra` flags, and returns the DOM
+/// it dumps; fails if it does not finish within [`BROWSER_TIMEOUT`]
+/// (killing it) or fails.
 #[track_caller]
-fn dump_dom(url: &str, profile: &Path, log: &Path) -> String {
+fn dump_dom(url: &str, profile: &Path, log: &Path, extra: &[&str]) -> String {
     use std::os::unix::process::CommandExt;
     let log_file = std::fs::File::create(log).expect("browser log file");
     let mut child = Command::new(CHROMIUM)
@@ -351,6 +356,7 @@ fn dump_dom(url: &str, profile: &Path, log: &Path) -> String {
             "--disable-quic",
         ])
         .arg(format!("--user-data-dir={}", profile.display()))
+        .args(extra)
         .arg("--dump-dom")
         .arg(url)
         .stdin(Stdio::null())
@@ -448,7 +454,7 @@ fn browser_renders_the_listing_with_working_links() {
     let profile = TempDir::new("http-clients-browser-profile");
     let log = TempDir::new("http-clients-browser-log");
 
-    let dom = dump_dom(&served.url("odd/"), &profile.0, &log.0.join("chromium.log"));
+    let dom = dump_dom(&served.url("odd/"), &profile.0, &log.0.join("chromium.log"), &[]);
 
     assert!(
         dom.contains("<title>Index of /odd/</title>"),
@@ -514,4 +520,150 @@ fn browser_renders_the_listing_with_working_links() {
             .expect("a link of the listing is a file's");
         assert_same_bytes(&got.body, content, &format!("GET {target} ({name:?})"));
     }
+}
+
+/// The text of the element that starts with `open` (an opening tag as
+/// Chromium serializes it) up to the next `<`.
+#[track_caller]
+fn text_after<'a>(dom: &'a str, open: &str) -> &'a str {
+    let start = dom
+        .find(open)
+        .unwrap_or_else(|| panic!("no {open} in DOM:\n{dom}"))
+        + open.len();
+    let rest = &dom[start..];
+    &rest[..rest.find('<').unwrap_or(rest.len())]
+}
+
+/// The admin page (src/admin/page.html) run by a headless Chromium against
+/// `echo --admin`, with one idle echo connection and one that has echoed a
+/// line. Chromium's virtual time (`--virtual-time-budget`) runs the page's
+/// timers without waiting for them, and stops while a fetch is pending, so
+/// 5 virtual seconds are about five polls of the live server in a second or
+/// two of real time; the DOM is dumped when the budget is spent.
+#[test]
+#[ignore = "needs chromium; .ci/run runs it"]
+fn browser_runs_the_admin_page_against_a_live_echo_server() {
+    let server = ServerProcess::start("echo", &["--tcp", "127.0.0.1:0", "--admin", "127.0.0.1:0"], 2);
+    let tcp = server.socket_addr("tcp");
+    let admin = server.socket_addr("admin");
+    // The page is embedded in the binary: one built before the page last
+    // changed would test another page.
+    let page = http_get(admin, "/");
+    assert_eq!(page.status, 200, "GET /: {}", page.head);
+    assert!(
+        page.body == include_str!("../src/admin/page.html").as_bytes(),
+        "the echo example serves another page than src/admin/page.html: run `cargo build --examples`"
+    );
+    let idle = connect(tcp);
+    let mut talker = connect(tcp);
+    let line = b"hello, admin page\n";
+    write_all(&mut talker, line);
+    assert_eq!(read_exact(&mut talker, line.len()), line);
+    let peers = [
+        idle.local_addr().expect("idle's address").to_string(),
+        talker.local_addr().expect("talker's address").to_string(),
+    ];
+    // Both are accepted before the page loads.
+    let deadline = Instant::now() + STEP;
+    loop {
+        let stats = http_get(admin, "/stats");
+        assert_eq!(stats.status, 200, "GET /stats: {}", stats.head);
+        let body = String::from_utf8_lossy(&stats.body);
+        if peers.iter().all(|p| body.contains(&format!("\"peer\":\"{p}\""))) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "/stats never listed {peers:?}: {body}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let profile = TempDir::new("http-clients-admin-profile");
+    let log = TempDir::new("http-clients-admin-log");
+
+    let started = Instant::now();
+    let dom = dump_dom(
+        &format!("http://{admin}/"),
+        &profile.0,
+        &log.0.join("chromium.log"),
+        &["--virtual-time-budget=5000"],
+    );
+    let took = started.elapsed();
+
+    let polls: u32 = dom
+        .split_once("<body data-polls=\"")
+        .and_then(|(_, rest)| rest.split('"').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no poll succeeded (no data-polls count on <body>):\n{dom}"));
+    eprintln!("chromium ran the admin page for {polls} polls in {took:?}");
+    assert!(polls >= 2, "{polls} polls, want at least 2:\n{dom}");
+    let status = text_after(&dom, "<span id=\"status\" class=\"\">");
+    assert!(status.starts_with("updated "), "status line {status:?}:\n{dom}");
+
+    let rate = text_after(&dom, "<b id=\"turns-per-second\">");
+    let rate: f64 = rate
+        .parse()
+        .unwrap_or_else(|_| panic!("turns per second {rate:?} is not a number:\n{dom}"));
+    assert!(rate.is_finite() && rate > 0.0, "turns per second {rate}:\n{dom}");
+    let row = text_after(&dom, "<tr data-shard=\"0\"><td>0</td><td class=\"tps\">");
+    assert!(
+        row.parse::<f64>().is_ok(),
+        "shard 0's turns per second {row:?}:\n{dom}"
+    );
+
+    // One bar per bucket with counts, each labelled with its bound.
+    let histogram = &dom[dom.find("<div id=\"histogram\">").expect("the histogram")..];
+    let histogram = &histogram[..histogram.find("<h2>").expect("a heading after the histogram")];
+    let bars: Vec<&str> = histogram.split("<div class=\"bar\"").skip(1).collect();
+    assert!(!bars.is_empty(), "no histogram bars:\n{histogram}");
+    for bar in &bars {
+        let labelled = ["µs</span>", "ms</span>", " s</span>", "+Inf</span>"]
+            .iter()
+            .any(|unit| bar.contains(unit));
+        assert!(labelled, "a bar without a bound: {bar}");
+    }
+
+    // A row per connection; the echo clients' by their address.
+    let rows: Vec<&str> = dom
+        .split("<tr data-key=\"#")
+        .skip(1)
+        .map(|row| &row[..row.find("</tr>").expect("a row ends")])
+        .collect();
+    let row_of = |peer: &str| {
+        rows.iter()
+            .find(|row| row.contains(&format!("<td class=\"text\">{peer}</td>")))
+            .unwrap_or_else(|| panic!("no row for {peer} in the connections:\n{dom}"))
+    };
+    let (idle_row, talker_row) = (row_of(&peers[0]), row_of(&peers[1]));
+    for row in [idle_row, talker_row] {
+        assert!(
+            row.contains("<td class=\"text\">OPEN</td>"),
+            "state OPEN in {row}"
+        );
+    }
+    assert!(
+        idle_row.contains(">accepted on #"),
+        "the idle one's last event: {idle_row}"
+    );
+    let echoed = format!(">wrote {} bytes</td>", line.len());
+    assert!(
+        talker_row.contains(&echoed),
+        "the talker's last event: {talker_row}"
+    );
+    assert!(
+        dom.contains("<p id=\"truncated\" class=\"note\" hidden=\"\">"),
+        "the truncation note shows though every connection is listed:\n{dom}"
+    );
+
+    // The newest events, in words.
+    let events = &dom[dom.find("<ol id=\"events\">").expect("the events")..];
+    let events = &events[..events.find("</ol>").expect("the end of the events")];
+    let items: Vec<&str> = events.split("<li data-key=\"#").skip(1).collect();
+    assert!(items.len() >= 2, "events listed:\n{events}");
+    assert!(
+        items.iter().any(|e| e.contains(" read ")),
+        "a read event:\n{events}"
+    );
+    assert!(
+        items.iter().any(|e| e.contains(" wrote ")),
+        "a write event:\n{events}"
+    );
+    drop((idle, talker));
 }
