@@ -46,7 +46,8 @@ use crate::metrics::{write_prometheus, ConnectionInfo, Snapshot, TraceEvent};
 use crate::protocols::http::request::{parse_request, HeadError, Method, Parse, Request, Version};
 use crate::shard::Shards;
 use crate::{
-    Addr, ConnectionOptions, Context, Key, ListenerOptions, Reactor, StreamFactory, StreamHandler, TimerId,
+    Addr, ConnState, ConnectionOptions, Context, Key, ListenerOptions, Reactor, StreamFactory, StreamHandler,
+    TimerId,
 };
 
 /// How long a request head may take to arrive, and how long a connection
@@ -258,59 +259,22 @@ impl StreamHandler for AdminStream {
     }
 
     fn on_data(&mut self, cx: &mut Context<'_>, data: &[u8]) -> usize {
-        if self.gather.is_some() {
-            return 0; // one request at a time; reading is paused
-        }
-        let request = match parse_request(data) {
-            Ok(Parse::Partial) => return 0,
-            Ok(Parse::Complete(request)) => request,
-            Err(HeadError::TooLarge) => return refuse(cx, "431 Request Header Fields Too Large"),
-            Err(_) => return refuse(cx, "400 Bad Request"),
-        };
-        let used = request.head_len;
-        let keep_alive = request.keep_alive() && !request.has_body();
-        let head_only = request.method == Method::Head;
-        let Some(route) = route(&request) else {
-            debug!(
-                "{} admin: {} {}: 404",
-                cx.key(),
-                method_name(&request),
-                request.target
-            );
-            answer(
-                cx,
-                "404 Not Found",
-                "text/plain; charset=utf-8",
-                b"not found\n",
-                head_only,
-                keep_alive,
-                request.version,
-            );
-            return used;
-        };
-        if let Some(id) = self.deadline {
-            cx.reset_timer(id, HEADER_TIMEOUT);
-        }
-        match &self.shards {
-            Some(shards) if route != Route::Page => {
-                let shards = shards.clone();
-                self.gather(cx, &shards, route, (head_only, keep_alive, request.version));
+        // Every complete request of the input, in order: pipelined requests
+        // arrive in one read, and the core offers what is left over only
+        // when more bytes come.
+        let mut used = 0;
+        loop {
+            if !cx.state().is_some_and(ConnState::may_send) {
+                return data.len(); // closing: nothing more is answered
             }
-            _ => {
-                let part = Part::of(route, &*cx);
-                let body = render(route, &mut [Some(part)]);
-                answer(
-                    cx,
-                    "200 OK",
-                    content_type(route),
-                    &body,
-                    head_only,
-                    keep_alive,
-                    request.version,
-                );
+            if self.gather.is_some() || used == data.len() {
+                return used; // one request at a time; reading is paused
+            }
+            match self.request(cx, &data[used..]) {
+                0 => return used,
+                n => used = used.saturating_add(n).min(data.len()),
             }
         }
-        used
     }
 
     fn on_timer(&mut self, cx: &mut Context<'_>, id: TimerId) {
@@ -361,6 +325,62 @@ impl StreamHandler for AdminStream {
 }
 
 impl AdminStream {
+    /// Answers the request at the start of `data`, or starts gathering
+    /// its answer; returns the bytes it took (0: the head is not complete).
+    fn request(&mut self, cx: &mut Context<'_>, data: &[u8]) -> usize {
+        let request = match parse_request(data) {
+            Ok(Parse::Partial) => return 0,
+            Ok(Parse::Complete(request)) => request,
+            Err(HeadError::TooLarge) => return refuse(cx, "431 Request Header Fields Too Large"),
+            Err(_) => return refuse(cx, "400 Bad Request"),
+        };
+        let used = request.head_len;
+        let keep_alive = request.keep_alive() && !request.has_body();
+        let head_only = request.method == Method::Head;
+        // An answer, a 404 too, starts the wait for the next head afresh.
+        if let Some(id) = self.deadline {
+            cx.reset_timer(id, HEADER_TIMEOUT);
+        }
+        let Some(route) = route(&request) else {
+            debug!(
+                "{} admin: {} {}: 404",
+                cx.key(),
+                method_name(&request),
+                request.target
+            );
+            answer(
+                cx,
+                "404 Not Found",
+                "text/plain; charset=utf-8",
+                b"not found\n",
+                head_only,
+                keep_alive,
+                request.version,
+            );
+            return used;
+        };
+        match &self.shards {
+            Some(shards) if route != Route::Page => {
+                let shards = shards.clone();
+                self.gather(cx, &shards, route, (head_only, keep_alive, request.version));
+            }
+            _ => {
+                let part = Part::of(route, &*cx);
+                let body = render(route, &mut [Some(part)]);
+                answer(
+                    cx,
+                    "200 OK",
+                    content_type(route),
+                    &body,
+                    head_only,
+                    keep_alive,
+                    request.version,
+                );
+            }
+        }
+        used
+    }
+
     /// Asks every other shard for its part of `route`; the answer goes out
     /// from `on_timer` once they are all in, or at the gather timeout.
     fn gather(&mut self, cx: &mut Context<'_>, shards: &Shards, route: Route, how: (bool, bool, Version)) {

@@ -929,11 +929,15 @@ impl Watchdog {
 #[cold]
 #[inline(never)]
 pub(crate) fn warn_slow(culprit: &Culprit, callback: &'static str, took: Duration, threshold: Duration) {
-    let key = culprit.key.map_or("reactor".to_owned(), |k| k.to_string());
+    // `#5.1 connection 127.0.0.1:40000`, `#3.0 custom source`, `reactor`:
+    // no empty peer, and the reactor's own callbacks named once.
+    let who = match (culprit.key, culprit.peer.is_empty()) {
+        (None, _) => "reactor".to_owned(),
+        (Some(key), true) => format!("{key} {}", culprit.kind),
+        (Some(key), false) => format!("{key} {} {}", culprit.kind, culprit.peer),
+    };
     warn!(
-        "{key} {} {}: slow callback: {callback} ran {:.1} ms (threshold {:.1} ms); every source on this reactor waited",
-        culprit.kind,
-        culprit.peer,
+        "{who}: slow callback: {callback} ran {:.1} ms (threshold {:.1} ms); every source on this reactor waited",
         took.as_secs_f64() * 1e3,
         threshold.as_secs_f64() * 1e3
     );
