@@ -409,6 +409,7 @@ fn the_flight_recorder_tells_a_connections_story_in_order() {
             What::Accepted { listener },
             What::Read(5),
             What::Wrote(5),
+            What::PeerFin,
             What::State {
                 from: ConnState::Open,
                 to: ConnState::ReadClosed
@@ -455,7 +456,7 @@ fn the_flight_recorder_keeps_the_newest_events_and_can_be_off() {
     metrics_when(&running, "the first close", |m| m.closed_total() == 1);
     let full = running.query(|reactor| reactor.trace());
     let story = story_of(&full, first);
-    assert_eq!(story.len(), 1 + 2 * ROUNDS + 3, "{story:#?}");
+    assert_eq!(story.len(), 1 + 2 * ROUNDS + 4, "{story:#?}");
 
     // Shrunk to 8: the newest 8 of what it held.
     let kept = running.query(|reactor| {
