@@ -7,7 +7,8 @@ what it is, in the second word of its info string:
 - ```sh run: executed with bash (-euo pipefail) from the repository root.
   It may talk to the demo at its default addresses (127.0.0.1:7000 echo
   over TCP and UDP, 127.0.0.1:7100 chat, 127.0.0.1:7200 plain files,
-  127.0.0.1:8080 HTTP): the check starts one demo on free ports and
+  127.0.0.1:8080 HTTP, and its admin port at 127.0.0.1:7300, as the demo
+  started with `--admin 127.0.0.1:7300`): the check starts one demo on free ports and
   rewrites those addresses, so no fixed port is ever bound. A block must
   end on its own within BLOCK_TIMEOUT seconds.
 - ```sh server: starts a server that runs until stopped. The check runs it
@@ -138,17 +139,18 @@ class Demo:
         port = free_port_for_tcp_and_udp()
         flags = ["--echo", f"127.0.0.1:{port}", "--echo-udp", f"127.0.0.1:{port}",
                  "--chat", "127.0.0.1:0", "--files", "127.0.0.1:0", "--http", "127.0.0.1:0",
-                 "--root", ROOT]
+                 "--admin", "127.0.0.1:0", "--root", ROOT]
         self.proc = subprocess.Popen([os.path.join(bin_dir, "demo"), *flags], cwd=ROOT,
                                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                                      stdin=subprocess.DEVNULL, text=True)
-        got = read_announces(self.proc, 5, time.monotonic() + 30)
-        if len(got) != 5:
+        got = read_announces(self.proc, 6, time.monotonic() + 30)
+        if len(got) != 6:
             self.stop()
-            sys.exit(f"docs-check: the demo announced {got}, expected 5 sockets")
+            sys.exit(f"docs-check: the demo announced {got}, expected 6 sockets")
         ports = [words[2].rsplit(":", 1)[1] for words in got]
-        # Announce order: echo tcp, echo udp, chat, files, http.
-        self.ports = {"7000": ports[0], "7100": ports[2], "7200": ports[3], "8080": ports[4]}
+        # Announce order: echo tcp, echo udp, chat, files, http, admin.
+        self.ports = {"7000": ports[0], "7100": ports[2], "7200": ports[3], "8080": ports[4],
+                      "7300": ports[5]}
 
     def rewrite(self, text):
         for default, actual in self.ports.items():

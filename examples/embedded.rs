@@ -14,6 +14,7 @@
 //! |---|---|
 //! | `stats` | `connections N`: the listener's open connections |
 //! | `broadcast TEXT` | `broadcast N`: TEXT and a newline were queued on N connections |
+//! | `metrics` | `metrics turns=N accepted=N open=N read=N written=N slow=N turn_p99_us=N`: the loop's counters ([`evloop::metrics`]) |
 //! | `quit` | none: graceful shutdown, then exit 0 |
 //!
 //! The end of stdin is a `quit`. SIGINT or SIGTERM shuts the reactor down
@@ -39,7 +40,7 @@ use evloop::protocols::echo::Echo;
 use evloop::{Addr, Error, Handle, Key, Reactor};
 use log::{info, warn};
 
-/// Echo on a reactor thread, driven from stdin: stats, broadcast TEXT, quit.
+/// Echo on a reactor thread, driven from stdin: stats, broadcast TEXT, metrics, quit.
 #[derive(Parser)]
 #[command(name = "embedded")]
 struct Flags {
@@ -199,8 +200,23 @@ fn run_command(server: &Server, line: &str) -> bool {
                 None => warn!("broadcast: the reactor did not answer"),
             }
         }
+        "metrics" => match server.handle.metrics(REPLY_TIMEOUT) {
+            // What a host hands its own registry: counters as counters,
+            // `connections_open` as a gauge, the histogram as buckets.
+            Some(m) => println!(
+                "metrics turns={} accepted={} open={} read={} written={} slow={} turn_p99_us={}",
+                m.turns,
+                m.accepted,
+                m.connections_open,
+                m.bytes_read,
+                m.bytes_written,
+                m.slow_callbacks,
+                m.turn_durations.quantile(0.99).map_or(0, |d| d.as_micros()),
+            ),
+            None => warn!("metrics: the reactor did not answer"),
+        },
         "quit" => return false,
-        _ => warn!("unknown command {word:?} (stats, broadcast TEXT, quit)"),
+        _ => warn!("unknown command {word:?} (stats, broadcast TEXT, metrics, quit)"),
     }
     true
 }

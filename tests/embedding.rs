@@ -79,6 +79,21 @@ fn stats_and_broadcast_reach_the_reactor_and_the_end_of_stdin_shuts_it_down() {
         assert_eq!(read_exact(client, 16), b"hello, everyone\n");
     }
 
+    // The counters, read through the handle: three clients, each a 3-byte
+    // echo and the 16-byte broadcast.
+    let metrics = host.ask("metrics");
+    let field = |name: &str| -> u64 {
+        let prefix = format!("{name}=");
+        let value = metrics.split(' ').find_map(|w| w.strip_prefix(prefix.as_str()));
+        value
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {metrics:?}"))
+    };
+    assert!(metrics.starts_with("metrics "), "{metrics}");
+    assert_eq!((field("accepted"), field("open")), (3, 3), "{metrics}");
+    assert_eq!((field("read"), field("written")), (9, 9 + 3 * 16), "{metrics}");
+    assert!(field("turns") > 0 && field("turn_p99_us") > 0, "{metrics}");
+
     // The end of stdin: a graceful shutdown. Every client gets its FIN (and
     // nothing more), then closes its own side, which ends the connection.
     host.close_stdin();
