@@ -4,7 +4,7 @@
 //! | request | answer |
 //! |---|---|
 //! | `GET /metrics` | [`crate::metrics::write_prometheus`]: the Prometheus text format, version 0.0.4, a `shard` label on every sample |
-//! | `GET /stats` | JSON: `{"shards":[...],"connections":[...],"connections_shown":N,"connections_total":N}`, a [`Snapshot`](crate::metrics::Snapshot) per shard and up to [`MAX_LISTED`] connections per shard |
+//! | `GET /stats` | JSON: `{"shards":[...],"connections":[...],"connections_shown":N,"connections_total":N}`, a [`Snapshot`] per shard and up to [`MAX_LISTED`] connections per shard |
 //! | `GET /trace` | the flight recorder as JSON lines, oldest first, one object per [`TraceEvent`]; `?last=N` keeps the newest N per shard, `?key=K` (as in `#5.1`, or `5.1`) the events of one source |
 //! | `GET /` | a page that shows the loop live from `/stats` and `/trace`, once a second: turns per second, the turn-time histogram, each connection with its state, age, queued bytes and last event, and the newest events |
 //! | `HEAD` of any of these | the same head, no body |

@@ -6,8 +6,9 @@
 //! is how a reactor shows what it does, to an operator (a [`Snapshot`],
 //! written in the Prometheus text format by [`write_prometheus`], or
 //! registered in a host's own [`prometheus_client`] registry as a
-//! [`Collector`]) and to a learner (the [`TraceEvent`]s of the flight recorder, one per accept,
-//! read, write, change of state, timer and close).
+//! [`Collector`]) and to a learner (the [`TraceEvent`]s of the flight
+//! recorder, one per accept, read, write, change of state, timer and
+//! close).
 //!
 //! **Counters.** Plain integers in the reactor, added to on its own thread:
 //! no atomics, no locks, nothing shared on the hot path. They are read as a
@@ -500,6 +501,27 @@ const GAUGES: [Family; 5] = [
     ),
 ];
 
+/// The time counters [`Collector`] writes, in seconds, each with a
+/// `shard` label.
+const SECONDS: [TimeFamily; 3] = [
+    ("evloop_poll_seconds", "Time spent waiting in the poll.", |s| {
+        s.poll_time
+    }),
+    (
+        "evloop_busy_seconds",
+        "Time spent in turns, from the poll's return to the turn's end.",
+        |s| s.busy_time,
+    ),
+    (
+        "evloop_callback_seconds",
+        "Time spent in handlers' callbacks.",
+        |s| s.callback_time,
+    ),
+];
+
+/// A family of time counters: name, help, and its value in a snapshot.
+type TimeFamily = (&'static str, &'static str, fn(&Snapshot) -> Duration);
+
 /// The reactors' counters as a [`prometheus_client`] collector: register
 /// it in a host's own registry, and each scrape writes evloop's families
 /// beside the host's, a `shard` label on every sample (every name starts
@@ -597,22 +619,7 @@ fn encode_snapshots(shards: &[Snapshot], mut encoder: DescriptorEncoder<'_>) -> 
             family.encode_family(&labels)?.encode_gauge(&value(s))?;
         }
     }
-    let seconds: [(&str, &str, fn(&Snapshot) -> Duration); 3] = [
-        ("evloop_poll_seconds", "Time spent waiting in the poll.", |s| {
-            s.poll_time
-        }),
-        (
-            "evloop_busy_seconds",
-            "Time spent in turns, from the poll's return to the turn's end.",
-            |s| s.busy_time,
-        ),
-        (
-            "evloop_callback_seconds",
-            "Time spent in handlers' callbacks.",
-            |s| s.callback_time,
-        ),
-    ];
-    for (name, help, value) in seconds {
+    for (name, help, value) in SECONDS {
         let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
         for s in shards {
             let labels = [("shard", s.shard)];
