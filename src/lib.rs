@@ -58,6 +58,8 @@
 //! | [`protocols`] | the shipped handlers |
 //! | [`relay`] | two connections tied together both ways, with backpressure, half-close and reset passed on |
 //! | [`activation`] | sockets handed over by a service manager (systemd's `LISTEN_FDS`) |
+//! | [`metrics`] | what the loop has done: counters, the turn-time histogram, the slow-callback watchdog, the flight recorder, a Prometheus collector |
+//! | [`admin`] | the admin listener: `/metrics`, `/stats`, `/trace` and a live page, served by the loop it shows |
 //! | [`shard`] | a reactor per core: shards on threads, messages between them batched per turn |
 //! | [`signals`] | signals as loop events: SIGINT and SIGTERM for graceful shutdown, any other to a handler |
 //! | [`stdin`] | standard input's lines as loop events: terminals, pipes, sockets and regular files |

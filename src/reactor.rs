@@ -7,6 +7,7 @@
 //!    forever.
 //! 2. **Poll.** `epoll_wait` through mio; `EINTR` is an empty turn.
 //! 3. **Clock.** `now` is read once; every callback of the turn sees it.
+//!    The turn is counted, with the poll's wait ([`crate::metrics`]).
 //! 4. **Events.** Each event's token is unpacked into a [`Key`]; a key whose
 //!    source is gone (closed earlier in this batch, its slot perhaps reused)
 //!    finds nothing and the event is dropped. Otherwise: listeners accept,
@@ -29,7 +30,7 @@
 //!    connection, at most `DEFERRED_FLUSH_BUDGET` connections per turn.
 //! 10. **Turn end.** The hooks of [`Reactor::on_turn_end`] run, in the
 //!     order they were added: a shard sends its outboxes here, one batch
-//!     per target.
+//!     per target. The turn's duration goes into the histogram.
 //!
 //! Deferred work is what a callback causes beyond its own source: another
 //! connection's watermark notice, a removal and its `on_close`. Running it
@@ -39,7 +40,8 @@
 //! Every call into a handler goes through [`guarded`]: a panic resets or
 //! removes that handler's source ([`Core::handler_panicked`]) and the loop
 //! goes on (the guarantee and its limits are in `handler.rs`). So does
-//! every reactor timer's closure (`reactor/timers.rs`).
+//! every reactor timer's closure (`reactor/timers.rs`). Each such call is
+//! also timed for the slow-callback watchdog (`core/observe.rs`).
 //!
 //! A program with a loop of its own drives the reactor without `run`:
 //! it waits on the reactor's descriptor and [`Reactor::next_timeout`]
