@@ -10,7 +10,7 @@
 //! | `HEAD` of any of these | the same head, no body |
 //! | any other method or path | 404 |
 //! | a malformed head | 400, then close |
-//! | a head over 8 KiB or 64 fields | 431, then close |
+//! | a head over 8 KiB or 64 fields | 400 (the contract's answer to a bad request), then close |
 //!
 //! It is parsed by evloop's own HTTP code ([`crate::protocols::http::request`]),
 //! and answered on the reactor that owns the listener, between two of its
@@ -331,8 +331,9 @@ impl AdminStream {
         let request = match parse_request(data) {
             Ok(Parse::Partial) => return 0,
             Ok(Parse::Complete(request)) => request,
-            Err(HeadError::TooLarge) => return refuse(cx, "431 Request Header Fields Too Large"),
-            Err(_) => return refuse(cx, "400 Bad Request"),
+            // The contract answers every bad request with 400, an
+            // oversized head too (the file server's HTTP says 431).
+            Err(HeadError::TooLarge | HeadError::Malformed) => return refuse(cx, "400 Bad Request"),
         };
         let used = request.head_len;
         let keep_alive = request.keep_alive() && !request.has_body();
@@ -360,7 +361,16 @@ impl AdminStream {
             return used;
         };
         match &self.shards {
-            Some(shards) if route != Route::Page => {
+            _ if route == Route::Page => answer(
+                cx,
+                "200 OK",
+                content_type(route),
+                PAGE.as_bytes(),
+                head_only,
+                keep_alive,
+                request.version,
+            ),
+            Some(shards) => {
                 let shards = shards.clone();
                 self.gather(cx, &shards, route, (head_only, keep_alive, request.version));
             }

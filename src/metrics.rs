@@ -24,8 +24,15 @@
 //! fixed bounds anyway. A turn's duration is the time from the poll's
 //! return to the end of the turn: the work, without the wait.
 //!
-//! **The watchdog.** Every call into a handler is timed (two reads of the
-//! monotonic clock, a few tens of nanoseconds). One that runs longer than
+//! **The watchdog.** Every call into a handler is timed with two reads of
+//! the kernel's coarse monotonic clock (Linux's `CLOCK_MONOTONIC_COARSE`:
+//! a few nanoseconds each, read from the vDSO, advancing once a tick of
+//! 1 to 4 ms). A callback's time is so known to within a tick, which is
+//! what a watchdog for callbacks of milliseconds needs, and the precise
+//! clock's two reads per callback cost a measured 1.5 % of the CPU per
+//! echo request (`docs/benchmarks.md`). Summed over many callbacks, the
+//! ticks a callback happens to span are an unbiased sample of the time
+//! spent in callbacks ([`Snapshot::callback_time`]). One that runs longer than
 //! the threshold ([`DEFAULT_SLOW_CALLBACK`], 10 ms, set with
 //! [`Reactor::set_slow_callback`](crate::Reactor::set_slow_callback)) is
 //! counted, recorded, and logged at warn level once per *episode*: the
@@ -325,7 +332,9 @@ pub struct Snapshot {
     pub poll_time: Duration,
     /// Time spent in turns: from the poll's return to the turn's end.
     pub busy_time: Duration,
-    /// Of that, time spent in handlers' callbacks.
+    /// Of that, time spent in handlers' callbacks, measured with the
+    /// coarse clock (the ticks callbacks spanned: right on average over
+    /// many callbacks, not for one), while the watchdog is on.
     pub callback_time: Duration,
     /// Stream connections open now (accepted and outbound).
     pub connections_open: usize,
@@ -930,7 +939,9 @@ pub(crate) struct Watchdog {
 struct Episode {
     key: Option<Key>,
     callback: &'static str,
-    last: Instant,
+    /// The coarse clock ([`crate::sys::coarse_clock_ns`]) at its last
+    /// slow call, in nanoseconds.
+    last: u64,
     count: u64,
     worst: Duration,
 }
@@ -951,12 +962,12 @@ impl Watchdog {
         key: Option<Key>,
         callback: &'static str,
         took: Duration,
-        now: Instant,
+        now: u64,
     ) -> bool {
         if let Some(ep) = &mut self.episode {
             if ep.key == key
                 && ep.callback == callback
-                && now.saturating_duration_since(ep.last) < EPISODE_GAP
+                && Duration::from_nanos(now.saturating_sub(ep.last)) < EPISODE_GAP
             {
                 ep.last = now;
                 ep.count += 1;
@@ -1056,13 +1067,13 @@ mod tests {
     #[test]
     fn one_episode_per_source_and_callback_while_slow_calls_keep_coming() {
         let mut w = Watchdog::new();
-        let now = Instant::now();
+        let now = 1_000_000_000_u64; // the coarse clock, in nanoseconds
         let (a, b) = (Some(Key::new(1, 0)), Some(Key::new(2, 0)));
         let ms = Duration::from_millis(20);
         assert!(w.slow(a, "on_data", ms, now));
-        assert!(!w.slow(a, "on_data", ms, now + Duration::from_millis(500)));
-        assert!(w.slow(a, "on_timer", ms, now + Duration::from_millis(600)));
-        assert!(w.slow(b, "on_timer", ms, now + Duration::from_millis(700)));
-        assert!(w.slow(b, "on_timer", ms, now + Duration::from_secs(5)));
+        assert!(!w.slow(a, "on_data", ms, now + 500_000_000));
+        assert!(w.slow(a, "on_timer", ms, now + 600_000_000));
+        assert!(w.slow(b, "on_timer", ms, now + 700_000_000));
+        assert!(w.slow(b, "on_timer", ms, now + 5_000_000_000));
     }
 }

@@ -56,10 +56,13 @@ impl Core {
         counters.turn_durations.record(took);
     }
 
-    /// Before a callback: the time, if the watchdog is on.
+    /// Before a callback: the coarse clock, if the watchdog is on.
     #[inline]
-    pub(crate) fn callback_start(&self) -> Option<Instant> {
-        self.services.watchdog.threshold.map(|_| Instant::now())
+    pub(crate) fn callback_start(&self) -> Option<u64> {
+        self.services
+            .watchdog
+            .threshold
+            .map(|_| crate::sys::coarse_clock_ns())
     }
 
     /// After a callback that began at `started` ([`Core::callback_start`]):
@@ -67,17 +70,12 @@ impl Core {
     /// `key` is its source, `None` for the reactor's own timers, commands
     /// and hooks.
     #[inline]
-    pub(crate) fn callback_done(
-        &mut self,
-        started: Option<Instant>,
-        key: Option<Key>,
-        callback: &'static str,
-    ) {
+    pub(crate) fn callback_done(&mut self, started: Option<u64>, key: Option<Key>, callback: &'static str) {
         let (Some(started), Some(threshold)) = (started, self.services.watchdog.threshold) else {
             return;
         };
-        let now = Instant::now();
-        let took = now.saturating_duration_since(started);
+        let now = crate::sys::coarse_clock_ns();
+        let took = Duration::from_nanos(now.saturating_sub(started));
         self.services.counters.callback_ns += nanos(took);
         if took > threshold {
             self.slow_callback(key, callback, took, threshold, now);
@@ -92,7 +90,7 @@ impl Core {
         callback: &'static str,
         took: Duration,
         threshold: Duration,
-        now: Instant,
+        now: u64,
     ) {
         self.services.counters.slow_callbacks += 1;
         let micros = u32::try_from(took.as_micros()).unwrap_or(u32::MAX);

@@ -58,8 +58,11 @@ impl Reactor {
     /// Sets the watchdog's threshold: a callback that runs longer is
     /// counted and logged (default
     /// [`DEFAULT_SLOW_CALLBACK`](crate::metrics::DEFAULT_SLOW_CALLBACK),
-    /// 10 ms). `None` turns the watchdog off, and with it the timing of
-    /// callbacks ([`Snapshot::callback_time`] stays where it is).
+    /// 10 ms). Callbacks are timed with the kernel's coarse clock, so a
+    /// threshold is met to within a tick (1 to 4 ms on Linux): one below a
+    /// tick counts only callbacks that span a tick. `None` turns the
+    /// watchdog off, and with it the timing of callbacks
+    /// ([`Snapshot::callback_time`] stays where it is).
     pub fn set_slow_callback(&mut self, threshold: Option<Duration>) {
         self.core.services.watchdog.threshold = threshold;
     }
