@@ -696,9 +696,10 @@ pub(crate) fn set_cpu_affinity(_cpus: &[usize]) -> io::Result<()> {
 /// `CLOCK_MONOTONIC_COARSE`, which the vDSO reads from the last tick's
 /// time without touching the hardware counter (a fifth of the cost of
 /// `Instant::now` on the benchmark machine: 8 ns against 37), and which
-/// advances once a tick (1 to 10 ms, by the kernel's configuration). Elsewhere the precise monotonic
-/// clock. For the slow-callback watchdog, which times every callback and
-/// needs only to know which ones ran for milliseconds.
+/// advances once a tick (1 to 10 ms, by the kernel's configuration).
+/// Elsewhere the precise monotonic clock. For the slow-callback watchdog,
+/// which times every callback and needs only to know which ones ran for
+/// milliseconds.
 pub(crate) fn coarse_clock_ns() -> u64 {
     #[cfg(any(target_os = "linux", target_os = "android"))]
     const CLOCK: libc::clockid_t = libc::CLOCK_MONOTONIC_COARSE;
