@@ -27,7 +27,7 @@
 //! **The watchdog.** Every call into a handler is timed with two reads of
 //! the kernel's coarse monotonic clock (Linux's `CLOCK_MONOTONIC_COARSE`:
 //! a few nanoseconds each, read from the vDSO, advancing once a tick of
-//! 1 to 4 ms). A callback's time is so known to within a tick, which is
+//! 1 to 10 ms). A callback's time is so known to within a tick, which is
 //! what a watchdog for callbacks of milliseconds needs, and the precise
 //! clock's two reads per callback cost a measured 1.5 % of the CPU per
 //! echo request (`docs/benchmarks.md`). Summed over many callbacks, the

@@ -728,6 +728,47 @@ print(sorted(s["shard"] for s in d["shards"]), d["connections_total"], sorted(se
 }
 
 #[test]
+fn the_watchdog_and_the_recorder_follow_their_flags() {
+    let summary = r#"
+import json, sys
+s = json.load(sys.stdin)["shards"][0]
+print(s["slow_callback_ms"], s["trace_capacity"])
+"#;
+    let server = echo_with_admin(&[]);
+    let mut admin = AdminClient::connect(server.socket_addr("admin"));
+    assert_eq!(
+        python(python3(), summary, &admin.get("/stats").body),
+        "10.0 4096\n"
+    );
+    stop(server, admin);
+
+    let server = echo_with_admin(&["--slow-callback", "250", "--trace-events", "16"]);
+    let mut admin = AdminClient::connect(server.socket_addr("admin"));
+    assert_eq!(
+        python(python3(), summary, &admin.get("/stats").body),
+        "250.0 16\n"
+    );
+    // A ring of 16 keeps the last 16 events of all that happened.
+    let clients = echo_clients(server.socket_addr("tcp"), 10, 100);
+    assert_eq!(admin.get("/trace").text().lines().count(), 16);
+    hang_up(clients);
+    stop(server, admin);
+
+    let server = echo_with_admin(&["--slow-callback", "0", "--trace-events", "0"]);
+    let mut admin = AdminClient::connect(server.socket_addr("admin"));
+    let clients = echo_clients(server.socket_addr("tcp"), 2, 100);
+    assert_eq!(python(python3(), summary, &admin.get("/stats").body), "None 0\n");
+    assert_eq!(admin.get("/trace").body, b"", "no recorder, no events");
+    let metrics = metrics_with_open(&mut admin, 3);
+    assert!(
+        metrics.get("evloop_bytes_read_total", "0") >= 200,
+        "the counters count on"
+    );
+    hang_up(clients);
+    stop(server, admin);
+}
+
+#[test]
 fn chat_answers_metrics() {
     let server = ServerProcess::start("chat", &["--tcp", "127.0.0.1:0", "--admin", "127.0.0.1:0"], 2);
     let mut admin = AdminClient::connect(server.socket_addr("admin"));

@@ -133,12 +133,23 @@ pub struct AdminFlags {
     /// HTTP admin listener: /metrics, /stats, /trace and a live page at / (bind it to loopback)
     #[arg(long, value_name = "ADDR")]
     pub admin: Option<SocketAddr>,
+    /// Log and count callbacks that run longer than MS milliseconds (0: no watchdog)
+    #[arg(long, value_name = "MS", default_value = "10")]
+    pub slow_callback: u64,
+    /// Events each reactor's flight recorder keeps (0: no recorder)
+    #[arg(long, value_name = "N", default_value = "4096")]
+    pub trace_events: usize,
 }
 
 impl AdminFlags {
-    /// Binds the admin listener, if asked for, on shard 0 alone (the
-    /// other shards answer it by message), and announces it as `admin`.
+    /// Sets the watchdog and the flight recorder of `reactor` as the flags
+    /// say, then binds the admin listener, if asked for, on shard 0 alone
+    /// (the other shards answer it by message), and announces it as
+    /// `admin`.
     pub fn listen(&self, reactor: &mut Reactor, shards: Option<&Shards>) {
+        let threshold = (self.slow_callback > 0).then(|| Duration::from_millis(self.slow_callback));
+        reactor.set_slow_callback(threshold);
+        reactor.set_trace_capacity(self.trace_events);
         let Some(addr) = self.admin else { return };
         if shards.is_some_and(|s| s.id() != 0) {
             return;

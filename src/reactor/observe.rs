@@ -59,7 +59,7 @@ impl Reactor {
     /// counted and logged (default
     /// [`DEFAULT_SLOW_CALLBACK`](crate::metrics::DEFAULT_SLOW_CALLBACK),
     /// 10 ms). Callbacks are timed with the kernel's coarse clock, so a
-    /// threshold is met to within a tick (1 to 4 ms on Linux): one below a
+    /// threshold is met to within a tick (1 to 10 ms on Linux): one below a
     /// tick counts only callbacks that span a tick. `None` turns the
     /// watchdog off, and with it the timing of callbacks
     /// ([`Snapshot::callback_time`] stays where it is).
