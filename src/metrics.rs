@@ -28,9 +28,9 @@
 //! the kernel's coarse monotonic clock (Linux's `CLOCK_MONOTONIC_COARSE`:
 //! a few nanoseconds each, read from the vDSO, advancing once a tick of
 //! 1 to 10 ms). A callback's time is so known to within a tick, which is
-//! what a watchdog for callbacks of milliseconds needs, and the precise
-//! clock's two reads per callback cost a measured 1.5 % of the CPU per
-//! echo request (`docs/benchmarks.md`). Summed over many callbacks, the
+//! what a watchdog for callbacks of milliseconds needs, at a third of the
+//! precise clock's cost (10 ns a read against 32 on the benchmark
+//! machine, `docs/benchmarks.md`). Summed over many callbacks, the
 //! ticks a callback happens to span are an unbiased sample of the time
 //! spent in callbacks ([`Snapshot::callback_time`]). One that runs longer than
 //! the threshold ([`DEFAULT_SLOW_CALLBACK`], 10 ms, set with

@@ -694,8 +694,8 @@ pub(crate) fn set_cpu_affinity(_cpus: &[usize]) -> io::Result<()> {
 
 /// The kernel's coarse monotonic clock, in nanoseconds: on Linux
 /// `CLOCK_MONOTONIC_COARSE`, which the vDSO reads from the last tick's
-/// time without touching the hardware counter (a fifth of the cost of
-/// `Instant::now` on the benchmark machine: 8 ns against 37), and which
+/// time without touching the hardware counter (a third of the cost of
+/// `Instant::now` on the benchmark machine: 10 ns against 32), and which
 /// advances once a tick (1 to 10 ms, by the kernel's configuration).
 /// Elsewhere the precise monotonic clock. For the slow-callback watchdog,
 /// which times every callback and needs only to know which ones ran for

@@ -9,6 +9,7 @@ user would pick instead, measured in one run, on one machine, the same way.
     tools/bench/run.py shards [--duration SECS]   # ~1.5 min: two cores for the server, nothing pinned
     tools/bench/run.py tls    [--duration SECS]   # ~1.5 min (+ a 1 GiB file once): files, echo, idle over TLS
     tools/bench/run.py proxy  [--requests N]      # ~1 min: TCP proxy in front of redis-server, beside HAProxy
+    tools/bench/run.py overhead [--rounds N] [--base DIR]  # ~6 min: what the counters, watchdog and recorder cost
 
 Common flags: --rows a,b (only these rows), --examples DIR (the evloop
 build to measure, default target/release/examples), --server NAME=CMD
@@ -1236,8 +1237,201 @@ def scenario_proxy(args, record):
     sys.stdout.flush()
 
 
+def overhead_rows(args):
+    """The echo server as built, with the watchdog and the recorder off
+    (the counters stay: they are plain integers and cannot be turned
+    off), and, with --base DIR, the echo of another build."""
+    ex = args.examples
+    rows = [("evloop", [f"{ex}/echo", "--tcp", "127.0.0.1:0"]),
+            ("evloop_counters_only", [f"{ex}/echo", "--tcp", "127.0.0.1:0", "--slow-callback", "0",
+                                      "--trace-events", "0"])]
+    if args.base:
+        rows.append(("evloop_base", [f"{os.path.abspath(args.base)}/echo", "--tcp", "127.0.0.1:0"]))
+    rows += [(name, [*cmd.split(), "--tcp", "127.0.0.1:0"]) for name, cmd in args.server]
+    return [(name, argv) for name, argv in rows if selected(args, name)]
+
+
+def median(values):
+    values = sorted(values)
+    if not values:
+        return None
+    mid = len(values) // 2
+    return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
+
+
+def print_rounds(title, rows, key, unit, refs, spec=".3f"):
+    """One table of `key` over rounds: median, min, max per row, and the
+    median's ratio over each row named in `refs`."""
+    results = {name: [r[key] for r in runs if r.get("ok") and r.get(key) is not None]
+               for name, runs in rows.items()}
+    meds = {name: median(v) for name, v in results.items()}
+    refs = [r for r in refs if meds.get(r)]
+    head = ["server", f"median {unit}", "min", "max", "rounds", *(f"vs {r}" for r in refs)]
+    body = []
+    for name, values in results.items():
+        ratios = [fmt(meds[name] / meds[r], ".3f") if meds[name] else "-" for r in refs]
+        body.append([name, fmt(meds[name], spec), fmt(min(values, default=None), spec),
+                     fmt(max(values, default=None), spec), str(len(values)), *ratios])
+    widths = [max(len(str(x)) for x in col) for col in zip(head, *body)]
+    print(f"\n### {title}\n")
+    print("| " + " | ".join(h.ljust(w) for h, w in zip(head, widths)) + " |")
+    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    for line in body:
+        print("| " + " | ".join(str(c).ljust(w) for c, w in zip(line, widths)) + " |")
+    print("\n(lower is better)")
+    sys.stdout.flush()
+
+
+def print_paired(rows, key, refs):
+    """Each row over each reference row within the same round (the rows of
+    a round run back to back, so the machine's drift between rounds
+    cancels): the median of those ratios and its spread."""
+    for ref in refs:
+        for name, runs in rows.items():
+            if name == ref or ref not in rows:
+                continue
+            ratios = sorted(a[key] / b[key] for a, b in zip(runs, rows[ref])
+                            if a.get("ok") and b.get("ok") and a.get(key) and b.get(key))
+            if not ratios:
+                continue
+            mean = sum(ratios) / len(ratios)
+            spread = (sum((r - mean) ** 2 for r in ratios) / max(len(ratios) - 1, 1)) ** 0.5
+            print(f"{name} ÷ {ref}, round by round: median {median(ratios):.3f}, mean {mean:.3f} "
+                  f"± {spread / len(ratios) ** 0.5:.3f} (standard error, {len(ratios)} rounds)")
+    sys.stdout.flush()
+
+
+def http_get(sock, path):
+    """One GET on a keep-alive connection; the body's length."""
+    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: bench\r\n\r\n".encode())
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("admin closed")
+        buf += chunk
+    head, body = buf.split(b"\r\n\r\n", 1)
+    length = next(int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
+                  if line.lower().startswith(b"content-length:"))
+    while len(body) < length:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("admin closed")
+        body += chunk
+    return body
+
+
+def scrape_times(args, record, conns):
+    """Times /metrics and /stats on an echo server that holds `conns`
+    idle connections (loadgen idle, held open meanwhile)."""
+    scrapes = 20 if args.quick else 200
+    server = Server("evloop", [f"{args.examples}/echo", "--tcp", "127.0.0.1:0", "--admin", "127.0.0.1:0"],
+                    ["tcp", "admin"])
+    failure = server.start()
+    result = {"row": "evloop", "scenario": "overhead", "table": f"scrape at {conns} conns", "conns": conns}
+    if failure:
+        result.update(ok=False, failure=failure)
+        record(result)
+        return result
+    hold = 30
+    load = subprocess.Popen(["taskset", "-c", CLIENT_CPU, LOADGEN, "idle", "--tcp", server.addrs["tcp"],
+                             "--conns", str(conns), "--hold", str(hold), "--pid", str(server.proc.pid)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        host, port = server.addrs["admin"].rsplit(":", 1)
+        sock = socket.create_connection((host, int(port)), timeout=10)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        deadline = time.monotonic() + hold / 2
+        open_now = 0
+        while time.monotonic() < deadline:
+            body = http_get(sock, "/metrics").decode()
+            open_now = sum(int(float(line.rsplit(" ", 1)[1])) for line in body.splitlines()
+                           if line.startswith("evloop_connections_open{"))
+            if open_now >= conns + 1:
+                break
+            time.sleep(0.05)
+        if open_now < conns + 1:
+            result.update(ok=False, failure=f"{open_now} connections open, not {conns + 1}")
+        else:
+            for path, name in (("/metrics", "metrics"), ("/stats", "stats")):
+                took, size = [], 0
+                for _ in range(scrapes):
+                    t0 = time.perf_counter()
+                    size = len(http_get(sock, path))
+                    took.append((time.perf_counter() - t0) * 1e3)
+                took.sort()
+                result.update({f"{name}_p50_ms": took[len(took) // 2],
+                               f"{name}_p99_ms": took[min(len(took) - 1, int(len(took) * 0.99))],
+                               f"{name}_max_ms": took[-1], f"{name}_bytes": size})
+            result["ok"] = True
+        sock.close()
+    finally:
+        load.terminate()
+        try:
+            load.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            load.kill()
+            load.communicate()
+        server.stop()
+    record(result)
+    return result
+
+
+def scenario_overhead(args, record):
+    """What seeing inside the loop costs: echo paced at 50,000 req/s and
+    idle connections, the server as built (counters, watchdog, recorder)
+    beside the same build with the watchdog and recorder off and, with
+    --base DIR, a build from before the counters; rounds alternate the
+    rows, and each table gives medians. Then /metrics and /stats timed
+    against 10,000 connections."""
+    warmup = 0.2 if args.quick else 1
+    duration = args.duration or (1 if args.quick else 5)
+    rounds = args.rounds or (1 if args.quick else 10)
+    rate = 5000 if args.quick else 50000
+    conns = args.conns or (1000 if args.quick else 10000)
+    rows = overhead_rows(args)
+    refs = ["evloop_counters_only", "evloop_base"]
+    paced = {name: [] for name, _ in rows}
+    idle = {name: [] for name, _ in rows}
+    title = f"echo 64 B, 100 conns, paced at {rate:,} req/s: server CPU per request"
+    for n in range(rounds):
+        # Each round starts from a different row, so that no row always
+        # runs first (or last) after a pause.
+        order = rows[n % len(rows):] + rows[:n % len(rows)]
+        for name, argv in order:
+            def load(addrs, pids):
+                return ["echo", "--tcp", addrs["tcp"], "--conns", "100", "--size", "64", "--depth", "1",
+                        "--duration", str(duration), "--warmup", str(warmup), "--rate", str(rate),
+                        "--pid", pids]
+            paced[name].append(measure(args, "overhead", title, Server(name, argv, ["tcp"]), load, record,
+                                       timeout=duration + 60))
+    print_rounds(title, paced, "server_us_per_req", "µs/req", refs)
+    print_paired(paced, "server_us_per_req", refs)
+    idle_rounds = 1 if args.quick else 3
+    for n in range(idle_rounds):
+        order = rows[n % len(rows):] + rows[:n % len(rows)]
+        for name, argv in order:
+            idle[name].append(measure(args, "overhead", f"{conns} idle conns", Server(name, argv, ["tcp"]),
+                                      lambda addrs, pids: ["idle", "--tcp", addrs["tcp"], "--conns",
+                                                           str(conns), "--hold", "1" if args.quick else "2",
+                                                           "--pid", pids],
+                                      record, timeout=120))
+    print_rounds(f"{conns} idle conns: server bytes per connection", idle, "bytes_per_conn", "B/conn", refs, ",")
+    if selected(args, "evloop"):
+        r = scrape_times(args, record, conns)
+        if r.get("ok"):
+            print(f"\n### admin port at {conns} idle connections\n")
+            print("| path | p50 ms | p99 ms | max ms | bytes |")
+            print("|------|--------|--------|--------|-------|")
+            for name in ("metrics", "stats"):
+                print(f"| /{name} | {r[name + '_p50_ms']:.2f} | {r[name + '_p99_ms']:.2f} | "
+                      f"{r[name + '_max_ms']:.2f} | {r[name + '_bytes']:,} |")
+            sys.stdout.flush()
+
+
 SCENARIOS = {"echo": scenario_echo, "idle": scenario_idle, "files": scenario_files, "chat": scenario_chat,
-             "shards": scenario_shards, "tls": scenario_tls, "proxy": scenario_proxy}
+             "shards": scenario_shards, "tls": scenario_tls, "proxy": scenario_proxy,
+             "overhead": scenario_overhead}
 
 
 def main():
@@ -1245,11 +1439,13 @@ def main():
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("scenario", choices=sorted(SCENARIOS))
     parser.add_argument("--duration", type=float, help="measured seconds per row (default 5; --quick 1)")
-    parser.add_argument("--conns", type=int, help="idle, tls: idle connections (default 10000); "
+    parser.add_argument("--conns", type=int, help="idle, tls, overhead: idle connections (default 10000); "
                         "shards: of the closed-loop echo (default 1000)")
     parser.add_argument("--requests", type=int, help="proxy: redis-benchmark -n, requests per test "
                         "(default 100000; --quick 10000)")
     parser.add_argument("--rows", type=lambda s: s.split(","), help="only these rows, comma-separated")
+    parser.add_argument("--rounds", type=int, help="overhead: rounds of the paced table (default 10; --quick 1)")
+    parser.add_argument("--base", metavar="DIR", help="overhead: the examples of another build, one more row")
     parser.add_argument("--examples", default=os.path.join(ROOT, "target", "release", "examples"),
                         help="the evloop build whose examples are measured")
     parser.add_argument("--server", action="append", default=[], type=lambda s: s.split("=", 1),
