@@ -754,6 +754,16 @@ def fmt(value, spec=""):
     return format(value, spec)
 
 
+def print_markdown(title, head, body):
+    """A titled markdown table, its columns padded to line up."""
+    widths = [max(len(str(x)) for x in col) for col in zip(head, *body)]
+    print(f"\n### {title}\n")
+    print("| " + " | ".join(h.ljust(w) for h, w in zip(head, widths)) + " |")
+    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    for line in body:
+        print("| " + " | ".join(str(c).ljust(w) for c, w in zip(line, widths)) + " |")
+
+
 def print_table(title, columns, rows, ref_name, ratio_key, lower_is_better=False):
     """One markdown table. `columns` are (heading, key, format); the ratio
     column is each row's `ratio_key` over the reference row's."""
@@ -769,12 +779,7 @@ def print_table(title, columns, rows, ref_name, ratio_key, lower_is_better=False
             ratio = r[ratio_key] / ref[ratio_key]
         cells = [fmt(r.get(key), spec) for _, key, spec in columns]
         body.append([r["row"], *cells, fmt(ratio, ".2f"), "yes" if r.get("ok") else "NO"])
-    widths = [max(len(str(x)) for x in col) for col in zip(head, *body)]
-    print(f"\n### {title}\n")
-    print("| " + " | ".join(h.ljust(w) for h, w in zip(head, widths)) + " |")
-    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    for line in body:
-        print("| " + " | ".join(str(c).ljust(w) for c, w in zip(line, widths)) + " |")
+    print_markdown(title, head, body)
     if lower_is_better:
         print(f"\n(ratio on {ratio_key}: lower is better)")
     sys.stdout.flush()
@@ -1272,12 +1277,7 @@ def print_rounds(title, rows, key, unit, refs, spec=".3f"):
         ratios = [fmt(meds[name] / meds[r], ".3f") if meds[name] else "-" for r in refs]
         body.append([name, fmt(meds[name], spec), fmt(min(values, default=None), spec),
                      fmt(max(values, default=None), spec), str(len(values)), *ratios])
-    widths = [max(len(str(x)) for x in col) for col in zip(head, *body)]
-    print(f"\n### {title}\n")
-    print("| " + " | ".join(h.ljust(w) for h, w in zip(head, widths)) + " |")
-    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    for line in body:
-        print("| " + " | ".join(str(c).ljust(w) for c, w in zip(line, widths)) + " |")
+    print_markdown(title, head, body)
     print("\n(lower is better)")
     sys.stdout.flush()
 
@@ -1366,12 +1366,8 @@ def scrape_times(args, record, conns):
             result["ok"] = True
         sock.close()
     finally:
-        load.terminate()
-        try:
-            load.communicate(timeout=10)
-        except subprocess.TimeoutExpired:
-            load.kill()
-            load.communicate()
+        load.kill()
+        load.communicate()
         server.stop()
     record(result)
     return result
