@@ -100,7 +100,7 @@ fn main() -> ExitCode {
                     binder.tcp(reactor, "tls", addr, options, chat.clone());
                 }
             }
-            flags.admin.listen(reactor, Some(shards));
+            flags.admin.apply(reactor, Some(shards));
             Ok(())
         },
     )

@@ -79,7 +79,7 @@ fn main() -> ExitCode {
     common::bind_or_exit(&mut reactor, "tcp", bound);
     let bound = reactor.listen_tcp_with(flags.http, HttpServer::listener_options(), http);
     common::bind_or_exit(&mut reactor, "http", bound);
-    flags.admin.listen(&mut reactor, None);
+    flags.admin.apply(&mut reactor, None);
 
     common::serve(reactor)
 }

@@ -88,7 +88,7 @@ fn main() -> ExitCode {
                     binder.tcp(reactor, "tls", addr, options, |_: &Addr| Echo);
                 }
             }
-            flags.admin.listen(reactor, Some(shards));
+            flags.admin.apply(reactor, Some(shards));
             Ok(())
         },
     )

@@ -158,7 +158,7 @@ fn main() -> ExitCode {
                     binder.tcp(reactor, "https", addr, options, http.clone());
                 }
             }
-            flags.admin.listen(reactor, Some(shards));
+            flags.admin.apply(reactor, Some(shards));
             Ok(())
         },
     )

@@ -360,34 +360,28 @@ impl AdminStream {
             );
             return used;
         };
-        match &self.shards {
-            _ if route == Route::Page => answer(
-                cx,
-                "200 OK",
-                content_type(route),
-                PAGE.as_bytes(),
-                head_only,
-                keep_alive,
-                request.version,
-            ),
-            Some(shards) => {
-                let shards = shards.clone();
+        if route != Route::Page {
+            if let Some(shards) = self.shards.clone() {
                 self.gather(cx, &shards, route, (head_only, keep_alive, request.version));
-            }
-            _ => {
-                let part = Part::of(route, &*cx);
-                let body = render(route, &mut [Some(part)]);
-                answer(
-                    cx,
-                    "200 OK",
-                    content_type(route),
-                    &body,
-                    head_only,
-                    keep_alive,
-                    request.version,
-                );
+                return used;
             }
         }
+        let rendered;
+        let body = if route == Route::Page {
+            PAGE.as_bytes()
+        } else {
+            rendered = render(route, &mut [Some(Part::of(route, &*cx))]);
+            &rendered[..]
+        };
+        answer(
+            cx,
+            "200 OK",
+            content_type(route),
+            body,
+            head_only,
+            keep_alive,
+            request.version,
+        );
         used
     }
 

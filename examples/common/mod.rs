@@ -127,7 +127,8 @@ impl TlsFlags {
     }
 }
 
-/// `--admin ADDR`: the loop's own view over HTTP ([`evloop::admin`]).
+/// `--admin ADDR`, `--slow-callback MS`, `--trace-events N`: the loop's own
+/// view over HTTP ([`evloop::admin`]), the watchdog and the flight recorder.
 #[derive(Args, Debug)]
 pub struct AdminFlags {
     /// HTTP admin listener: /metrics, /stats, /trace and a live page at / (bind it to loopback)
@@ -146,7 +147,7 @@ impl AdminFlags {
     /// say, then binds the admin listener, if asked for, on shard 0 alone
     /// (the other shards answer it by message), and announces it as
     /// `admin`.
-    pub fn listen(&self, reactor: &mut Reactor, shards: Option<&Shards>) {
+    pub fn apply(&self, reactor: &mut Reactor, shards: Option<&Shards>) {
         let threshold = (self.slow_callback > 0).then(|| Duration::from_millis(self.slow_callback));
         reactor.set_slow_callback(threshold);
         reactor.set_trace_capacity(self.trace_events);

@@ -75,10 +75,10 @@ impl Core {
             return;
         };
         let now = crate::sys::coarse_clock_ns();
-        let took = Duration::from_nanos(now.saturating_sub(started));
-        self.services.counters.callback_ns += nanos(took);
-        if took > threshold {
-            self.slow_callback(key, callback, took, threshold, now);
+        let took = now.saturating_sub(started);
+        self.services.counters.callback_ns += took;
+        if took > nanos(threshold) {
+            self.slow_callback(key, callback, Duration::from_nanos(took), threshold, now);
         }
     }
 
