@@ -769,6 +769,21 @@ print(s["slow_callback_ms"], s["trace_capacity"])
 }
 
 #[test]
+fn an_admin_address_in_use_is_one_line_naming_it() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("addr").to_string();
+    let out = Command::new(example_path("echo"))
+        .args(["--tcp", "127.0.0.1:0", "--admin", &addr])
+        .output()
+        .expect("run");
+    assert_ne!(out.status.code(), Some(0));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains(&addr), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
 fn chat_answers_metrics() {
     let server = ServerProcess::start("chat", &["--tcp", "127.0.0.1:0", "--admin", "127.0.0.1:0"], 2);
     let mut admin = AdminClient::connect(server.socket_addr("admin"));
