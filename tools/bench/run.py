@@ -1353,6 +1353,8 @@ def scrape_times(args, record, conns):
         if open_now < conns + 1:
             result.update(ok=False, failure=f"{open_now} connections open, not {conns + 1}")
         else:
+            skip = {server.proc.pid, load.pid, os.getpid()}
+            before, t0 = process_ticks(), time.monotonic()
             for path, name in (("/metrics", "metrics"), ("/stats", "stats")):
                 took, size = [], 0
                 for _ in range(scrapes):
@@ -1363,6 +1365,9 @@ def scrape_times(args, record, conns):
                 result.update({f"{name}_p50_ms": took[len(took) // 2],
                                f"{name}_p99_ms": took[min(len(took) - 1, int(len(took) * 0.99))],
                                f"{name}_max_ms": took[-1], f"{name}_bytes": size})
+            after, t1 = process_ticks(), time.monotonic()
+            ticks = sum(n - before.get(pid, 0) for pid, n in after.items() if pid not in skip)
+            result["other_procs_cpu"] = round(ticks / os.sysconf("SC_CLK_TCK") / max(t1 - t0, 1e-3), 3)
             result["ok"] = True
         sock.close()
     finally:
@@ -1416,12 +1421,12 @@ def scenario_overhead(args, record):
     if selected(args, "evloop"):
         r = scrape_times(args, record, conns)
         if r.get("ok"):
-            print(f"\n### admin port at {conns} idle connections\n")
-            print("| path | p50 ms | p99 ms | max ms | bytes |")
-            print("|------|--------|--------|--------|-------|")
-            for name in ("metrics", "stats"):
-                print(f"| /{name} | {r[name + '_p50_ms']:.2f} | {r[name + '_p99_ms']:.2f} | "
-                      f"{r[name + '_max_ms']:.2f} | {r[name + '_bytes']:,} |")
+            print_markdown(f"admin port at {conns} idle connections",
+                           ["path", "p50 ms", "p99 ms", "max ms", "bytes"],
+                           [[f"/{name}", f"{r[name + '_p50_ms']:.2f}", f"{r[name + '_p99_ms']:.2f}",
+                             f"{r[name + '_max_ms']:.2f}", f"{r[name + '_bytes']:,}"]
+                            for name in ("metrics", "stats")])
+            print(f"\nother procs meanwhile: {r['other_procs_cpu']:.3f} cores")
             sys.stdout.flush()
 
 
