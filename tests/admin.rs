@@ -772,15 +772,7 @@ print(s["slow_callback_ms"], s["trace_capacity"])
 fn an_admin_address_in_use_is_one_line_naming_it() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = taken.local_addr().expect("addr").to_string();
-    let out = Command::new(example_path("echo"))
-        .args(["--tcp", "127.0.0.1:0", "--admin", &addr])
-        .output()
-        .expect("run");
-    assert_ne!(out.status.code(), Some(0));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
-    assert!(stderr.contains(&addr), "{stderr}");
-    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_taken_address_is_one_line("echo", &["--tcp", "127.0.0.1:0", "--admin", &addr], &addr);
 }
 
 #[test]

@@ -239,6 +239,22 @@ pub fn tool_path(name: &str) -> std::path::PathBuf {
     path
 }
 
+/// Runs example `program` with `args`, one of which binds `taken`, an
+/// address already in use: the contract's answer is a non-zero exit and
+/// one line on stderr naming the address, with no panic.
+#[track_caller]
+pub fn assert_taken_address_is_one_line(program: &str, args: &[&str], taken: &str) {
+    let out = std::process::Command::new(example_path(program))
+        .args(args)
+        .output()
+        .expect("run");
+    assert_ne!(out.status.code(), Some(0));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains(taken), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
 /// The path of an example binary built by the same `cargo test` run
 /// (`cargo test` builds every example; after editing one, a narrower
 /// `cargo test --test X` may need `cargo build --examples` first).
