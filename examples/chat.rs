@@ -4,7 +4,7 @@
 //! chat [--tcp ADDR]... [--udp ADDR]... [--max-line BYTES] [--max-outbuf BYTES]
 //!      [--max-clients N] [--idle-timeout SECS] [--shutdown-timeout SECS]
 //!      [--threads N [--balance]] [--tls ADDR]... [--cert PEM --key PEM]
-//!      [--handshake-timeout SECS] [--admin ADDR]
+//!      [--handshake-timeout SECS] [--admin ADDR] [--redis ADDR [--room NAME]]
 //! ```
 //! With no listener flag: `--tcp 127.0.0.1:7100`. `--tls ADDR` is one
 //! more way into the same room: TCP with TLS (`evloop::tls`), announced
@@ -16,6 +16,12 @@
 //! (`SO_REUSEPORT`) and the room is still one room: one registry of nicks,
 //! `--max-clients` counted over the whole room, each line sent once to
 //! each other reactor (`Chat::sharded`).
+//!
+//! With `--redis ADDR`, chat servers that share a Redis server and a
+//! `--room` name are one room (`Chat::over_redis`): joins, leaves, renames
+//! and lines cross between them, `/who` lists every member, nicks are
+//! unique in the whole room. With `--threads N` as well, each reactor
+//! joins the room as a server of its own.
 
 mod common;
 
@@ -24,7 +30,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use evloop::protocols::chat::{Chat, ChatConfig, SharedRoom};
+use evloop::protocols::chat::{is_valid_room, Chat, ChatConfig, SharedRoom};
 
 /// Chat server: every line goes to every other member of the room.
 #[derive(Parser)]
@@ -65,6 +71,21 @@ struct Flags {
     /// Hand each new TCP connection to the reactor holding the fewest (evloop extension)
     #[arg(long)]
     balance: bool,
+    /// Redis server (IP:PORT) through which chat servers share one room
+    #[arg(long, value_name = "ADDR")]
+    redis: Option<SocketAddr>,
+    /// The room's name among the Redis server's rooms (1 to 64 of A-Z a-z 0-9 _ - . :)
+    #[arg(long, value_name = "NAME", default_value = "evloop", requires = "redis", value_parser = room_name)]
+    room: String,
+}
+
+/// A `--room` value: a name [`is_valid_room`] allows.
+fn room_name(text: &str) -> Result<String, String> {
+    if is_valid_room(text) {
+        Ok(text.to_owned())
+    } else {
+        Err("a room name is 1 to 64 of A-Z a-z 0-9 _ - . :".to_owned())
+    }
 }
 
 fn main() -> ExitCode {
@@ -87,7 +108,10 @@ fn main() -> ExitCode {
         flags.shutdown_timeout,
         |reactor, shards, binder| {
             binder.balance(flags.balance);
-            let chat = Chat::sharded(config.clone(), shards, &shared);
+            let chat = match flags.redis {
+                Some(redis) => Chat::over_redis(reactor, config.clone(), redis, &flags.room),
+                None => Chat::sharded(config.clone(), shards, &shared),
+            };
             for &addr in &flags.tcp {
                 binder.tcp(reactor, "tcp", addr, chat.listener_options(), chat.clone());
             }

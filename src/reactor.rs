@@ -749,6 +749,17 @@ impl Reactor {
         sent
     }
 
+    /// Resumes delivering input to connection `key`'s handler, as
+    /// [`SourceRef::resume_reading`](crate::SourceRef::resume_reading)
+    /// does from a callback: what arrived meanwhile comes first. Returns
+    /// `false` if it is not an open connection.
+    pub fn resume_reading(&mut self, key: Key) -> bool {
+        let open = self.core.stream_ref(key).is_some();
+        self.core.set_read_paused(key, false);
+        self.core.run_deferred();
+        open
+    }
+
     /// Closes a source: a connection after flushing, anything else at once.
     pub fn close(&mut self, key: Key) {
         self.core.close_source(key);

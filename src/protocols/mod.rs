@@ -9,6 +9,7 @@
 //! | [`file`](mod@file) | file streaming over plain TCP: a name in, the file's bytes out |
 //! | [`http`] | HTTP/1.1 building blocks: request heads, ranges, dates, content types, listings |
 //! | [`path`] | confining requested names to a served directory |
+//! | [`redis`] | a Redis client: pipelined commands, pub/sub, reconnection with backoff |
 
 pub mod body;
 pub mod chat;
@@ -16,3 +17,4 @@ pub mod echo;
 pub mod file;
 pub mod http;
 pub mod path;
+pub mod redis;

@@ -13,6 +13,7 @@ use evloop::{Handle, Reactor};
 pub mod chat;
 pub mod http;
 pub mod loadgen;
+pub mod redis;
 pub mod tls;
 
 /// How long any single blocking step of a test may take before it fails.

@@ -9,6 +9,7 @@ user would pick instead, measured in one run, on one machine, the same way.
     tools/bench/run.py shards [--duration SECS]   # ~1.5 min: two cores for the server, nothing pinned
     tools/bench/run.py tls    [--duration SECS]   # ~1.5 min (+ a 1 GiB file once): files, echo, idle over TLS
     tools/bench/run.py proxy  [--requests N]      # ~1 min: TCP proxy in front of redis-server, beside HAProxy
+    tools/bench/run.py redis_chat [--duration SECS]  # ~30 s: one chat room over two servers and Redis
     tools/bench/run.py overhead [--rounds N] [--base DIR]  # ~6 min: what the counters, watchdog and recorder cost
 
 Common flags: --rows a,b (only these rows), --examples DIR (the evloop
@@ -25,14 +26,16 @@ What one run does:
    -O2). It installs gcc, nginx and openssl with apt-get when they are
    missing (files and tls need nginx; tls needs the openssl CLI for its
    self-signed certificate; proxy needs redis-server, redis-tools and
-   haproxy); `perf`, when present, adds the `sys/req` column.
+   haproxy; redis_chat needs redis-server); `perf`, when present, adds
+   the `sys/req` column.
 2. For each row: waits (up to 60 s) until the machine is quiet, starts
    the server pinned to CPU 0 (`taskset -c 0`) on a 127.0.0.1:0 port,
    reads its port from its announce line (`listening tcp ADDR`; `tls` or
    `https` for the TLS listeners), runs tools/loadgen pinned to CPU 1,
    and stops the server by its PID (SIGTERM; SIGKILL after 5 s). Every
    server starts afresh for every table. (proxy: the proxy under test on
-   CPU 0, redis-server and redis-benchmark on CPU 1.)
+   CPU 0, redis-server and redis-benchmark on CPU 1; redis_chat: both chat
+   servers on CPU 0, redis-server and loadgen on CPU 1.)
 3. Prints one markdown table per scenario, with a ratio column over the
    reference row, and appends each loadgen JSON line (with the row's name,
    the command and the quiet wait added) to
@@ -119,6 +122,8 @@ def build(args, scenario):
                  if not have(cmd)]
         if haproxy_path() is None:
             need.append("haproxy")
+    if scenario == "redis_chat" and not have("redis-server"):
+        need.append("redis-server")
     if need and not args.no_install:
         apt_install(need)
     if args.no_build:
@@ -1242,6 +1247,298 @@ def scenario_proxy(args, record):
     sys.stdout.flush()
 
 
+# ----------------------------------------------------- chat over Redis
+
+
+ROOM = "bench"
+
+
+def log_text(server):
+    """What `server` wrote to stderr so far. pread, not seek and read: the
+    file's offset is shared with the child, whose writes it places."""
+    fd = server.err.fileno()
+    size = os.fstat(fd).st_size
+    return os.pread(fd, size, 0).decode(errors="replace") if size else ""
+
+
+def wait_in_room(servers, room, timeout):
+    """Waits until every server has logged that it is in the room over
+    Redis (`chat: in room NAME over Redis at ADDR`, RUST_LOG=info); None,
+    or why not."""
+    deadline = time.monotonic() + timeout
+    want = f"chat: in room {room} over Redis at "
+    while True:
+        waiting = [s for s in servers if want not in log_text(s)]
+        if not waiting:
+            return None
+        for s in waiting:
+            if s.proc.poll() is not None:
+                return f"{s.name} exited ({s.proc.returncode}): {s.first_err_line()}"
+        if time.monotonic() > deadline:
+            return f"{', '.join(s.name for s in waiting)}: no '{want.strip()}' line within {timeout:.0f} s"
+        time.sleep(0.05)
+
+
+class ChatProbe:
+    """One member of a chat server, read line by line with a timeout."""
+
+    def __init__(self, addr, timeout):
+        host, port = addr.rsplit(":", 1)
+        self.sock = socket.create_connection((host, int(port)), timeout=timeout)
+        self.buf = b""
+        welcome = self.line(time.monotonic() + timeout)
+        if not welcome.startswith("* welcome "):
+            raise OSError(f"{addr}: {welcome!r}, not a welcome")
+        self.nick = welcome[len("* welcome "):]
+
+    def line(self, deadline):
+        while b"\n" not in self.buf:
+            self.sock.settimeout(max(deadline - time.monotonic(), 0.01))
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise OSError("closed by the server")
+            self.buf += chunk
+        line, self.buf = self.buf.split(b"\n", 1)
+        return line.decode(errors="replace").rstrip("\r")
+
+    def who(self, deadline):
+        """The nicks of one `/who` answer (notices before it skipped)."""
+        self.sock.sendall(b"/who\n")
+        while True:
+            line = self.line(deadline)
+            if line.startswith("* online:"):
+                return line[len("* online:"):].split()
+
+    def close(self):
+        try:
+            self.sock.sendall(b"/quit\n")
+        except OSError:
+            pass
+        self.sock.close()
+
+
+def probe_room(addrs, timeout):
+    """A member on each server, each polling `/who` until it lists the
+    other's member: lines and notices do cross between the servers. None,
+    or why not."""
+    deadline = time.monotonic() + timeout
+    probes = []
+    try:
+        probes = [ChatProbe(addr, timeout) for addr in addrs]
+        for probe in probes:
+            others = {p.nick for p in probes if p is not probe}
+            while True:
+                seen = set(probe.who(deadline))
+                if others <= seen:
+                    break
+                if time.monotonic() > deadline:
+                    return f"/who on one server never listed the other's member ({sorted(others - seen)})"
+                time.sleep(0.05)
+        return None
+    except OSError as err:
+        return f"probe: {err}"
+    finally:
+        for probe in probes:
+            probe.close()
+
+
+def scenario_redis_chat(args, record):
+    """One chat room over two evloop chat servers and Redis: `chat --tcp
+    127.0.0.1:0 --redis ADDR --room bench` twice, sharing one redis-server.
+    loadgen spreads 1000 receivers and 10 senders (200 lines/s in all) over
+    the two servers in turn (505 members each), and splits every delivery
+    into *within one server* (the receiver is on its sender's server) and
+    *across servers*; every line must reach every other member on both.
+    Target: p99 across <= 2 x p99 within. `--quick`: 100 receivers, 50
+    lines/s, 1 s.
+
+    Pinning, as in proxy: the servers under test (both chat servers) on
+    the server CPU, redis-server and loadgen on the client CPU. A line
+    across therefore waits for its own server's turn, Redis, and the other
+    server's turn on the same core: the two servers compete for CPU 0 as
+    two machines would not.
+
+    Readiness: each server is started with RUST_LOG=info and must log
+    `chat: in room bench over Redis at ADDR`; then a member on each
+    polls `/who` until it lists the other's member. CPU: loadgen reads
+    each process's CPU time (schedstat) over its sending window
+    (`server_cpu_each`): `µs/line` is that time per line sent, which for
+    redis-server is its cost per line published, its upkeep of the room
+    meanwhile included (each server refreshes its nicks and presence every
+    second). The record's `server_cpu` and `server_us_per_line` sum all
+    three processes; `chat_a_*`, `chat_b_*` and `redis_*` are each alone."""
+    if not have("redis-server"):
+        sys.exit("run.py: redis_chat needs redis-server (apt-get install redis-server)")
+    duration = args.duration or (1 if args.quick else 5)
+    receivers, senders, rate = (100, 10, 50) if args.quick else (1000, 10, 200)
+    title = (f"chat over Redis: 2 servers, {receivers} receivers + {senders} senders, "
+             f"{rate} lines/s")
+    quiet = wait_quiet(limit=args.quiet_limit)
+    if quiet is None:
+        log(f"run.py: the machine was not quiet for {args.quiet_limit:.0f} s; measuring anyway")
+    result = {"row": "evloop", "scenario": "redis_chat", "table": title, "quiet_wait_s": quiet,
+              "room": ROOM}
+    with tempfile.TemporaryDirectory(prefix="evloop-bench-redis-chat-") as work:
+        redis = Redis(work, CLIENT_CPU)
+        result["redis_cmd"] = redis.argv
+        failure = redis.start()
+        if failure:
+            result.update(ok=False, failure=failure)
+            record(result)
+            print_redis_chat(title, result)
+            return
+        servers = []
+        try:
+            for name in ("chat_a", "chat_b"):
+                argv = ["env", "RUST_LOG=info", f"{args.examples}/chat", "--tcp", "127.0.0.1:0",
+                        "--redis", redis.addrs["tcp"], "--room", ROOM]
+                servers.append(Server(name, argv, ["tcp"]))
+            result["server_cmd"] = [s.argv for s in servers]
+            for server in servers:
+                failure = server.start()
+                if failure:
+                    break
+            failure = failure or wait_in_room(servers, ROOM, 15.0)
+            failure = failure or probe_room([s.addrs["tcp"] for s in servers], 10.0)
+            if failure:
+                result.update(ok=False, failure=failure)
+            else:
+                run_redis_chat(args, result, servers, redis, receivers, senders, rate, duration)
+        finally:
+            for server in servers:
+                server.stop()
+            redis.stop()
+    record(result)
+    print_redis_chat(title, result)
+    if args.quick:
+        return
+    # The same room and load on one server, and on one server of two
+    # shards (pinned to the same core): what each step costs per line.
+    steps = [("one reactor", ["--threads", "1"]), ("two shards, one core", ["--threads", "2"])]
+    picture = []
+    for label, extra in steps:
+        server = Server("chat", [f"{args.examples}/chat", "--tcp", "127.0.0.1:0", *extra], ["tcp"])
+        row = {"row": label, "scenario": "redis_chat", "table": "the whole picture", "server_cmd": server.argv}
+        failure = server.start()
+        if failure:
+            row.update(ok=False, failure=failure)
+        else:
+            try:
+                argv = ["chat", "--tcp", server.addrs["tcp"], "--receivers", str(receivers), "--senders",
+                        str(senders), "--rate", str(rate), "--duration", str(duration),
+                        "--pid", str(server.proc.pid)]
+                rc, line, err = run_loadgen(argv, duration + 90, skip=[server.proc.pid])
+                row.update(line or {})
+                row["ok"] = rc == 0 and line is not None
+                if not row["ok"]:
+                    row["failure"] = f"loadgen exit {rc}: {err.splitlines()[-1] if err else ''}"
+            finally:
+                server.stop()
+        record(row)
+        picture.append(row)
+    print_picture(picture, result)
+
+
+def print_picture(steps, over_redis):
+    """One line per way of holding the room, the same load on each: its
+    latency, the chat servers' CPU per line sent (all servers together)
+    and Redis's."""
+    body = []
+    for r in steps:
+        body.append([r["row"], fmt(r.get("within_p50_us") or r.get("p50_us"), ","),
+                     fmt(r.get("within_p99_us") or r.get("p99_us"), ","), "-", "-",
+                     fmt(r.get("server_us_per_line"), ".1f"), "-", fmt(r.get("delivered"), ".4f"),
+                     "yes" if r.get("ok") else "NO"])
+    r = over_redis
+    chat = [r.get("chat_a_us_per_line"), r.get("chat_b_us_per_line")]
+    body.append(["two servers over Redis, one core", fmt(r.get("within_p50_us"), ","),
+                 fmt(r.get("within_p99_us"), ","), fmt(r.get("across_p50_us"), ","),
+                 fmt(r.get("across_p99_us"), ","),
+                 fmt(sum(chat) if None not in chat else None, ".1f"), fmt(r.get("redis_us_per_line"), ".1f"),
+                 fmt(r.get("delivered"), ".4f"), "yes" if r.get("ok") else "NO"])
+    print_markdown("the whole picture: the same room and load, held three ways (chat servers on one core)",
+                   ["room held by", "p50 µs", "p99 µs", "p50 across µs", "p99 across µs", "chat µs/line",
+                    "redis µs/line", "delivered", "ok"], body)
+    sys.stdout.flush()
+
+
+def run_redis_chat(args, result, servers, redis, receivers, senders, rate, duration):
+    """Runs loadgen over the servers' addresses; its line and the CPU
+    figures go into `result`."""
+    pids = [*(s.proc.pid for s in servers), *redis.pids]
+    argv = ["chat"]
+    for server in servers:
+        argv += ["--tcp", server.addrs["tcp"]]
+    argv += ["--receivers", str(receivers), "--senders", str(senders), "--rate", str(rate),
+             "--duration", str(duration), "--pid", ",".join(map(str, pids))]
+    result["loadgen_args"] = argv
+    redis0, t0 = sum(thread_cpu(redis.pids).values()), time.monotonic()
+    measured = {}
+    rc, line, err = run_loadgen(argv, duration + 90, skip=pids, measured=measured)
+    # redis-server over loadgen's whole run (the room filling included),
+    # beside the window's figure from loadgen.
+    result["redis_cpu_whole_run"] = round((sum(thread_cpu(redis.pids).values()) - redis0)
+                                          / max(time.monotonic() - t0, 1e-3), 3)
+    if "cpu" in measured:
+        result["other_procs_cpu"] = round(measured["cpu"], 3)
+    if line is None:
+        result.update(ok=False, failure=f"loadgen exit {rc}: {err.splitlines()[-1] if err else ''}")
+        return
+    result.update(line)
+    result["ok"] = rc == 0
+    if rc != 0:
+        result["failure"] = f"loadgen exit {rc}: {err.splitlines()[-1] if err else ''}"
+    names = [s.name for s in servers] + ["redis"]
+
+    def each(key):
+        values = [float(v) if v not in ("", "-") else None for v in str(line.get(key, "")).split(",")]
+        return dict(zip(names, values)) if len(values) == len(names) else {}
+
+    for name, value in each("server_cpu_each").items():
+        result[f"{name}_cpu"] = value
+    for name, value in each("server_us_per_line_each").items():
+        result[f"{name}_us_per_line"] = value
+    within, across = line.get("within_p99_us"), line.get("across_p99_us")
+    if within and across is not None:
+        result["p99_across_over_within"] = round(across / within, 3)
+        result["p99_target_met"] = across <= 2 * within
+
+
+def print_redis_chat(title, r):
+    """The deliveries table (within one server, across servers), the p99
+    ratio, and the CPU of each process."""
+    if "within_expected" not in r:
+        print_markdown(title, ["deliveries", "ok"], [["-", "NO: " + r.get("failure", "no result")]])
+        sys.stdout.flush()
+        return
+    body = []
+    for kind, label in (("within", "within one server"), ("across", "across servers")):
+        body.append([label, fmt(r.get(f"{kind}_p50_us"), ","), fmt(r.get(f"{kind}_p99_us"), ","),
+                     fmt(r.get(f"{kind}_max_us"), ","), fmt(r.get(f"{kind}_delivered"), ".4f"),
+                     f"{fmt(r.get(f'{kind}_received'), ',')} / {fmt(r.get(f'{kind}_expected'), ',')}",
+                     "yes" if r.get(f"{kind}_missing") == 0 and r.get("ok") else "NO"])
+    print_markdown(title, ["deliveries", "p50 µs", "p99 µs", "max µs", "delivered", "received / expected",
+                           "ok"], body)
+    ratio = r.get("p99_across_over_within")
+    if ratio is not None:
+        verdict = "met" if r.get("p99_target_met") else "NOT met"
+        print(f"\np99 across / p99 within: {ratio:.2f} (target <= 2.00: {verdict}); "
+              f"{r.get('sent', 0):,} lines sent, members per server {r.get('members_per_server')}, "
+              f"{r.get('missing', 0):,} deliveries missing")
+    if r.get("failure"):
+        print(f"\nNO: {r['failure']}")
+    cpu = [["chat_a", fmt(r.get("chat_a_cpu"), ".2f"), fmt(r.get("chat_a_us_per_line"), ".1f")],
+           ["chat_b", fmt(r.get("chat_b_cpu"), ".2f"), fmt(r.get("chat_b_us_per_line"), ".1f")],
+           ["redis-server", fmt(r.get("redis_cpu"), ".2f"), fmt(r.get("redis_us_per_line"), ".2f")],
+           ["loadgen", fmt(r.get("client_cpu"), ".2f"), "-"]]
+    print_markdown("CPU over the sending window (share of one core; µs per line sent)",
+                   ["process", "cpu", "µs/line"], cpu)
+    print(f"\nother cpu {fmt(r.get('other_cpu'), '.2f')}, other procs {fmt(r.get('other_procs_cpu'), '.2f')}; "
+          f"redis-server over loadgen's whole run (room filling included): "
+          f"{fmt(r.get('redis_cpu_whole_run'), '.3f')} of a core")
+    sys.stdout.flush()
+
+
 def overhead_rows(args):
     """The echo server as built, with the watchdog and the recorder off
     (the counters stay: they are plain integers and cannot be turned
@@ -1432,7 +1729,7 @@ def scenario_overhead(args, record):
 
 SCENARIOS = {"echo": scenario_echo, "idle": scenario_idle, "files": scenario_files, "chat": scenario_chat,
              "shards": scenario_shards, "tls": scenario_tls, "proxy": scenario_proxy,
-             "overhead": scenario_overhead}
+             "overhead": scenario_overhead, "redis_chat": scenario_redis_chat}
 
 
 def main():

@@ -28,6 +28,7 @@
 //!  Connecting --open, room has space-------------> Active { idle }  welcomed; others: "* NICK joined"
 //!  Connecting --open, room full-------------------> Refused         sent "* error: room is full"; closing
 //!  Active     --bytes in--------------------------> Active          each line handled; a whole line pushes the idle timer back
+//!  Active     --its join or /nick claimed---------> Active          (a room over servers) reading paused until the wider room answers
 //!  Active     --/quit-----------------------------> Left            sent "* bye"; others: "* NICK left"; closing
 //!  Active     --line over max_line----------------> Left            sent "* error: line too long"; others told; closing
 //!  Active     --idle timer fired------------------> Left            others told; closing
@@ -83,9 +84,17 @@
 //! episode (`tests/chat_lagging_shard.rs`). With one shard
 //! ([`Chat::new`], or [`Chat::sharded`] with one shard) nothing is shared
 //! and nothing is sent: the room is exactly the single-reactor room.
+//!
+//! **One room over several servers** ([`Chat::over_redis`]). Each server's
+//! part ([`Room::wide`]) keeps its own members and tells the other servers
+//! what they do through a Redis channel, batched once per turn; nicks are
+//! claimed in Redis, and the other servers' members are known from their
+//! messages and their presence. How, and what holds while Redis is away:
+//! `over_redis.rs`.
 
 mod command;
 mod datagram;
+mod over_redis;
 mod room;
 mod shared;
 
@@ -99,7 +108,11 @@ use log::{debug, info, warn};
 
 pub use command::{is_valid_nick, parse, Command, MAX_NICK};
 pub use datagram::{ChatDatagram, GREETING_TIMEOUT};
-pub use room::{Delivery, MemberId, Outbox, Outcome, Room, RoomFull, MAX_WHO_DATAGRAM, ROOM_FULL};
+pub use over_redis::{decode_message, encode_message, is_valid_room, KEY_TTL, REFRESH, SILENCE};
+pub use room::{
+    Claim, ClaimAnswer, ClaimKind, Delivery, MemberId, Outbox, Outcome, Remote, Room, RoomEvent, RoomFull,
+    MAX_WHO_DATAGRAM, ROOM_FULL,
+};
 pub use shared::SharedRoom;
 
 use crate::codec::line::{decode_line, LineStatus};
@@ -215,6 +228,41 @@ impl Chat {
             room,
             link: Some(Rc::new(link)),
         }
+    }
+
+    /// This server's part of the room `room` spread over every chat server
+    /// that shares the Redis server at `addr` ([`is_valid_room`] names
+    /// allowed): joins, leaves, renames and lines cross to the other
+    /// servers' members, `/who` lists them all, and a nick is unique in
+    /// the whole room. The link is opened from `reactor` at once, and kept
+    /// open: while Redis is out of reach the room goes on with this
+    /// server's members alone, and rejoins once it is back. How it is
+    /// kept in Redis: `src/protocols/chat/over_redis.rs`; the whole
+    /// picture: `docs/scaling.md`.
+    ///
+    /// ```no_run
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use evloop::{Reactor, protocols::chat::{Chat, ChatConfig}};
+    /// let mut reactor = Reactor::new()?;
+    /// let redis = "127.0.0.1:6379".parse()?;
+    /// let chat = Chat::over_redis(&mut reactor, ChatConfig::default(), redis, "lobby");
+    /// reactor.listen_tcp_with("127.0.0.1:7100".parse()?, chat.listener_options(), chat.clone())?;
+    /// reactor.run()?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn over_redis(
+        reactor: &mut Reactor,
+        config: ChatConfig,
+        addr: std::net::SocketAddr,
+        room: &str,
+    ) -> Chat {
+        let chat = Chat {
+            room: Rc::new(RefCell::new(Room::wide(config))),
+            link: None,
+        };
+        over_redis::Federation::start(reactor, Rc::clone(&chat.room), addr, room);
+        chat
     }
 
     /// The options its listeners need: the output cap (`max_outbuf`, a
@@ -342,6 +390,11 @@ impl StreamHandler for ChatMember {
                     idle: cx.set_timer(idle_timeout),
                 };
                 send_out(cx, &mut out, &self.room, self.link.as_deref());
+                if self.room.borrow().is_waiting(&MemberId::Stream(cx.key())) {
+                    // Its nick is being claimed in the wider room: its
+                    // lines wait, unread, for the welcome.
+                    cx.pause_reading();
+                }
             }
             Err(RoomFull) => {
                 self.phase = Phase::Refused;
@@ -390,6 +443,12 @@ impl StreamHandler for ChatMember {
                 cx.close();
                 return data.len();
             }
+            if self.room.borrow().is_waiting(&id) {
+                // A rename waits for the wider room's answer, and so do
+                // the lines after it: they are read once it is in.
+                cx.pause_reading();
+                return used;
+            }
         }
     }
 
@@ -436,7 +495,7 @@ fn send_out(cx: &mut Context<'_>, out: &mut Outbox, room: &RefCell<Room>, link: 
 /// takes a reference to the shared line; a datagram member gets it as one
 /// datagram without the newline. A member that is gone, or whose queue is
 /// over its cap, just misses it (the reactor cuts the latter).
-fn deliver(cx: &mut Context<'_>, out: &mut Outbox) {
+pub(super) fn deliver(cx: &mut Context<'_>, out: &mut Outbox) {
     for Delivery { to, line } in out.drain(..) {
         match to {
             MemberId::Stream(key) => {
@@ -526,6 +585,13 @@ fn relay(reactor: &mut Reactor, room: u64, line: &Arc<[u8]>, stamp: u64) {
     let line: Rc<[u8]> = Rc::from(&line[..]);
     let mut out = Outbox::new();
     part.borrow().relay(&line, stamp, &mut out);
+    deliver_from(reactor, &mut out);
+}
+
+/// [`deliver`], from outside any callback (a shard's message, a hook, a
+/// reactor timer): each line is written at the end of the turn with the
+/// rest of what its member is sent in it.
+pub(super) fn deliver_from(reactor: &mut Reactor, out: &mut Outbox) {
     for Delivery { to, line } in out.drain(..) {
         match to {
             MemberId::Stream(key) => {

@@ -15,6 +15,10 @@
 //!  (none)  --join or greet, room full------> (none)   Err(RoomFull); nothing sent
 //!  Greeted --confirm-----------------------> Present  others: "* NICK joined"
 //!  Greeted --leave-------------------------> (none)   silently: nobody saw it join
+//!  (none)  --join, wide room linked--------> Claiming a stream member: nothing sent; its nick claimed in the wider room
+//!  Claiming --claim won, or unknown--------> Present  welcomed; others: "* NICK joined"
+//!  Claiming --claim lost-------------------> Claiming its nick gets a `#N` suffix, claimed again
+//!  Claiming --leave------------------------> (none)   silently
 //!  Present --leave, /quit, line too long---> (none)   others: "* NICK left"
 //!  any     --close (shutdown)--------------> (none)   silently
 //! ```
@@ -43,6 +47,15 @@
 //! [`SharedRoom`] all parts share. Each line it broadcasts is also kept,
 //! once, for the other shards ([`Room::take_forwarded`]), and a line from
 //! another shard reaches this part's members through [`Room::relay`].
+//!
+//! A room made with [`Room::wide`] is one server's part of a room spread
+//! over several servers (through Redis: [`super::Chat::over_redis`]). It
+//! keeps this server's members and the other servers' nicks (for `/who`);
+//! a stream member's nick and each `/nick` are claimed in the wider room
+//! before they are given ([`Room::take_claims`], [`Room::claimed`]), and
+//! what its members do is kept for the other servers
+//! ([`Room::take_events`]). What the other servers' members do comes in
+//! through [`Room::remote`].
 
 use std::collections::HashMap;
 use std::fmt;
@@ -125,6 +138,10 @@ enum Presence {
     Greeted,
     /// Joined: it gets the room's lines and is listed.
     Present,
+    /// A stream member of a room spread over servers whose nick is being
+    /// claimed in the wider room: it holds a slot and its nick here, gets
+    /// nothing, and is welcomed once the claim is answered.
+    Claiming,
 }
 
 /// One member's entry.
@@ -134,6 +151,9 @@ struct Member {
     /// Join order, for `/who`: set again when a greeted member joins.
     seq: u64,
     presence: Presence,
+    /// In a room spread over servers: the nick being claimed for it in the
+    /// wider room (held here meanwhile), if a claim is out.
+    claiming: Option<(String, ClaimKind)>,
 }
 
 /// One chat room: its members, their nicks, its limits.
@@ -160,6 +180,99 @@ pub struct Room {
     /// The clock a sharded room's next broadcast is stamped with, if the
     /// operation that makes it knows better than the clock's value then.
     stamp: Option<u64>,
+    /// The wider room, if this room is one server's part of a room spread
+    /// over servers ([`Room::wide`]).
+    wide: Option<Wide>,
+}
+
+/// Why a nick is claimed in the wider room ([`Claim`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClaimKind {
+    /// A stream member's first nick: it is welcomed once the claim is won.
+    Join,
+    /// `/nick NAME`: the rename is done (or refused) once it is answered.
+    Rename,
+    /// A nick the member already goes by here (a datagram member's, or
+    /// every member's again when the wider room comes back): nothing
+    /// changes if it is won; if it is lost, the member is given a fresh
+    /// nick.
+    Keep,
+}
+
+/// A nick to claim in the wider room for one member: the room asks, the
+/// program claims it atomically (in Redis, `SET ... NX`), and gives the
+/// answer back with [`Room::claimed`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claim {
+    /// Whose claim it is.
+    pub member: MemberId,
+    /// The nick claimed, as the member will be called.
+    pub nick: String,
+    /// Why.
+    pub kind: ClaimKind,
+}
+
+/// The answer to a [`Claim`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClaimAnswer {
+    /// The nick is the member's in the whole room.
+    Won,
+    /// Another server's member holds it.
+    Lost,
+    /// The wider room could not be asked (it is out of reach): the nick is
+    /// the member's here, and is claimed again when the wider room is back.
+    Unknown,
+}
+
+/// What this part of a wider room did that the other servers must hear
+/// of, in order ([`Room::take_events`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RoomEvent {
+    /// A member said a line (the encoded `NICK: TEXT\n`).
+    Said(Rc<[u8]>),
+    /// A member joined.
+    Joined(String),
+    /// A member left.
+    Left(String),
+    /// A member renamed itself, or was renamed.
+    Renamed(String, String),
+}
+
+/// What another server of the wider room says happened ([`Room::remote`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Remote {
+    /// One of its members said a line (`NICK: TEXT`, without the newline).
+    Said(String),
+    /// A member joined it.
+    Joined(String),
+    /// A member left it.
+    Left(String),
+    /// A member of it was renamed.
+    Renamed(String, String),
+    /// Its members now, in join order (sent now and then, and on joining
+    /// the wider room).
+    Presence(Vec<String>),
+    /// Its members as last written down in the wider room, read on
+    /// joining it: taken only for a server not heard from yet.
+    Known(Vec<String>),
+    /// It left the wider room, or was not heard from for too long.
+    Gone,
+}
+
+/// The state of a room spread over servers, kept by each server's part.
+#[derive(Debug, Default)]
+struct Wide {
+    /// The other servers are in reach: events are kept for them, and their
+    /// members are listed.
+    linked: bool,
+    events: Vec<RoomEvent>,
+    claims: Vec<Claim>,
+    /// Nicks this part held in the wider room and let go of.
+    releases: Vec<String>,
+    /// The other servers' members, by server, each in join order.
+    remote: std::collections::BTreeMap<String, Vec<String>>,
+    /// Numbers the fresh nicks given when a claim is lost.
+    fresh: u64,
 }
 
 impl Room {
@@ -175,7 +288,334 @@ impl Room {
             shared: None,
             forwarded: Vec::new(),
             stamp: None,
+            wide: None,
         }
+    }
+
+    /// One server's part of a room spread over several servers (joined
+    /// through Redis by [`super::Chat::over_redis`]): this server's members are
+    /// kept here, with the other servers' nicks for `/who`. A stream
+    /// member's nick, and each `/nick`, is claimed in the wider room before
+    /// it is given ([`Room::take_claims`], [`Room::claimed`]); what the
+    /// members do is kept for the other servers ([`Room::take_events`]);
+    /// what the other servers' members do comes in through
+    /// [`Room::remote`]. Until [`Room::set_linked`] says the wider room is
+    /// in reach, it is a room of its own.
+    pub fn wide(config: ChatConfig) -> Room {
+        Room {
+            wide: Some(Wide::default()),
+            ..Room::new(config)
+        }
+    }
+
+    /// Whether the wider room is in reach ([`Room::set_linked`]).
+    pub fn is_linked(&self) -> bool {
+        self.wide.as_ref().is_some_and(|w| w.linked)
+    }
+
+    /// Says whether the wider room is in reach. Out of reach, the other
+    /// servers' members are forgotten (silently: they did not leave, the
+    /// room is apart) and nothing is kept for them; claims not yet taken
+    /// stay, to be answered [`ClaimAnswer::Unknown`]. Back in reach, every
+    /// nick held here is claimed again ([`ClaimKind::Keep`]); the other
+    /// servers' members come back with their presence ([`Room::remote`]).
+    pub fn set_linked(&mut self, linked: bool) {
+        let Some(wide) = &mut self.wide else {
+            return;
+        };
+        if wide.linked == linked {
+            return;
+        }
+        wide.linked = linked;
+        wide.events.clear();
+        wide.remote.clear();
+        if linked {
+            for (id, member) in &mut self.members {
+                if member.claiming.is_none() {
+                    member.claiming = Some((member.nick.clone(), ClaimKind::Keep));
+                    wide.claims.push(Claim {
+                        member: id.clone(),
+                        nick: member.nick.clone(),
+                        kind: ClaimKind::Keep,
+                    });
+                }
+            }
+        } else {
+            // Claims not yet sent stay: they are answered as unknown (the
+            // nick is this part's) by whoever drives the room.
+            wide.releases.clear();
+        }
+    }
+
+    /// Takes what this part's members did since the last call, in order,
+    /// for the other servers (empty unless the wider room is in reach).
+    pub fn take_events(&mut self) -> Vec<RoomEvent> {
+        self.wide
+            .as_mut()
+            .map(|w| std::mem::take(&mut w.events))
+            .unwrap_or_default()
+    }
+
+    /// Takes the nicks to claim in the wider room since the last call; each
+    /// is answered with [`Room::claimed`].
+    pub fn take_claims(&mut self) -> Vec<Claim> {
+        self.wide
+            .as_mut()
+            .map(|w| std::mem::take(&mut w.claims))
+            .unwrap_or_default()
+    }
+
+    /// Takes the nicks this part let go of since the last call, to free in
+    /// the wider room.
+    pub fn take_releases(&mut self) -> Vec<String> {
+        self.wide
+            .as_mut()
+            .map(|w| std::mem::take(&mut w.releases))
+            .unwrap_or_default()
+    }
+
+    /// Every nick this part holds, claimed or being claimed.
+    pub fn held_nicks(&self) -> Vec<String> {
+        let mut nicks: Vec<String> = self.members.values().map(|m| m.nick.clone()).collect();
+        nicks.extend(
+            self.members
+                .values()
+                .filter_map(|m| m.claiming.as_ref())
+                .filter(|(_, kind)| *kind == ClaimKind::Rename)
+                .map(|(nick, _)| nick.clone()),
+        );
+        nicks
+    }
+
+    /// Whether member `id` waits for an answer from the wider room (its
+    /// join's or its rename's claim): its next lines wait too.
+    pub fn is_waiting(&self, id: &MemberId) -> bool {
+        self.members.get(id).is_some_and(|m| {
+            m.presence == Presence::Claiming || matches!(m.claiming, Some((_, ClaimKind::Rename)))
+        })
+    }
+
+    /// The answer to `claim` ([`Room::take_claims`]). A join claim won (or
+    /// unknown) welcomes the member and tells everyone; lost, the member's
+    /// nick gets a `#N` suffix and is claimed again. A rename won (or
+    /// unknown) is done and told to everyone; lost, the member alone is
+    /// told the nick is taken. A kept nick lost gives the member a fresh
+    /// nick, claimed in turn: it is told why, and everyone is told of the
+    /// rename. A claim for a member that left meanwhile, if won, is let
+    /// go of.
+    pub fn claimed(&mut self, claim: Claim, answer: ClaimAnswer, out: &mut Outbox) {
+        let current = self
+            .members
+            .get(&claim.member)
+            .is_some_and(|m| m.claiming.as_ref() == Some(&(claim.nick.clone(), claim.kind)));
+        if !current {
+            if answer == ClaimAnswer::Won && !self.is_held_here(&claim.nick) {
+                if let Some(wide) = &mut self.wide {
+                    wide.releases.push(claim.nick);
+                }
+            }
+            return;
+        }
+        let id = claim.member;
+        let lost = answer == ClaimAnswer::Lost;
+        match (claim.kind, lost) {
+            (ClaimKind::Join, false) => {
+                let Some(member) = self.members.get_mut(&id) else {
+                    return;
+                };
+                member.claiming = None;
+                member.presence = Presence::Present;
+                let nick = member.nick.clone();
+                debug!("chat: {nick} joined");
+                self.tell(&id, &format!("* welcome {nick}"), out);
+                self.broadcast(&format!("* {nick} joined"), Some(&id), out);
+                self.record(RoomEvent::Joined(nick));
+            }
+            (ClaimKind::Join | ClaimKind::Keep, true) => {
+                let fresh = self.fresh_nick(&claim.nick);
+                let Some(member) = self.members.get_mut(&id) else {
+                    return;
+                };
+                member.claiming = Some((fresh.clone(), claim.kind));
+                if claim.nick != member.nick {
+                    // A fresh nick lost in turn: not held here any more.
+                    self.nicks.remove(&nick_key(&claim.nick));
+                }
+                if claim.kind == ClaimKind::Join {
+                    // Not yet known to anyone: its nick just changes.
+                    self.nicks.remove(&nick_key(&member.nick));
+                    member.nick = fresh.clone();
+                }
+                self.nicks.insert(nick_key(&fresh), id.clone());
+                if let Some(wide) = &mut self.wide {
+                    wide.claims.push(Claim {
+                        member: id,
+                        nick: fresh,
+                        kind: claim.kind,
+                    });
+                }
+            }
+            (ClaimKind::Keep, false) => {
+                let Some(member) = self.members.get_mut(&id) else {
+                    return;
+                };
+                member.claiming = None;
+                let old = std::mem::replace(&mut member.nick, claim.nick.clone());
+                let present = member.presence == Presence::Present;
+                if old != claim.nick {
+                    // A fresh nick, given for one that was lost.
+                    self.nicks.remove(&nick_key(&old));
+                    let text = format!(
+                        "* nick {old} is held by another member of the room; you are now {}",
+                        claim.nick
+                    );
+                    self.tell(&id, &text, out);
+                    if present {
+                        self.renamed(&old, &claim.nick, out);
+                    }
+                }
+            }
+            (ClaimKind::Rename, false) => {
+                let Some(member) = self.members.get_mut(&id) else {
+                    return;
+                };
+                member.claiming = None;
+                let old = std::mem::replace(&mut member.nick, claim.nick.clone());
+                if nick_key(&old) != nick_key(&claim.nick) {
+                    self.nicks.remove(&nick_key(&old));
+                    if answer == ClaimAnswer::Won {
+                        if let Some(wide) = &mut self.wide {
+                            wide.releases.push(old.clone());
+                        }
+                    }
+                }
+                self.renamed(&old, &claim.nick, out);
+            }
+            (ClaimKind::Rename, true) => {
+                if let Some(member) = self.members.get_mut(&id) {
+                    member.claiming = None;
+                    if nick_key(&member.nick) != nick_key(&claim.nick) {
+                        self.nicks.remove(&nick_key(&claim.nick));
+                    }
+                }
+                self.tell(&id, &format!("* error: nick {} is taken", claim.nick), out);
+            }
+        }
+    }
+
+    /// Whether a member here holds or claims `nick` (in any case).
+    fn is_held_here(&self, nick: &str) -> bool {
+        self.nicks.contains_key(&nick_key(nick))
+    }
+
+    /// A nick for a member whose claim of `nick` was lost: `nick#N` (the
+    /// suffix replaced, if it had one), free here.
+    fn fresh_nick(&mut self, nick: &str) -> String {
+        let base = nick.split_once('#').map_or(nick, |(base, _)| base).to_owned();
+        loop {
+            let n = match &mut self.wide {
+                Some(wide) => {
+                    wide.fresh += 1;
+                    wide.fresh
+                }
+                None => 1,
+            };
+            let candidate = format!("{base}#{}", n + self.next_seq);
+            if !self.is_held_here(&candidate) {
+                return candidate;
+            }
+        }
+    }
+
+    /// Everyone here is told of a rename, and so are the other servers.
+    fn renamed(&mut self, old: &str, new: &str, out: &mut Outbox) {
+        debug!("chat: {old} is now {new}");
+        self.broadcast(&format!("* {old} is now {new}"), None, out);
+        self.record(RoomEvent::Renamed(old.to_owned(), new.to_owned()));
+    }
+
+    /// Keeps `event` for the other servers, if they are in reach.
+    fn record(&mut self, event: RoomEvent) {
+        if let Some(wide) = self.wide.as_mut().filter(|w| w.linked) {
+            wide.events.push(event);
+        }
+    }
+
+    /// What the other server `server` said happened in the wider room: this
+    /// part's present members hear of it, and `/who` follows it. A
+    /// server's presence ([`Remote::Presence`]) replaces what was known of
+    /// its members, silently; its end ([`Remote::Gone`]) tells everyone
+    /// here that each of its members left. Ignored while the wider room is
+    /// out of reach.
+    pub fn remote(&mut self, server: &str, event: Remote, out: &mut Outbox) {
+        let Some(wide) = self.wide.as_mut().filter(|w| w.linked) else {
+            return;
+        };
+        let line = match event {
+            Remote::Said(line) => line,
+            Remote::Joined(nick) => {
+                let line = format!("* {nick} joined");
+                wide.remote.entry(server.to_owned()).or_default().push(nick);
+                line
+            }
+            Remote::Left(nick) => {
+                if let Some(nicks) = wide.remote.get_mut(server) {
+                    nicks.retain(|n| *n != nick);
+                }
+                format!("* {nick} left")
+            }
+            Remote::Renamed(old, new) => {
+                let line = format!("* {old} is now {new}");
+                if let Some(n) = wide
+                    .remote
+                    .get_mut(server)
+                    .and_then(|n| n.iter_mut().find(|n| **n == old))
+                {
+                    *n = new;
+                }
+                line
+            }
+            Remote::Presence(nicks) => {
+                wide.remote.insert(server.to_owned(), nicks);
+                return;
+            }
+            Remote::Known(nicks) => {
+                wide.remote.entry(server.to_owned()).or_insert(nicks);
+                return;
+            }
+            Remote::Gone => {
+                for nick in wide.remote.remove(server).unwrap_or_default() {
+                    self.broadcast_here(&format!("* {nick} left"), out);
+                }
+                return;
+            }
+        };
+        self.broadcast_here(&line, out);
+    }
+
+    /// One line for every present member here, encoded once; not kept for
+    /// anyone else.
+    fn broadcast_here(&self, line: &str, out: &mut Outbox) {
+        let line = encode(line);
+        out.reserve(self.members.len());
+        for (id, _) in self
+            .members
+            .iter()
+            .filter(|(_, m)| m.presence == Presence::Present)
+        {
+            out.push(Delivery {
+                to: id.clone(),
+                line: Rc::clone(&line),
+            });
+        }
+    }
+
+    /// The other servers known to be in the room.
+    pub fn remote_servers(&self) -> Vec<String> {
+        self.wide
+            .as_ref()
+            .map(|w| w.remote.keys().cloned().collect())
+            .unwrap_or_default()
     }
 
     /// One shard's part of a room spread over several shards: this
@@ -291,10 +731,14 @@ impl Room {
     /// Every present member's nick in the whole room, in the order they
     /// joined: what `/who` lists.
     pub fn all_nicks(&self) -> Vec<String> {
-        match &self.shared {
+        let mut nicks: Vec<String> = match &self.shared {
             None => self.nicks().into_iter().map(str::to_owned).collect(),
             Some(shared) => shared.nicks(),
+        };
+        if let Some(wide) = self.wide.as_ref().filter(|w| w.linked) {
+            nicks.extend(wide.remote.values().flatten().cloned());
         }
+        nicks
     }
 
     /// Adds member `id` as `nick` (its peer address, by the protocol), and
@@ -315,11 +759,21 @@ impl Room {
         if self.contains(&id) {
             return Ok(());
         }
+        if self.is_linked() && matches!(id, MemberId::Stream(_)) {
+            // Welcomed once the wider room says the nick is its own.
+            let nick = self.add(id.clone(), nick, Presence::Claiming)?;
+            self.claim(&id, nick, ClaimKind::Join);
+            return Ok(());
+        }
         let nick = self.add(id.clone(), nick, Presence::Present)?;
         self.stamp = self.members.get(&id).map(|m| m.seq);
         debug!("chat: {nick} joined");
         self.tell(&id, &format!("* welcome {nick}"), out);
         self.broadcast(&format!("* {nick} joined"), Some(&id), out);
+        if self.is_linked() {
+            self.claim(&id, nick.clone(), ClaimKind::Keep);
+        }
+        self.record(RoomEvent::Joined(nick));
         Ok(())
     }
 
@@ -342,6 +796,11 @@ impl Room {
         let nick = self.add(id.clone(), nick, Presence::Greeted)?;
         debug!("chat: {nick} greeted");
         self.tell(&id, &format!("* welcome {nick}"), out);
+        if self.is_linked() {
+            // A datagram cannot be held back: the nick is given now, and
+            // changed if the wider room says it is taken.
+            self.claim(&id, nick, ClaimKind::Keep);
+        }
         Ok(())
     }
 
@@ -368,6 +827,7 @@ impl Room {
         self.stamp = Some(member.seq);
         debug!("chat: {nick} joined");
         self.broadcast(&format!("* {nick} joined"), Some(id), out);
+        self.record(RoomEvent::Joined(nick));
         true
     }
 
@@ -379,6 +839,17 @@ impl Room {
             return false;
         };
         let datagram = matches!(id, MemberId::Datagram { .. });
+        if let Some((claiming, _)) = &member.claiming {
+            if nick_key(claiming) != nick_key(&member.nick) {
+                self.nicks.remove(&nick_key(claiming));
+            }
+        }
+        if let Some(wide) = self.wide.as_mut().filter(|w| w.linked) {
+            // A claim still out is let go of when it is answered.
+            if member.presence != Presence::Claiming {
+                wide.releases.push(member.nick.clone());
+            }
+        }
         match &self.shared {
             None => {
                 self.nicks.remove(&nick_key(&member.nick));
@@ -394,10 +865,13 @@ impl Room {
             self.datagram_members -= 1;
         }
         match member.presence {
-            Presence::Greeted => debug!("chat: {} was greeted, never joined; gone", member.nick),
+            Presence::Greeted | Presence::Claiming => {
+                debug!("chat: {} was greeted, never joined; gone", member.nick);
+            }
             Presence::Present => {
                 debug!("chat: {} left", member.nick);
                 self.broadcast(&format!("* {} left", member.nick), None, out);
+                self.record(RoomEvent::Left(member.nick));
             }
         }
         true
@@ -416,7 +890,10 @@ impl Room {
         match command::parse(&text) {
             // An empty line says nothing worth a broadcast.
             Command::Say("") => {}
-            Command::Say(said) => self.broadcast(&format!("{nick}: {said}"), Some(id), out),
+            Command::Say(said) => {
+                let line = self.broadcast(&format!("{nick}: {said}"), Some(id), out);
+                self.record(RoomEvent::Said(line));
+            }
             Command::Nick(new) => self.rename(id, &nick, new, out),
             Command::Who => self.who(id, out),
             Command::Quit => {
@@ -458,6 +935,13 @@ impl Room {
                 let seq = (m.presence == Presence::Present).then_some(m.seq);
                 (m.nick.as_str(), datagram, seq)
             }));
+        }
+        if let Some(wide) = self.wide.as_mut().filter(|w| w.linked) {
+            // The nicks are let go of in the wider room, if it hears of it
+            // before the link closes.
+            wide.releases
+                .extend(self.members.values().map(|m| m.nick.clone()));
+            wide.events.clear();
         }
         self.forwarded.clear();
         self.members.clear();
@@ -505,6 +989,7 @@ impl Room {
                 nick: nick.clone(),
                 seq,
                 presence,
+                claiming: None,
             },
         );
         Ok(nick)
@@ -527,6 +1012,9 @@ impl Room {
         if new == old {
             return self.tell(id, &format!("* error: you are already {new}"), out);
         }
+        if self.is_linked() {
+            return self.rename_wide(id, old, new, out);
+        }
         match &self.shared {
             None => {
                 if self.nicks.get(&nick_key(new)).is_some_and(|holder| holder != id) {
@@ -546,8 +1034,34 @@ impl Room {
         if let Some(member) = self.members.get_mut(id) {
             member.nick = new.to_owned();
         }
-        debug!("chat: {old} is now {new}");
-        self.broadcast(&format!("* {old} is now {new}"), None, out);
+        self.renamed(old, new, out);
+    }
+
+    /// `/nick NEW` in a room spread over servers: a nick held here or by
+    /// another server's member (as far as this part knows) is refused at
+    /// once; a change of case is done at once; any other is claimed in
+    /// the wider room, and the rename waits for the answer
+    /// ([`Room::claimed`]).
+    fn rename_wide(&mut self, id: &MemberId, old: &str, new: &str, out: &mut Outbox) {
+        let key = nick_key(new);
+        let here = self.nicks.get(&key).is_some_and(|holder| holder != id);
+        let elsewhere = self
+            .wide
+            .as_ref()
+            .is_some_and(|w| w.remote.values().flatten().any(|n| nick_key(n) == key));
+        if here || elsewhere {
+            return self.tell(id, &format!("* error: nick {new} is taken"), out);
+        }
+        if self.members.get(id).is_some_and(|m| m.claiming.is_some()) {
+            return self.tell(id, "* error: your nick is being changed; try again", out);
+        }
+        if key == nick_key(old) {
+            if let Some(member) = self.members.get_mut(id) {
+                member.nick = new.to_owned();
+            }
+            return self.renamed(old, new, out);
+        }
+        self.claim(id, new.to_owned(), ClaimKind::Rename);
     }
 
     /// The `/who` answer for `id`: one line for a stream member; for a
@@ -561,13 +1075,16 @@ impl Room {
         };
         let mut line = String::from(HEAD);
         let all;
-        let nicks: Vec<&str> = match &self.shared {
+        let mut nicks: Vec<&str> = match &self.shared {
             None => self.nicks(),
             Some(shared) => {
                 all = shared.nicks();
                 all.iter().map(String::as_str).collect()
             }
         };
+        if let Some(wide) = self.wide.as_ref().filter(|w| w.linked) {
+            nicks.extend(wide.remote.values().flatten().map(String::as_str));
+        }
         for nick in nicks {
             if line.len() > HEAD.len() && line.len() + 1 + nick.len() > limit {
                 self.tell(id, &line, out);
@@ -588,7 +1105,7 @@ impl Room {
     }
 
     /// One line for every present member but `except`, encoded once.
-    fn broadcast(&mut self, line: &str, except: Option<&MemberId>, out: &mut Outbox) {
+    fn broadcast(&mut self, line: &str, except: Option<&MemberId>, out: &mut Outbox) -> Rc<[u8]> {
         let line = encode(line);
         if let Some(shared) = &self.shared {
             let stamp = self.stamp.take().unwrap_or_else(|| shared.clock());
@@ -605,6 +1122,24 @@ impl Room {
                 line: Rc::clone(&line),
             });
         }
+        line
+    }
+
+    /// Asks the wider room for `nick` for member `id`, holding it here
+    /// meanwhile.
+    fn claim(&mut self, id: &MemberId, nick: String, kind: ClaimKind) {
+        let Some(wide) = &mut self.wide else {
+            return;
+        };
+        if let Some(member) = self.members.get_mut(id) {
+            member.claiming = Some((nick.clone(), kind));
+        }
+        self.nicks.insert(nick_key(&nick), id.clone());
+        wide.claims.push(Claim {
+            member: id.clone(),
+            nick,
+            kind,
+        });
     }
 }
 
@@ -1012,6 +1547,159 @@ mod tests {
         assert_eq!(room.nick(&udp), Some("127.0.0.1:5000#2"));
         room.leave(&udp, &mut out);
         assert_eq!(room.nick(&ids[0]), Some("127.0.0.1:5000"));
+    }
+
+    /// A room spread over servers, linked, with members `names` joined
+    /// (their claims won), everything sent so far taken out.
+    fn wide_with(names: &[&str]) -> (Room, Vec<MemberId>, Outbox) {
+        let mut room = Room::wide(config(10));
+        room.set_linked(true);
+        let ids: Vec<MemberId> = keys(names.len()).into_iter().map(MemberId::Stream).collect();
+        let mut out = Outbox::new();
+        for (id, name) in ids.iter().zip(names) {
+            room.join(id.clone(), (*name).to_owned(), &mut out)
+                .expect("space");
+            assert!(room.is_waiting(id), "a stream member waits for its claim");
+            for claim in room.take_claims() {
+                room.claimed(claim, ClaimAnswer::Won, &mut out);
+            }
+            assert!(!room.is_waiting(id));
+        }
+        out.clear();
+        room.take_events();
+        (room, ids, out)
+    }
+
+    #[test]
+    fn a_wide_join_is_welcomed_once_its_claim_is_won() {
+        let (mut room, ids, mut out) = wide_with(&["a"]);
+        let b = MemberId::Stream(keys(2)[1]);
+        room.join(b.clone(), "b".into(), &mut out).expect("space");
+        assert!(out.is_empty(), "nothing before the claim: {out:?}");
+        let claims = room.take_claims();
+        assert_eq!(
+            claims,
+            [Claim {
+                member: b.clone(),
+                nick: "b".into(),
+                kind: ClaimKind::Join
+            }]
+        );
+        room.handle_line(&ids[0], b"/who", &mut out);
+        assert_eq!(sent(&mut out), [(ids[0].clone(), "* online: a".to_owned())]);
+        room.claimed(claims[0].clone(), ClaimAnswer::Won, &mut out);
+        let mut want = vec![
+            (ids[0].clone(), "* b joined".to_owned()),
+            (b, "* welcome b".to_owned()),
+        ];
+        want.sort_by_key(|(to, _)| format!("{to:?}"));
+        assert_eq!(sent(&mut out), want);
+        assert_eq!(room.take_events(), [RoomEvent::Joined("b".into())]);
+    }
+
+    #[test]
+    fn a_wide_join_whose_nick_is_held_elsewhere_gets_a_suffix() {
+        let (mut room, _ids, mut out) = wide_with(&["a"]);
+        let b = MemberId::Stream(keys(2)[1]);
+        room.join(b.clone(), "127.0.0.1:9".into(), &mut out)
+            .expect("space");
+        let claim = room.take_claims().remove(0);
+        room.claimed(claim, ClaimAnswer::Lost, &mut out);
+        assert!(out.is_empty() && room.is_waiting(&b));
+        let again = room.take_claims().remove(0);
+        assert!(again.nick.starts_with("127.0.0.1:9#"), "{again:?}");
+        room.claimed(again.clone(), ClaimAnswer::Won, &mut out);
+        assert!(sent(&mut out).contains(&(b.clone(), format!("* welcome {}", again.nick))));
+        assert_eq!(room.nick(&b), Some(again.nick.as_str()));
+    }
+
+    #[test]
+    fn a_wide_rename_waits_for_its_claim_and_a_lost_one_is_an_error() {
+        let (mut room, ids, mut out) = wide_with(&["a", "b"]);
+        room.handle_line(&ids[0], b"/nick alice", &mut out);
+        assert!(out.is_empty() && room.is_waiting(&ids[0]));
+        // Held here meanwhile: nobody else here may take it.
+        room.handle_line(&ids[1], b"/nick ALICE", &mut out);
+        assert_eq!(
+            sent(&mut out),
+            [(ids[1].clone(), "* error: nick ALICE is taken".to_owned())]
+        );
+        let claim = room.take_claims().remove(0);
+        room.claimed(claim, ClaimAnswer::Won, &mut out);
+        assert_eq!(sent(&mut out).len(), 2, "everyone is told");
+        assert_eq!(room.take_releases(), ["a"], "the old nick is let go of");
+        assert_eq!(
+            room.take_events(),
+            [RoomEvent::Renamed("a".into(), "alice".into())]
+        );
+        room.handle_line(&ids[1], b"/nick carol", &mut out);
+        let claim = room.take_claims().remove(0);
+        room.claimed(claim, ClaimAnswer::Lost, &mut out);
+        assert_eq!(
+            sent(&mut out),
+            [(ids[1].clone(), "* error: nick carol is taken".to_owned())]
+        );
+        assert_eq!(room.nick(&ids[1]), Some("b"));
+        // Free again here.
+        room.handle_line(&ids[0], b"/nick carol", &mut out);
+        assert_eq!(room.take_claims().len(), 1);
+    }
+
+    #[test]
+    fn a_kept_nick_lost_on_return_gives_a_fresh_one_and_tells_everyone() {
+        let (mut room, ids, mut out) = wide_with(&["zed", "b"]);
+        room.set_linked(false);
+        room.set_linked(true);
+        let claims = room.take_claims();
+        assert_eq!(claims.len(), 2, "every nick is claimed again");
+        for claim in claims {
+            let answer = if claim.nick == "zed" {
+                ClaimAnswer::Lost
+            } else {
+                ClaimAnswer::Won
+            };
+            room.claimed(claim, answer, &mut out);
+        }
+        assert!(out.is_empty(), "nothing changes until a fresh nick is won");
+        let fresh = room.take_claims().remove(0);
+        room.claimed(fresh.clone(), ClaimAnswer::Won, &mut out);
+        let new = fresh.nick;
+        let got = sent(&mut out);
+        assert!(got.contains(&(
+            ids[0].clone(),
+            format!("* nick zed is held by another member of the room; you are now {new}")
+        )));
+        assert!(got.contains(&(ids[1].clone(), format!("* zed is now {new}"))));
+        assert_eq!(room.take_events(), [RoomEvent::Renamed("zed".into(), new)]);
+    }
+
+    #[test]
+    fn the_other_servers_members_are_listed_and_heard_and_forgotten_when_apart() {
+        let (mut room, ids, mut out) = wide_with(&["a"]);
+        room.remote("s2", Remote::Presence(vec!["x".into(), "y".into()]), &mut out);
+        assert!(out.is_empty(), "presence is silent");
+        room.remote("s2", Remote::Said("x: hi".into()), &mut out);
+        room.remote("s2", Remote::Joined("z".into()), &mut out);
+        room.remote("s2", Remote::Renamed("y".into(), "yy".into()), &mut out);
+        room.remote("s2", Remote::Left("x".into()), &mut out);
+        let lines: Vec<String> = sent(&mut out).into_iter().map(|(_, l)| l).collect();
+        assert_eq!(lines, ["x: hi", "* z joined", "* y is now yy", "* x left"]);
+        room.handle_line(&ids[0], b"/who", &mut out);
+        assert_eq!(sent(&mut out), [(ids[0].clone(), "* online: a yy z".to_owned())]);
+        room.handle_line(&ids[0], b"/nick YY", &mut out);
+        assert_eq!(
+            sent(&mut out),
+            [(ids[0].clone(), "* error: nick YY is taken".to_owned())]
+        );
+        room.set_linked(false);
+        room.handle_line(&ids[0], b"/who", &mut out);
+        assert_eq!(sent(&mut out), [(ids[0].clone(), "* online: a".to_owned())]);
+        room.remote("s2", Remote::Said("x: lost".into()), &mut out);
+        assert!(out.is_empty(), "apart, nothing comes in");
+        room.set_linked(true);
+        room.remote("s2", Remote::Known(vec!["yy".into()]), &mut out);
+        room.remote("s2", Remote::Gone, &mut out);
+        assert_eq!(sent(&mut out), [(ids[0].clone(), "* yy left".to_owned())]);
     }
 
     #[test]

@@ -4,9 +4,23 @@
 //! of every line to every other member is checked and timed.
 //!
 //! ```text
-//! loadgen chat --tcp ADDR --receivers N --senders S --rate R --duration SECS
+//! loadgen chat --tcp ADDR [--tcp ADDR...] --receivers N --senders S --rate R --duration SECS
 //!              [--grace SECS] [--timeout SECS] [--pid PID[,PID...]]
 //! ```
+//!
+//! # One room over several servers
+//!
+//! `--tcp` may be given more than once: chat servers that form one room
+//! between them (`chat --redis`), or several listeners of one server.
+//! Member `i` (senders first, then receivers) connects to address
+//! `i mod A` of the A addresses, so senders and receivers alike are spread
+//! evenly, in turn. Each delivery is then of one of two kinds: *within* one
+//! server, when the receiver connected to the same address as the line's
+//! sender, or *across* servers otherwise. "The same server" is the same
+//! address: an address given twice is one server, two listeners of one
+//! process are two. Each kind has its own latencies and its own count of
+//! expected and received deliveries (see Output); the room, the schedule
+//! and every check are the same as with one address.
 //!
 //! # The part of the protocol it uses
 //!
@@ -27,8 +41,11 @@
 //!    so that the server's listen backlog never overflows. The room is
 //!    complete when every member has its welcome and the `joined` notices
 //!    received add up to M(M-1)/2 for M members: of any two members, the
-//!    one that came first is told of the other, exactly once. Only then does
-//!    the clock start, so no line is sent to a half-built room.
+//!    one that came first is told of the other, exactly once. (At least
+//!    M(M-1)/2: over several servers, two members that join different
+//!    servers at about the same moment may each be told of the other.)
+//!    Only then does the clock start, so no line is sent to a half-built
+//!    room.
 //! 2. *Sending* (`--duration`). Line `k` of the run (from 0) is due
 //!    `k / R` seconds into the window, and goes to sender `k mod S` as that
 //!    sender's line number `k div S`. The conductor wakes when the next
@@ -87,7 +104,8 @@
 //!
 //! # Output
 //!
-//! `mode` (`chat`), `addr`, `receivers`, `senders`, `rate`, `seconds` (the
+//! `mode` (`chat`), `addr` (the `--tcp` addresses, joined by commas),
+//! `receivers`, `senders`, `rate`, `seconds` (the
 //! sending window); `sent` (lines), `expected` (deliveries: `sent` x
 //! (M - 1)), `received` (deliveries checked by the end of the grace),
 //! `delivered` (`received / expected`), `deliveries_per_s` (those received
@@ -98,6 +116,17 @@
 //! `server_cpu` (with `--pid`, the processes' sum) and `other_cpu`, shares
 //! of one core over the window, and `server_us_per_line`: the server's CPU
 //! time over the window per line sent, in microseconds.
+//!
+//! Then the split by server: `servers` (distinct addresses),
+//! `members_per_server` (comma-separated, in the order of the addresses'
+//! first appearance), `missing` (`expected - received`), and for each kind
+//! K of `within` and `across`: `K_expected`, `K_received`, `K_missing`,
+//! `K_delivered`, `K_p50_us`, `K_p99_us`, `K_p999_us`, `K_max_us`. A kind
+//! with nothing expected (`across` with one address) has `null` for its
+//! share and latencies. With `--pid` and a window of half a second or more,
+//! `server_cpu_each` and `server_us_per_line_each` give the same two
+//! figures for each process alone, comma-separated in `--pid` order (say,
+//! two chat servers and their Redis).
 //!
 //! The client's and the server's shares are exact (the kernel's own
 //! account of each process); `other_cpu` comes from `/proc/stat`, which
@@ -146,9 +175,10 @@ const QUIT_WAIT: Duration = Duration::from_secs(5);
 /// The chat mode's command line.
 #[derive(Args)]
 pub(crate) struct ChatFlags {
-    /// Chat server's TCP address
-    #[arg(long, value_name = "ADDR")]
-    tcp: SocketAddr,
+    /// Chat server's TCP address; repeat it for a room over several servers
+    /// (members go to each address in turn)
+    #[arg(long, value_name = "ADDR", required = true)]
+    tcp: Vec<SocketAddr>,
     /// Members that only listen
     #[arg(long, value_name = "N")]
     receivers: usize,
@@ -176,7 +206,12 @@ pub(crate) struct ChatFlags {
 /// The checked command line.
 #[derive(Clone, Debug)]
 struct ChatPlan {
-    addr: SocketAddr,
+    /// The `--tcp` addresses, in order: member `i` connects to
+    /// `addrs[i % addrs.len()]`.
+    addrs: Vec<SocketAddr>,
+    /// For each address, its server: the index of the first address equal
+    /// to it (an address given twice is one server).
+    server_of_addr: Vec<usize>,
     receivers: usize,
     senders: usize,
     rate: u64,
@@ -208,8 +243,12 @@ impl ChatPlan {
         let timeout = flags
             .timeout
             .unwrap_or(Duration::from_secs(30) + flags.duration + flags.grace);
+        let server_of_addr = (0..flags.tcp.len())
+            .map(|i| flags.tcp.iter().position(|a| *a == flags.tcp[i]).unwrap_or(i))
+            .collect();
         ChatPlan {
-            addr: flags.tcp,
+            addrs: flags.tcp,
+            server_of_addr,
             receivers: flags.receivers,
             senders: flags.senders,
             rate: flags.rate,
@@ -223,6 +262,58 @@ impl ChatPlan {
     fn members(&self) -> usize {
         self.receivers + self.senders
     }
+
+    /// The address member `id` connects to (senders are members 0 to
+    /// S - 1, so sender `s` is member `s`).
+    fn addr_of(&self, id: usize) -> SocketAddr {
+        self.addrs[id % self.addrs.len()]
+    }
+
+    /// The server of member `id`: the index of its address's first
+    /// appearance.
+    fn server_of(&self, id: usize) -> usize {
+        self.server_of_addr[id % self.addrs.len()]
+    }
+
+    /// The `--tcp` addresses, joined by commas.
+    fn addr_list(&self) -> String {
+        let addrs: Vec<String> = self.addrs.iter().map(SocketAddr::to_string).collect();
+        addrs.join(",")
+    }
+}
+
+/// Whether a delivery stayed on the sender's server or crossed to
+/// another; indexes [`ChatRun::kinds`].
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Kind {
+    Within = 0,
+    Across = 1,
+}
+
+impl Kind {
+    const ALL: [Kind; 2] = [Kind::Within, Kind::Across];
+
+    fn of(sender_server: usize, receiver_server: usize) -> Kind {
+        if sender_server == receiver_server {
+            Kind::Within
+        } else {
+            Kind::Across
+        }
+    }
+
+    /// The prefix of its fields in the result line.
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Within => "within",
+            Kind::Across => "across",
+        }
+    }
+}
+
+/// The deliveries of one [`Kind`]: counted and timed.
+struct KindTally {
+    received: u64,
+    latency: Histogram,
 }
 
 /// Runs the chat mode: the whole program once the command line is parsed.
@@ -312,6 +403,15 @@ struct ChatRun {
     live: usize,
     /// Each sender's nick, from its welcome.
     nicks: Vec<Option<Box<[u8]>>>,
+    /// Each sender's server.
+    sender_server: Vec<usize>,
+    /// Members on each server (by server index; 0 for an address that
+    /// repeats an earlier one).
+    per_server: Vec<u64>,
+    /// Lines sent by the senders of each server.
+    sent_from: Vec<u64>,
+    /// The deliveries of each kind, by [`Kind`].
+    kinds: [KindTally; 2],
     /// The sending window, in nanoseconds since `base` (`end` is
     /// `u64::MAX` until the window starts).
     window_start_ns: u64,
@@ -333,14 +433,24 @@ struct ChatRun {
     /// Error lines printed so far.
     shown: Shown,
     pids: Vec<u32>,
-    /// CPU readings over the window.
+    /// CPU readings over the window: all `pids` together, and each alone.
     cpu: Option<CpuMeter>,
     cpu_shares: Option<CpuShares>,
+    cpu_each: Vec<CpuMeter>,
+    cpu_shares_each: Vec<CpuShares>,
 }
 
 impl ChatRun {
     fn new(plan: &ChatPlan) -> ChatRun {
         let members = plan.members() as u64;
+        let mut per_server = vec![0; plan.addrs.len()];
+        for id in 0..plan.members() {
+            per_server[plan.server_of(id)] += 1;
+        }
+        let tally = || KindTally {
+            received: 0,
+            latency: Histogram::new(),
+        };
         ChatRun {
             phase: Phase::Joining,
             base: Instant::now(),
@@ -353,6 +463,10 @@ impl ChatRun {
             joins_expected: members * (members - 1) / 2,
             live: 0,
             nicks: vec![None; plan.senders],
+            sender_server: (0..plan.senders).map(|s| plan.server_of(s)).collect(),
+            per_server,
+            sent_from: vec![0; plan.addrs.len()],
+            kinds: [tally(), tally()],
             window_start_ns: 0,
             window_end_ns: u64::MAX,
             issued: 0,
@@ -368,6 +482,8 @@ impl ChatRun {
             pids: plan.pids.clone(),
             cpu: None,
             cpu_shares: None,
+            cpu_each: Vec::new(),
+            cpu_shares_each: Vec::new(),
         }
     }
 
@@ -387,6 +503,27 @@ impl ChatRun {
     /// Expected deliveries: every line sent, to every member but its sender.
     fn expected(&self) -> u64 {
         self.sent * (self.members as u64 - 1)
+    }
+
+    /// Expected deliveries of one kind: each line to the other members of
+    /// its sender's server (within), or to the members of the other
+    /// servers (across). The two add up to [`ChatRun::expected`].
+    fn expected_of(&self, kind: Kind) -> u64 {
+        let members = self.members as u64;
+        self.sent_from
+            .iter()
+            .zip(&self.per_server)
+            .map(|(&sent, &here)| match kind {
+                Kind::Within => sent * here.saturating_sub(1),
+                Kind::Across => sent * (members - here),
+            })
+            .sum()
+    }
+
+    /// `lines` more lines sent by sender `sender`.
+    fn count_sent(&mut self, sender: usize, lines: u64) {
+        self.sent += lines;
+        self.sent_from[self.sender_server[sender]] += lines;
     }
 
     /// Prints one error line on stderr; past the first few they are only
@@ -411,6 +548,7 @@ impl ChatRun {
         self.window_end_ns = self.window_start_ns + duration.as_nanos() as u64;
         self.phase = Phase::Sending { end: now + duration };
         self.cpu = Some(CpuMeter::start(&self.pids));
+        self.cpu_each = self.pids.iter().map(|&pid| CpuMeter::start(&[pid])).collect();
     }
 
     /// The window is over: no more lines, the grace starts.
@@ -419,14 +557,17 @@ impl ChatRun {
         if let Some(cpu) = self.cpu.take() {
             self.cpu_shares = Some(cpu.finish());
         }
+        self.cpu_shares_each = self.cpu_each.drain(..).map(CpuMeter::finish).collect();
     }
 
     /// Checks one relayed line received by a member (`own`: its sender
-    /// number, if it sends; `next_seq`: the next SEQ it expects from each
-    /// sender) at `now_ns`, and counts it. Returns what was wrong with it.
+    /// number, if it sends; `server`: its server; `next_seq`: the next SEQ
+    /// it expects from each sender) at `now_ns`, and counts it. Returns
+    /// what was wrong with it.
     fn take_receipt(
         &mut self,
         own: Option<usize>,
+        server: usize,
         next_seq: &mut [u64],
         line: &[u8],
         now_ns: u64,
@@ -467,7 +608,11 @@ impl ChatRun {
         if now_ns < self.window_end_ns {
             self.received_in_window += 1;
         }
-        self.latency.record(now_ns.saturating_sub(receipt.stamp));
+        let latency = now_ns.saturating_sub(receipt.stamp);
+        self.latency.record(latency);
+        let tally = &mut self.kinds[Kind::of(self.sender_server[sender], server) as usize];
+        tally.received += 1;
+        tally.latency.record(latency);
         Ok(())
     }
 
@@ -478,7 +623,7 @@ impl ChatRun {
         let expected = self.expected();
         let share = |n: u64, of: u64| if of > 0 { n as f64 / of as f64 } else { 0.0 };
         let mut j = Json::new("chat");
-        j.s("addr", &plan.addr.to_string());
+        j.s("addr", &plan.addr_list());
         j.u("receivers", plan.receivers as u64);
         j.u("senders", plan.senders as u64);
         j.u("rate", plan.rate);
@@ -501,7 +646,63 @@ impl ChatRun {
         if let Some(cpu) = self.cpu_shares.as_ref().filter(|_| secs >= MIN_CPU_WINDOW) {
             cpu.write(&mut j, "server_us_per_line", self.sent);
         }
+        self.write_split(&mut j, plan);
         j.finish()
+    }
+
+    /// The result line's split by server: within one server and across.
+    fn write_split(&self, j: &mut Json, plan: &ChatPlan) {
+        let servers: Vec<String> = (0..plan.addrs.len())
+            .filter(|&i| plan.server_of_addr[i] == i)
+            .map(|i| self.per_server[i].to_string())
+            .collect();
+        j.u("servers", servers.len() as u64);
+        j.s("members_per_server", &servers.join(","));
+        j.u("missing", self.expected().saturating_sub(self.received));
+        // No deliveries of a kind: null share and latencies, not zeros.
+        let us = |hist: &Histogram, q: Option<f64>| match (hist.total, q) {
+            (0, _) => f64::NAN,
+            (_, Some(q)) => hist.quantile(q) as f64 / 1000.0,
+            (_, None) => hist.max as f64 / 1000.0,
+        };
+        for kind in Kind::ALL {
+            let tally = &self.kinds[kind as usize];
+            let expected = self.expected_of(kind);
+            let name = kind.name();
+            j.u(&format!("{name}_expected"), expected);
+            j.u(&format!("{name}_received"), tally.received);
+            j.u(
+                &format!("{name}_missing"),
+                expected.saturating_sub(tally.received),
+            );
+            let share = if expected > 0 {
+                tally.received as f64 / expected as f64
+            } else {
+                f64::NAN
+            };
+            j.f(&format!("{name}_delivered"), share, 4);
+            j.f(&format!("{name}_p50_us"), us(&tally.latency, Some(0.50)), 1);
+            j.f(&format!("{name}_p99_us"), us(&tally.latency, Some(0.99)), 1);
+            j.f(&format!("{name}_p999_us"), us(&tally.latency, Some(0.999)), 1);
+            j.f(&format!("{name}_max_us"), us(&tally.latency, None), 1);
+        }
+        let secs = plan.duration.as_secs_f64();
+        if !self.cpu_shares_each.is_empty() && secs >= MIN_CPU_WINDOW {
+            let each = |f: &dyn Fn(&CpuShares) -> Option<f64>| {
+                let all: Vec<String> = self
+                    .cpu_shares_each
+                    .iter()
+                    .map(|c| f(c).map_or_else(|| "-".to_string(), |v| format!("{v:.2}")))
+                    .collect();
+                all.join(",")
+            };
+            j.s("server_cpu_each", &each(&|c| c.server));
+            let sent = self.sent;
+            j.s(
+                "server_us_per_line_each",
+                &each(&|c| c.server_secs.filter(|_| sent > 0).map(|s| s / sent as f64 * 1e6)),
+            );
+        }
     }
 
     /// Whether every check passed; says on stderr why not.
@@ -531,9 +732,18 @@ impl ChatRun {
         }
         let expected = self.expected();
         if self.received < expected {
+            let split: Vec<String> = Kind::ALL
+                .iter()
+                .map(|&kind| {
+                    let want = self.expected_of(kind);
+                    let missing = want.saturating_sub(self.kinds[kind as usize].received);
+                    format!("{}: {missing} of {want}", kind.name())
+                })
+                .collect();
             eprintln!(
-                "loadgen: {} of {expected} deliveries missing after the grace",
-                expected - self.received
+                "loadgen: {} of {expected} deliveries missing after the grace ({})",
+                expected - self.received,
+                split.join(", ")
             );
             ok = false;
         }
@@ -609,6 +819,8 @@ struct Member {
     run: Rc<RefCell<ChatRun>>,
     /// Its sender number, if it sends.
     sender: Option<usize>,
+    /// Its server: see [`ChatPlan::server_of`].
+    server: usize,
     standing: Standing,
     /// The member's loss was counted (once).
     failed: bool,
@@ -622,6 +834,7 @@ impl Member {
             id,
             run: Rc::clone(run),
             sender: (id < plan.senders).then_some(id),
+            server: plan.server_of(id),
             standing: Standing::Arriving,
             failed: false,
             next_seq: vec![0; plan.senders].into_boxed_slice(),
@@ -662,7 +875,7 @@ impl Member {
         if !run.phase.judges() {
             return; // after the grace: nothing is counted
         }
-        if let Err(what) = run.take_receipt(self.sender, &mut self.next_seq, line, now_ns) {
+        if let Err(what) = run.take_receipt(self.sender, self.server, &mut self.next_seq, line, now_ns) {
             run.bad_lines += 1;
             let line = String::from_utf8_lossy(line);
             run.report(format_args!("member {}: a bad line ({what}): {line:?}", self.id));
@@ -824,17 +1037,15 @@ impl Conductor {
         }
         while self.keys.len() < run.members && self.keys.len() - run.settled < CONNECTING_AT_ONCE {
             let id = self.keys.len();
-            match cx.connect(self.plan.addr, Member::new(id, &self.plan, &self.run)) {
+            let addr = self.plan.addr_of(id);
+            match cx.connect(addr, Member::new(id, &self.plan, &self.run)) {
                 Ok(key) => {
                     self.keys.push(key);
                     run.live += 1;
                 }
                 Err(err) => {
                     run.dropped += 1;
-                    run.report(format_args!(
-                        "member {id}: cannot connect to {}: {err}",
-                        self.plan.addr
-                    ));
+                    run.report(format_args!("member {id}: cannot connect to {addr}: {err}"));
                     run.phase = Phase::Over;
                     return;
                 }
@@ -868,7 +1079,7 @@ impl Conductor {
             if !out.is_empty() {
                 // A sender that is gone takes nothing: its lines are not sent.
                 if cx.source(self.keys[sender]).send(out) {
-                    run.sent += self.lines[sender];
+                    run.count_sent(sender, self.lines[sender]);
                 }
                 out.clear();
                 self.lines[sender] = 0;

@@ -14,7 +14,7 @@
 //!              [--timeout SECS] [--batch B]
 //! loadgen download --tcp ADDR --name NAME --conns K --expect-bytes B --duration SECS
 //!                  [--proto plain|http] [--warmup SECS] [--pid PID[,PID...]] [--timeout SECS]
-//! loadgen chat --tcp ADDR --receivers N --senders S --rate R --duration SECS
+//! loadgen chat --tcp ADDR [--tcp ADDR...] --receivers N --senders S --rate R --duration SECS
 //!              [--grace SECS] [--timeout SECS] [--pid PID[,PID...]]
 //! ```
 //!
@@ -168,7 +168,10 @@
 //! `delivered` (their ratio) and `deliveries_per_s`; latencies from the time
 //! each line was written; `send_lag_p99_us` and `send_lag_max_us`; `errors`
 //! (`dropped` members and `bad_lines`), `timed_out`, the CPU shares, and
-//! with `--pid` `server_us_per_line`.
+//! with `--pid` `server_us_per_line`; then the same deliveries split into
+//! those within one server and those across servers (`within_*`,
+//! `across_*`: with `--tcp` given more than once, the members are spread
+//! over the addresses in turn), and with `--pid` each process's CPU alone.
 //!
 //! Latencies go into a log-linear histogram (16 buckets per power of two,
 //! about 3 % resolution), written here so that the example needs nothing
