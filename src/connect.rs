@@ -5,6 +5,10 @@
 //! - the connect never blocks the loop: the socket is made non-blocking
 //!   before `connect(2)`, and the handler hears of the outcome later
 //!   (`on_open`, or `on_close` with [`crate::CloseReason::ConnectFailed`]);
+//! - a connect that reaches its own socket (TCP's simultaneous open, when
+//!   the kernel gives a connect to a free local port that port as its
+//!   own) fails with `ConnectFailed` of kind `ConnectionRefused`: nothing
+//!   listens there;
 //! - with a [`ConnectOptions::timeout`], a connection still connecting when
 //!   it passes is closed with `ConnectFailed` of kind `TimedOut`; a
 //!   connection that connected in time keeps no timer;

@@ -1,7 +1,8 @@
 //! Outbound connections: made by the reactor's owner (`Reactor::connect_tcp`)
 //! or by a handler (`Context::connect`), to std listeners; bytes both ways;
 //! a refused connect reported to the handler; output queued while the
-//! connect is still in progress; and `ConnectOptions`: a connect timeout,
+//! connect is still in progress; a connect that meets its own socket
+//! refused; and `ConnectOptions`: a connect timeout,
 //! the connection's own options, a socket hook run before the SYN, and
 //! the socket's descriptor.
 mod common;
@@ -154,6 +155,36 @@ fn outbound_connect_to_a_closed_port_reports_the_error_to_the_handler() {
         Err(error) => assert!(error.contains("refused"), "{error}"),
     }
     // Shutting down runs every pending callback: none may report again.
+    assert_eq!(server.shutdown(STEP), 0);
+    assert_eq!(rx.try_recv().ok(), None, "one report only");
+}
+
+/// A socket bound to a free port and connected to that same address meets
+/// itself (TCP's simultaneous open): what a connect to a free local port
+/// can also get by chance, when the kernel picks that port as its own.
+/// Nothing listens there: the handler hears of a refused connect, never
+/// of an open connection that echoes its own bytes.
+#[test]
+fn a_connect_that_reaches_its_own_socket_is_refused() {
+    let free = {
+        let probe = TcpListener::bind(any_port()).expect("bind");
+        probe.local_addr().expect("addr")
+    };
+    let (tx, rx) = mpsc::channel();
+    let server = start(move |reactor| {
+        let options = ConnectOptions::new().bind(free);
+        reactor
+            .connect_tcp_with(free, &options, Outbound(tx))
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    });
+    server.info.as_ref().expect("the connect starts");
+    let message = next(&rx);
+    assert!(message.starts_with("close ConnectFailed"), "{message}");
+    assert!(
+        message.contains("ConnectionRefused") && message.contains("itself"),
+        "{message}"
+    );
     assert_eq!(server.shutdown(STEP), 0);
     assert_eq!(rx.try_recv().ok(), None, "one report only");
 }

@@ -137,7 +137,18 @@ impl Core {
         let Some(conn) = self.stream_mut(key) else { return };
         let outcome = match conn.stream.take_error() {
             Ok(Some(err)) | Err(err) => Err(err),
-            Ok(None) => conn.stream.peer_addr(),
+            Ok(None) => conn.stream.peer_addr().and_then(|peer| {
+                // A connect to a local port nothing listens on can be given
+                // that very port as its own, and TCP's simultaneous open
+                // then connects the socket to itself: no server is there.
+                if conn.stream.local_addr().is_ok_and(|local| local == peer) {
+                    return Err(io::Error::new(
+                        io::ErrorKind::ConnectionRefused,
+                        "connected to itself: nothing listens at the address",
+                    ));
+                }
+                Ok(peer)
+            }),
         };
         match outcome {
             Ok(peer) => {
