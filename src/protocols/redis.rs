@@ -39,7 +39,7 @@
 //! the upper half of `min(backoff_max, backoff_min * 2^n)`: servers that
 //! lost Redis together do not all come back at the same instant.
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::fmt;
 use std::net::SocketAddr;
@@ -47,9 +47,9 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use log::{debug, info};
-use redis_protocol::resp2::decode::decode;
+use redis_protocol::resp2::decode::{decode, decode_range};
 use redis_protocol::resp2::encode::encode_borrowed;
-use redis_protocol::resp2::types::{BorrowedFrame, OwnedFrame};
+use redis_protocol::resp2::types::{BorrowedFrame, OwnedFrame, RangeFrame};
 
 use crate::{CloseReason, ConnectOptions, ConnectionOptions, Context, Key, Reactor, StreamHandler};
 
@@ -216,8 +216,6 @@ struct Inner {
 struct Shared {
     inner: RefCell<Inner>,
     events: RefCell<Box<dyn RedisEvents>>,
-    /// Commands waiting in `out`: the turn-end hook's one-load check.
-    dirty: Cell<bool>,
 }
 
 /// A link to one Redis server: clones share it.
@@ -290,7 +288,6 @@ impl Redis {
             shared: Rc::new(Shared {
                 inner: RefCell::new(inner),
                 events: RefCell::new(Box::new(events)),
-                dirty: Cell::new(false),
             }),
         };
         let hook = redis.clone();
@@ -324,7 +321,6 @@ impl Redis {
         }
         encode_command(&mut inner.out, args);
         inner.owed.push_back((Instant::now(), Box::new(reply)));
-        self.shared.dirty.set(true);
         true
     }
 
@@ -334,42 +330,33 @@ impl Redis {
         self.command(&[&b"PUBLISH"[..], channel, payload], |_, _| {})
     }
 
-    /// Writes the commands queued so far now, rather than at the end of
-    /// the turn: for a turn-end hook of the program's own that queues
-    /// commands after the link's hook has run.
+    /// Writes the commands queued so far now, in one send, rather than at
+    /// the end of the turn: for a turn-end hook of the program's own that
+    /// queues commands after the link's hook has run.
     pub fn flush(&self, reactor: &mut Reactor) {
-        if self.shared.inner.borrow().out.is_empty() {
-            return;
+        let (key, mut out) = {
+            let mut inner = self.shared.inner.borrow_mut();
+            if inner.out.is_empty() {
+                return;
+            }
+            (inner.cmd, std::mem::take(&mut inner.out))
+        };
+        if let Some(key) = key {
+            reactor.send_to(key, &out);
         }
-        self.write_out(reactor);
+        let mut inner = self.shared.inner.borrow_mut();
+        if inner.out.is_empty() {
+            // The buffer keeps its capacity for the next turn.
+            out.clear();
+            inner.out = out;
+        }
     }
 
     /// Step 10: writes the turn's commands in one send, and starts the
     /// reconnect timer of a link that went down.
     fn turn_end(&self, reactor: &mut Reactor) {
-        if self.shared.dirty.replace(false) {
-            self.write_out(reactor);
-        }
+        self.flush(reactor);
         self.schedule(reactor);
-    }
-
-    /// Writes what is queued to the command connection.
-    fn write_out(&self, reactor: &mut Reactor) {
-        {
-            let (key, out) = {
-                let mut inner = self.shared.inner.borrow_mut();
-                (inner.cmd, std::mem::take(&mut inner.out))
-            };
-            if let Some(key) = key {
-                reactor.send_to(key, &out);
-            }
-            let mut inner = self.shared.inner.borrow_mut();
-            if inner.out.is_empty() {
-                // The buffer keeps its capacity for the next turn.
-                inner.out = out;
-                inner.out.clear();
-            }
-        }
     }
 
     /// Starts the reconnect timer of a link that is down, once.
@@ -455,7 +442,6 @@ impl Redis {
             let report = !std::mem::replace(&mut inner.reported, true);
             (std::mem::take(&mut inner.owed), other, report)
         };
-        self.shared.dirty.set(false);
         let me = cx.key();
         for key in other.into_iter().flatten().filter(|&k| k != me) {
             cx.source(key).abort();
@@ -466,8 +452,6 @@ impl Redis {
         if report {
             self.with_events(|events, redis| events.on_down(cx, redis, why));
         }
-        // Wake the turn-end hook, which starts the reconnect timer.
-        self.shared.dirty.set(true);
     }
 
     /// Both connections open, every channel subscribed: up.
@@ -554,14 +538,14 @@ pub(crate) fn encode_command<A: AsRef<[u8]>>(out: &mut Vec<u8>, args: &[A]) {
     out.truncate(start + written);
 }
 
-/// Decodes a RESP array of bulk strings, the whole of `bytes`; `None` if
-/// it is anything else.
-pub(crate) fn decode_strings(bytes: &[u8]) -> Option<Vec<Vec<u8>>> {
-    match decode(bytes) {
-        Ok(Some((OwnedFrame::Array(items), n))) if n == bytes.len() => items
-            .into_iter()
+/// Decodes a RESP array of bulk strings, the whole of `bytes`, into
+/// slices of it; `None` if it is anything else.
+pub(crate) fn decode_strings(bytes: &[u8]) -> Option<Vec<&[u8]>> {
+    match decode_range(bytes) {
+        Ok(Some((RangeFrame::Array(items), n))) if n == bytes.len() => items
+            .iter()
             .map(|item| match item {
-                OwnedFrame::BulkString(b) => Some(b),
+                RangeFrame::BulkString((start, end)) => bytes.get(*start..*end),
                 _ => None,
             })
             .collect(),
@@ -590,46 +574,47 @@ impl Conn {
         self.redis.shared.inner.borrow().generation == self.generation
     }
 
-    /// Hands one frame to its reader: a reply to its closure, a message to
-    /// the program. `false` if it makes no sense here.
-    fn frame(&self, cx: &mut Context<'_>, frame: OwnedFrame) -> bool {
+    /// Decodes one frame from the front of `data` and hands it on: a reply
+    /// to its closure, a message to the program (its channel and payload
+    /// borrowed from `data`, not copied). The bytes it took; `Ok(0)` if
+    /// the frame is not all there yet.
+    fn frame(&self, cx: &mut Context<'_>, data: &[u8]) -> Result<usize, String> {
+        let not_resp = |e: redis_protocol::error::RedisProtocolError| {
+            format!("Redis's reply is not RESP: {}", e.details())
+        };
         match self.role {
             Role::Command => {
+                let Some((frame, n)) = decode(data).map_err(not_resp)? else {
+                    return Ok(0);
+                };
                 let reply = self.redis.shared.inner.borrow_mut().owed.pop_front();
-                match reply {
-                    Some((_, reply)) => {
-                        reply(cx, Ok(Reply::from_frame(frame)));
-                        true
-                    }
-                    None => false,
-                }
+                let (_, reply) = reply.ok_or("Redis sent a reply to nothing asked")?;
+                reply(cx, Ok(Reply::from_frame(frame)));
+                Ok(n)
             }
             Role::Subscriber => {
-                let OwnedFrame::Array(mut parts) = frame else {
-                    return false;
+                let Some((frame, n)) = decode_range(data).map_err(not_resp)? else {
+                    return Ok(0);
                 };
-                let kind = match parts.first() {
-                    Some(OwnedFrame::BulkString(kind)) => kind.to_ascii_lowercase(),
-                    _ => return false,
+                let RangeFrame::Array(items) = &frame else {
+                    return Err("Redis sent a push that is not an array".to_owned());
                 };
-                match (kind.as_slice(), parts.len()) {
-                    (b"message", 3) => {
-                        let (Some(OwnedFrame::BulkString(payload)), Some(OwnedFrame::BulkString(channel))) =
-                            (parts.pop(), parts.pop())
-                        else {
-                            return false;
-                        };
-                        self.redis
-                            .with_events(|events, redis| events.on_message(cx, redis, &channel, &payload));
-                        true
-                    }
-                    (b"subscribe", 3) => {
-                        self.redis.shared.inner.borrow_mut().subscribed += 1;
-                        self.redis.maybe_up(cx);
-                        true
-                    }
-                    _ => true,
+                let bulk = |item: Option<&RangeFrame>| match item {
+                    Some(RangeFrame::BulkString((start, end))) => data.get(*start..*end),
+                    _ => None,
+                };
+                let kind = bulk(items.first()).ok_or("Redis sent a push of no kind")?;
+                if kind.eq_ignore_ascii_case(b"message") {
+                    let (channel, payload) = bulk(items.get(1))
+                        .zip(bulk(items.get(2)))
+                        .ok_or("Redis sent a message without its channel or payload")?;
+                    self.redis
+                        .with_events(|events, redis| events.on_message(cx, redis, channel, payload));
+                } else if kind.eq_ignore_ascii_case(b"subscribe") {
+                    self.redis.shared.inner.borrow_mut().subscribed += 1;
+                    self.redis.maybe_up(cx);
                 }
+                Ok(n)
             }
         }
     }
@@ -641,74 +626,45 @@ impl StreamHandler for Conn {
             cx.abort();
             return;
         }
-        if cx
-            .peer_addr()
-            .is_some_and(|peer| Some(peer) == cx.local_addr().as_ref())
-        {
-            // A connect to a loopback port nothing listens on can be
-            // given that very port as its own: TCP's simultaneous open
-            // makes it a connection to itself, which is not Redis.
-            self.redis
-                .down(cx, self.generation, "cannot connect: connected to itself");
-            cx.abort();
-            return;
-        }
         // Redis must answer within the connect timeout (the subscriber's
         // confirmations): whatever else took the port does not hold the
         // link in Connecting. Once up, the command connection checks every
         // second that no reply is owed for too long.
         let timeout = self.redis.shared.inner.borrow().options.connect_timeout;
         match self.role {
-            Role::Subscriber => cx.set_timer(timeout),
-            Role::Command => cx.set_repeating(timeout.min(Duration::from_secs(1))),
-        };
-        match self.role {
             Role::Command => {
+                cx.set_repeating(timeout.min(Duration::from_secs(1)));
                 self.redis.shared.inner.borrow_mut().cmd_open = true;
-                self.redis.maybe_up(cx);
             }
             Role::Subscriber => {
-                let mut out = Vec::new();
-                {
-                    let inner = self.redis.shared.inner.borrow();
-                    let mut args: Vec<&[u8]> = vec![b"SUBSCRIBE"];
-                    args.extend(inner.channels.iter().map(Vec::as_slice));
-                    if args.len() > 1 {
-                        encode_command(&mut out, &args);
-                    }
+                cx.set_timer(timeout);
+                let inner = self.redis.shared.inner.borrow();
+                if !inner.channels.is_empty() {
+                    let mut subscribe = Vec::new();
+                    let args =
+                        std::iter::once(&b"SUBSCRIBE"[..]).chain(inner.channels.iter().map(Vec::as_slice));
+                    encode_command(&mut subscribe, &args.collect::<Vec<_>>());
+                    cx.send_vec(subscribe);
                 }
-                cx.send_vec(out);
-                self.redis.maybe_up(cx);
             }
         }
+        self.redis.maybe_up(cx);
     }
 
     fn on_data(&mut self, cx: &mut Context<'_>, data: &[u8]) -> usize {
         let mut used = 0;
-        while used < data.len() {
-            if !self.current() {
-                return data.len();
-            }
-            match decode(&data[used..]) {
-                Ok(Some((frame, n))) => {
-                    used += n;
-                    if !self.frame(cx, frame) {
-                        self.redis
-                            .down(cx, self.generation, "Redis sent what was not asked for");
-                        cx.abort();
-                        return data.len();
-                    }
-                }
-                Ok(None) => break,
-                Err(e) => {
-                    let why = format!("Redis's reply is not RESP: {}", e.details());
+        while used < data.len() && self.current() {
+            match self.frame(cx, &data[used..]) {
+                Ok(0) => return used,
+                Ok(n) => used += n,
+                Err(why) => {
                     self.redis.down(cx, self.generation, &why);
                     cx.abort();
-                    return data.len();
+                    break;
                 }
             }
         }
-        used
+        data.len()
     }
 
     fn on_timer(&mut self, cx: &mut Context<'_>, _timer: crate::TimerId) {
@@ -783,10 +739,7 @@ mod tests {
         let mut out = Vec::new();
         encode_command(&mut out, &[&b"SET"[..], b"k", b"a\r\nb"]);
         assert_eq!(out, b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$4\r\na\r\nb\r\n");
-        assert_eq!(
-            decode_strings(&out),
-            Some(vec![b"SET".to_vec(), b"k".to_vec(), b"a\r\nb".to_vec()])
-        );
+        assert_eq!(decode_strings(&out), Some(vec![&b"SET"[..], b"k", b"a\r\nb"]));
         assert_eq!(decode_strings(b"*1\r\n:1\r\n"), None, "not all strings");
         assert_eq!(decode_strings(&out[..out.len() - 1]), None, "cut short");
         assert_eq!(decode_strings(b"+OK\r\n"), None);

@@ -1404,6 +1404,8 @@ def scenario_redis_chat(args, record):
                 result.update(ok=False, failure=failure)
             else:
                 run_redis_chat(args, result, servers, redis, receivers, senders, rate, duration)
+                if not args.quick:
+                    measure_upkeep(result, servers, redis, (receivers + senders) // 2)
         finally:
             for server in servers:
                 server.stop()
@@ -1448,17 +1450,17 @@ def print_picture(steps, over_redis):
         body.append([r["row"], fmt(r.get("within_p50_us") or r.get("p50_us"), ","),
                      fmt(r.get("within_p99_us") or r.get("p99_us"), ","), "-", "-",
                      fmt(r.get("server_us_per_line"), ".1f"), "-", fmt(r.get("delivered"), ".4f"),
-                     "yes" if r.get("ok") else "NO"])
+                     fmt(r.get("other_cpu"), ".2f"), "yes" if r.get("ok") else "NO"])
     r = over_redis
     chat = [r.get("chat_a_us_per_line"), r.get("chat_b_us_per_line")]
     body.append(["two servers over Redis, one core", fmt(r.get("within_p50_us"), ","),
                  fmt(r.get("within_p99_us"), ","), fmt(r.get("across_p50_us"), ","),
                  fmt(r.get("across_p99_us"), ","),
                  fmt(sum(chat) if None not in chat else None, ".1f"), fmt(r.get("redis_us_per_line"), ".1f"),
-                 fmt(r.get("delivered"), ".4f"), "yes" if r.get("ok") else "NO"])
+                 fmt(r.get("delivered"), ".4f"), fmt(r.get("other_cpu"), ".2f"), "yes" if r.get("ok") else "NO"])
     print_markdown("the whole picture: the same room and load, held three ways (chat servers on one core)",
                    ["room held by", "p50 µs", "p99 µs", "p50 across µs", "p99 across µs", "chat µs/line",
-                    "redis µs/line", "delivered", "ok"], body)
+                    "redis µs/line", "delivered", "other cpu", "ok"], body)
     sys.stdout.flush()
 
 
@@ -1504,6 +1506,41 @@ def run_redis_chat(args, result, servers, redis, receivers, senders, rate, durat
         result["p99_target_met"] = across <= 2 * within
 
 
+def measure_upkeep(result, servers, redis, members):
+    """Redis's CPU while the room is full and silent: `members` idle
+    connections (loadgen idle, members that say nothing) held on each
+    server, measured over 5 s once a member's `/who` lists them all. What
+    each server's refresh every second costs Redis, apart from lines."""
+    holds = [subprocess.Popen(["taskset", "-c", CLIENT_CPU, LOADGEN, "idle", "--tcp", s.addrs["tcp"],
+                               "--conns", str(members), "--hold", "30", "--pid", str(s.proc.pid)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for s in servers]
+    probe = None
+    try:
+        deadline = time.monotonic() + 20
+        probe = ChatProbe(servers[0].addrs["tcp"], 20)
+        while len(probe.who(deadline)) < len(servers) * members + 1:
+            if time.monotonic() > deadline:
+                result["upkeep_failure"] = "the idle members never all showed in /who"
+                return
+            time.sleep(0.1)
+        skip = {*redis.pids, *(h.pid for h in holds), os.getpid(), *(s.proc.pid for s in servers)}
+        redis0, ticks0, t0 = sum(thread_cpu(redis.pids).values()), process_ticks(), time.monotonic()
+        time.sleep(5)
+        redis1, ticks1, t1 = sum(thread_cpu(redis.pids).values()), process_ticks(), time.monotonic()
+        others = sum(n - ticks0.get(pid, 0) for pid, n in ticks1.items() if pid not in skip)
+        result["upkeep_members"] = len(servers) * members
+        result["upkeep_redis_cpu"] = round((redis1 - redis0) / (t1 - t0), 4)
+        result["upkeep_other_procs_cpu"] = round(others / os.sysconf("SC_CLK_TCK") / (t1 - t0), 3)
+    except OSError as err:
+        result["upkeep_failure"] = f"probe: {err}"
+    finally:
+        if probe:
+            probe.close()
+        for hold in holds:
+            hold.kill()
+            hold.wait()
+
+
 def print_redis_chat(title, r):
     """The deliveries table (within one server, across servers), the p99
     ratio, and the CPU of each process."""
@@ -1536,6 +1573,11 @@ def print_redis_chat(title, r):
     print(f"\nother cpu {fmt(r.get('other_cpu'), '.2f')}, other procs {fmt(r.get('other_procs_cpu'), '.2f')}; "
           f"redis-server over loadgen's whole run (room filling included): "
           f"{fmt(r.get('redis_cpu_whole_run'), '.3f')} of a core")
+    if "upkeep_redis_cpu" in r:
+        print(f"the room's upkeep: redis-server {r['upkeep_redis_cpu']:.4f} of a core with "
+              f"{r['upkeep_members']:,} silent members (other procs {r['upkeep_other_procs_cpu']:.3f})")
+    elif r.get("upkeep_failure"):
+        print(f"the room's upkeep: not measured ({r['upkeep_failure']})")
     sys.stdout.flush()
 
 

@@ -182,9 +182,7 @@ impl Federation {
         for claim in claims {
             self.send_claim(&redis, claim);
         }
-        if !releases.is_empty() {
-            self.release(&redis, &releases);
-        }
+        self.release(&redis, &releases);
         if !events.is_empty() {
             let payload = encode_message(&self.server, &events);
             redis.publish(&self.channel, &payload);
@@ -249,14 +247,25 @@ impl Federation {
         }
     }
 
-    /// Lets go of `nicks` in Redis, where this server still holds them.
-    fn release(&self, redis: &Redis, nicks: &[String]) {
+    /// Runs `script` (one of the compare-and-act scripts) over the keys of
+    /// `nicks`, with this server's id and `extra` as its arguments, in one
+    /// `EVAL`; the reply is not wanted.
+    fn eval_nicks(&self, redis: &Redis, script: &str, nicks: &[String], extra: &[&[u8]]) {
+        if nicks.is_empty() {
+            return;
+        }
         let count = nicks.len().to_string();
         let keys: Vec<Vec<u8>> = nicks.iter().map(|n| self.nick_key(n)).collect();
-        let mut args: Vec<&[u8]> = vec![b"EVAL", RELEASE.as_bytes(), count.as_bytes()];
+        let mut args: Vec<&[u8]> = vec![b"EVAL", script.as_bytes(), count.as_bytes()];
         args.extend(keys.iter().map(Vec::as_slice));
         args.push(self.server.as_bytes());
+        args.extend_from_slice(extra);
         redis.command(&args, |_, _| {});
+    }
+
+    /// Lets go of `nicks` in Redis, where this server still holds them.
+    fn release(&self, redis: &Redis, nicks: &[String]) {
+        self.eval_nicks(redis, RELEASE, nicks, &[]);
     }
 
     /// Members whose claims were answered while out of reach read again.
@@ -302,15 +311,7 @@ impl Federation {
         );
         redis.publish(&self.channel, &message);
         let nicks = self.room.borrow().held_nicks();
-        if !nicks.is_empty() {
-            let count = nicks.len().to_string();
-            let keys: Vec<Vec<u8>> = nicks.iter().map(|n| self.nick_key(n)).collect();
-            let mut args: Vec<&[u8]> = vec![b"EVAL", REFRESH_NICKS.as_bytes(), count.as_bytes()];
-            args.extend(keys.iter().map(Vec::as_slice));
-            args.push(self.server.as_bytes());
-            args.push(ttl.as_bytes());
-            redis.command(&args, |_, _| {});
-        }
+        self.eval_nicks(redis, REFRESH_NICKS, &nicks, &[ttl.as_bytes()]);
     }
 
     /// Joining the room: presence written and published, and the other
@@ -357,18 +358,15 @@ impl Federation {
                                 .entry(server.clone())
                                 .or_insert_with(Instant::now);
                         }
-                        None => gone.push(server.as_bytes().to_vec()),
+                        None => gone.push(server.as_bytes()),
                     }
                 }
                 deliver(cx, &mut out);
-                if !gone.is_empty() {
-                    if let Some(redis) = read.redis() {
-                        let mut args: Vec<&[u8]> = vec![b"SREM", b""];
-                        let key = read.servers_key();
-                        args[1] = &key;
-                        args.extend(gone.iter().map(Vec::as_slice));
-                        redis.command(&args, |_, _| {});
-                    }
+                if let Some(redis) = read.redis().filter(|_| !gone.is_empty()) {
+                    let key = read.servers_key();
+                    let mut args: Vec<&[u8]> = vec![b"SREM", &key];
+                    args.extend(gone);
+                    redis.command(&args, |_, _| {});
                 }
             });
         });
@@ -455,14 +453,14 @@ pub fn encode_message(server: &str, events: &[RoomEvent]) -> Vec<u8> {
 pub fn decode_message(payload: &[u8]) -> Option<(String, Vec<Remote>)> {
     let parts = redis::decode_strings(payload)?;
     let mut parts = parts.into_iter();
-    if parts.next().as_deref() != Some(FORMAT) {
+    if parts.next() != Some(FORMAT) {
         return None;
     }
-    let server = String::from_utf8_lossy(&parts.next()?).into_owned();
-    let text = |part: Option<Vec<u8>>| part.map(|p| sanitize_lossy(&p).into_owned());
+    let server = String::from_utf8_lossy(parts.next()?).into_owned();
+    let text = |part: Option<&[u8]>| part.map(|p| sanitize_lossy(p).into_owned());
     let mut records = Vec::new();
     while let Some(kind) = parts.next() {
-        let record = match kind.as_slice() {
+        let record = match kind {
             b"S" => text(parts.next()).map(Remote::Said),
             b"J" => text(parts.next()).map(Remote::Joined),
             b"L" => text(parts.next()).map(Remote::Left),
@@ -523,9 +521,7 @@ impl RedisEvents for Events {
         let fed = &self.0;
         let mut nicks = fed.room.borrow_mut().take_releases();
         nicks.extend(fed.room.borrow().held_nicks());
-        if !nicks.is_empty() {
-            fed.release(redis, &nicks);
-        }
+        fed.release(redis, &nicks);
         let mut payload = Vec::new();
         redis::encode_command(&mut payload, &[FORMAT, fed.server.as_bytes(), b"Q"]);
         redis.publish(&fed.channel, &payload);

@@ -330,15 +330,14 @@ impl Room {
         wide.events.clear();
         wide.remote.clear();
         if linked {
-            for (id, member) in &mut self.members {
-                if member.claiming.is_none() {
-                    member.claiming = Some((member.nick.clone(), ClaimKind::Keep));
-                    wide.claims.push(Claim {
-                        member: id.clone(),
-                        nick: member.nick.clone(),
-                        kind: ClaimKind::Keep,
-                    });
-                }
+            let unclaimed: Vec<(MemberId, String)> = self
+                .members
+                .iter()
+                .filter(|(_, m)| m.claiming.is_none())
+                .map(|(id, m)| (id.clone(), m.nick.clone()))
+                .collect();
+            for (id, nick) in unclaimed {
+                self.claim(&id, nick, ClaimKind::Keep);
             }
         } else {
             // Claims not yet sent stay: they are answered as unknown (the
